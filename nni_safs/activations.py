@@ -1,0 +1,248 @@
+"""The SAFS operator catalog and the activation slot ``alpha * op(beta * x)``.
+
+Every place of a model that applies an activation is an :class:`ActivationSlot` with a stable
+name; a *genome* maps slot names to op names. In stage 1 the scalars alpha and beta stay at 1
+and frozen; in stage 2 they are trained with the weights (:func:`set_scales_trainable`).
+
+Ops are written to stay finite in float32 for inputs far outside a network's usual range
+(|x| up to 1e4 and beyond, with alpha/beta drifted): symexp clamps its exponent, srs keeps
+its parameters positive and its denominator away from 0, so a poor candidate scores badly
+instead of turning a trial into NaN.
+"""
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import Registry
+
+OPS: Registry[type[nn.Module]] = Registry("activation op")
+register_op = OPS.register
+
+SYMEXP_LIMIT = 20.0  # exp(20) ~ 4.9e8: far beyond useful, far below float32 overflow
+EXP_LIMIT = 80.0  # largest exponent kept inside exp() anywhere in the catalog
+SRS_MIN_DENOMINATOR = 1e-2  # x/a + exp(-x/b) is >= 0.89 at init; never let it reach 0
+
+
+def _positive(raw: torch.Tensor) -> torch.Tensor:
+    """Map an unconstrained parameter to a positive value (inverse of :func:`_raw_positive`)."""
+    return F.softplus(raw) + 1e-3
+
+
+def _raw_positive(value: float) -> torch.Tensor:
+    return torch.tensor(math.log(math.expm1(value - 1e-3)))
+
+
+class _Stateless(nn.Module):
+    """An op without parameters of its own: ``fn`` applied elementwise."""
+
+    fn = staticmethod(lambda x: x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _stateless(name: str, fn) -> type[nn.Module]:
+    cls = type(name.capitalize(), (_Stateless,), {"fn": staticmethod(fn), "__doc__": f"The {name} op."})
+    return register_op(name)(cls)
+
+
+def _symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def _symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs().clamp(max=SYMEXP_LIMIT))
+
+
+_stateless("relu", F.relu)
+_stateless("relu6", F.relu6)
+_stateless("hardswish", F.hardswish)
+_stateless("swish", F.silu)
+_stateless("gelu", F.gelu)
+_stateless("elu", F.elu)
+_stateless("tanh", torch.tanh)
+_stateless("softplus", F.softplus)
+_stateless("logsigmoid", F.logsigmoid)
+_stateless("symlog", _symlog)
+_stateless("symexp", _symexp)
+
+
+@register_op("tanhsoft")
+class TanhSoft(nn.Module):
+    """``tanh(a * x) * softplus(x)`` with a trainable ``a`` (init 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.a * x) * F.softplus(x)
+
+
+@register_op("acon")
+class AconC(nn.Module):
+    """ACON-C (Ma et al. 2021): ``(p1-p2) x sigmoid(p3 (p1-p2) x) + p2 x``; identity at init."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p1 = nn.Parameter(torch.ones(()))
+        self.p2 = nn.Parameter(torch.ones(()))
+        self.p3 = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dx = (self.p1 - self.p2) * x
+        return dx * torch.sigmoid(self.p3 * dx) + self.p2 * x
+
+
+@register_op("srs")
+class SoftRootSign(nn.Module):
+    """Soft Root Sign (Zhou et al. 2020): ``x / (x/a + exp(-x/b))``, a, b > 0 (init 2, 3).
+
+    a and b are stored through softplus so training cannot make them negative, the exponent
+    is clamped, and the denominator is kept >= ``SRS_MIN_DENOMINATOR`` (it can reach 0 once
+    b/a > e).
+    """
+
+    def __init__(self, a: float = 2.0, b: float = 3.0) -> None:
+        super().__init__()
+        self.raw_a = nn.Parameter(_raw_positive(a))
+        self.raw_b = nn.Parameter(_raw_positive(b))
+
+    @property
+    def a(self) -> torch.Tensor:
+        return _positive(self.raw_a)
+
+    @property
+    def b(self) -> torch.Tensor:
+        return _positive(self.raw_b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        denominator = x / self.a + torch.exp((-x / self.b).clamp(max=EXP_LIMIT))
+        return x / denominator.clamp(min=SRS_MIN_DENOMINATOR)
+
+
+def op_names() -> list[str]:
+    """Every op of the catalog, in catalog order."""
+    return OPS.names()
+
+
+class ActivationSlot(nn.Module):
+    """One place for an activation: computes ``alpha * op(beta * x)``.
+
+    alpha and beta are per-slot scalars initialised to 1. ``op`` can be swapped in place
+    (:meth:`set_op`), which gives the new op fresh parameters.
+    """
+
+    def __init__(self, op: str = "relu") -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(()))
+        self.beta = nn.Parameter(torch.ones(()))
+        self.op_name = ""
+        self.op: nn.Module = nn.Identity()
+        self.set_op(op)
+
+    def set_op(self, name: str) -> None:
+        cls = OPS.get(name)
+        device = self.alpha.device
+        self.op = cls().to(device)
+        self.op_name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha * self.op(self.beta * x)
+
+    def extra_repr(self) -> str:
+        return f"op={self.op_name}"
+
+
+Genome = dict[str, str]
+
+
+def slots(model: nn.Module) -> dict[str, ActivationSlot]:
+    """The model's activation slots by their stable (module path) names, in forward order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, ActivationSlot)}
+
+
+def get_genome(model: nn.Module) -> Genome:
+    return {name: slot.op_name for name, slot in slots(model).items()}
+
+
+def apply_genome(model: nn.Module, genome: Mapping[str, str]) -> None:
+    """Set each named slot's op; unknown slots or ops raise ValueError naming the valid ones."""
+    model_slots = slots(model)
+    unknown = [name for name in genome if name not in model_slots]
+    if unknown:
+        raise ValueError(f"unknown activation slot(s) {unknown}; this model's slots: {list(model_slots)}")
+    for name, op in genome.items():
+        OPS.check(op)
+    for name, op in genome.items():
+        if model_slots[name].op_name != op:
+            model_slots[name].set_op(op)
+
+
+def uniform_genome(model: nn.Module, op: str) -> Genome:
+    """Every slot of ``model`` set to ``op`` (e.g. the ReLU baseline)."""
+    OPS.check(op)
+    return {name: op for name in slots(model)}
+
+
+def genome_to_string(genome: Mapping[str, str]) -> str:
+    """Readable, order-preserving form: ``slot=op`` pairs joined by ``;``."""
+    return ";".join(f"{slot}={op}" for slot, op in genome.items())
+
+
+def genome_from_string(text: str) -> Genome:
+    """Inverse of :func:`genome_to_string`; validates every op name."""
+    genome: Genome = {}
+    for pair in filter(None, (p.strip() for p in text.split(";"))):
+        slot, sep, op = pair.partition("=")
+        if not sep or not slot.strip():
+            raise ValueError(f"bad genome entry {pair!r}: expected 'slot=op'")
+        genome[slot.strip()] = OPS.check(op.strip())
+    return genome
+
+
+def set_scales_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze (stage 1) or train (stage 2) every slot's alpha and beta."""
+    for slot in slots(model).values():
+        slot.alpha.requires_grad_(trainable)
+        slot.beta.requires_grad_(trainable)
+
+
+def search_space_file(name: str) -> Path:
+    """A file shipped in the top-level ``search_spaces/`` folder (installed as package data)."""
+    return Path(str(resources.files("nni_safs.search_spaces") / name))
+
+
+DEFAULT_CATALOG_FILE = "activations.yaml"
+
+
+def load_op_choices(path: str | Path | None = None) -> list[str]:
+    """The stage-1 op choices from a catalog YAML (``search_spaces/activations.yaml`` default).
+
+    A user restricts or reorders the search without code by editing ``choices`` there (or
+    pointing ``path`` at their own copy). Every name must be in the catalog.
+    """
+    import yaml
+
+    file = Path(path) if path is not None else search_space_file(DEFAULT_CATALOG_FILE)
+    try:
+        data = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"activation catalog file {str(file)!r} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"activation catalog file {str(file)!r} does not parse: {err}") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise ValueError(f"{str(file)!r} must hold a non-empty list under 'choices'")
+    return [OPS.check(str(op)) for op in _unique(choices)]
+
+
+def _unique(items: Iterable) -> list:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,118 @@
+"""The settings of one SAFS run (the tuner's ``classArgs``), validated up front.
+
+Each key is documented once, here, in :class:`SafsConfig`; the README's key table and the
+experiment YAMLs follow it. Bad values fail before any training starts, with a message that
+names the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .data import DATASETS
+from .models import MODELS
+from .pruning import SCOPES
+from .training import OPTIMIZERS, SCHEDULERS
+
+# Dense (and baseline) fine-tuning hyperparameters of the paper's setups (SAFS.md).
+PAPER_HPARAMS: dict[str, dict[str, Any]] = {
+    "lenet5": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"},
+    "vgg16": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
+              "scheduler": "step_halving", "step_size": 20},
+    "resnet18": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
+                 "scheduler": "step_halving", "step_size": 20},
+    "efficientnet_b0": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
+                        "scheduler": "step_halving", "step_size": 20},
+}
+FALLBACK_HPARAMS = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"}
+
+STAGE1_ALGORITHMS = ("lahc", "evolution", "tpe", "random")
+
+
+@dataclass
+class SafsConfig:
+    """Every knob of a SAFS run. Budgets are in epochs unless named otherwise."""
+
+    model: str = "lenet5"  # a name of nni_safs.models (lenet5, vgg16, resnet18, efficientnet_b0)
+    dataset: str = "mnist5k"  # a name of nni_safs.data (mnist5k, mnist, cifar10, imagenet16, synthetic)
+    data_root: str | None = None  # folder of the dataset's files (not needed for mnist5k/synthetic)
+    download: bool = False  # let torchvision download mnist/cifar10 into data_root
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {num_classes: 120} for imagenet16
+    workspace: str = "workspace"  # where checkpoints, tuner state and results live
+    seed: int = 0  # seeds data splits, dense training, pruning ties, the search
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = 256
+    num_workers: int = 0  # DataLoader worker processes per trial
+    ratio: float = 0.99  # fraction of Conv/Linear weights pruned
+    scope: str = "layer"  # layer (paper: same ratio per layer) | global | lamp
+    train_hparams: dict[str, Any] | None = None  # dense/baseline/final hyperparameters; None: the paper's for the model
+    dense_epochs: int = 200
+    baseline_epochs: int = 200  # fine-tuning of the pruned ReLU net with train_hparams
+    final_epochs: int = 200  # fine-tuning of the winner (and of each ablation)
+    search_epochs: int = 80  # per stage-1 candidate
+    search_data_fraction: float = 1.0  # part of the train split used by stage-1/stage-2 trials
+    search_algorithm: str = "lahc"  # lahc | evolution | tpe | random
+    search_steps: int = 20  # LAHC: minimum steps; others: number of candidates
+    search_idle_fraction: float = 0.02  # LAHC stops once idle steps exceed this share of steps
+    search_history: int = 3  # LAHC history length L
+    max_search_steps: int = 100  # hard cap on stage-1 evaluations
+    op_choices: str | None = None  # catalog YAML with the stage-1 choices; None: search_spaces/activations.yaml
+    hpo_tuner: str = "TPE"  # any NNI built-in tuner name for stage 2
+    hpo_trials: int = 20
+    hpo_epochs: int = 80
+    hpo_space: str | None = None  # stage-2 space JSON; None: search_spaces/hpo_space.json
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "SafsConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; valid settings: {sorted(known)}")
+        config = cls(**dict(values))
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The dense/baseline fine-tuning hyperparameters in effect."""
+        if self.train_hparams is not None:
+            return dict(self.train_hparams)
+        return dict(PAPER_HPARAMS.get(self.model, FALLBACK_HPARAMS))
+
+    def validate(self) -> None:
+        MODELS.check(self.model)
+        DATASETS.check(self.dataset)
+        _one_of("scope", self.scope, SCOPES)
+        _one_of("search_algorithm", self.search_algorithm, STAGE1_ALGORITHMS)
+        if not 0.0 < self.ratio < 1.0:
+            raise ValueError(f"ratio must be in (0, 1), got {self.ratio!r}")
+        if not 0.0 < self.search_data_fraction <= 1.0:
+            raise ValueError(f"search_data_fraction must be in (0, 1], got {self.search_data_fraction!r}")
+        if not 0.0 <= self.search_idle_fraction < 1.0:
+            raise ValueError(f"search_idle_fraction must be in [0, 1), got {self.search_idle_fraction!r}")
+        for key in ("batch_size", "dense_epochs", "baseline_epochs", "final_epochs", "search_epochs",
+                    "search_steps", "search_history", "max_search_steps", "hpo_trials", "hpo_epochs"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if self.max_search_steps < self.search_steps:
+            raise ValueError(f"max_search_steps ({self.max_search_steps}) must be >= search_steps "
+                             f"({self.search_steps})")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}")
+        hp = self.hparams
+        _one_of("train_hparams.optimizer", hp.get("optimizer"), OPTIMIZERS)
+        _one_of("train_hparams.scheduler", hp.get("scheduler", "constant"), SCHEDULERS)
+        if not isinstance(hp.get("lr"), (int, float)) or not hp["lr"] > 0:
+            raise ValueError(f"train_hparams.lr must be a positive number, got {hp.get('lr')!r}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+def _one_of(key: str, value: Any, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")

@@ -1,0 +1,55 @@
+"""Dataset registry: ``build_dataset(name, root, seed, ...)`` returns seeded train/val/test splits.
+
+A user adds a dataset with ``@register_dataset("name")`` on a builder
+``(root, seed, val_fraction, download, **options) -> DataSplits``; val must come from the training
+files and test from the official test split, so search never selects on test data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..registry import Registry
+from .splits import DataSplits, DatasetNotFoundError, seeded_subset
+
+DATASETS: Registry = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+def build_dataset(name: str, root: str | os.PathLike[str] | None = None, seed: int = 0,
+                  val_fraction: float = 0.1, download: bool = False, fraction: float = 1.0,
+                  **options: Any) -> DataSplits:
+    """Build ``name``; ``fraction`` < 1 keeps a seeded subset of train only, for cheap searches
+    (val and test stay whole so scores remain comparable across budgets)."""
+    builder = DATASETS.get(name)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    splits = builder(root=root, seed=seed, val_fraction=val_fraction, download=download, **options)
+    if fraction < 1.0:
+        splits = dataclasses.replace(splits, train=seeded_subset(splits.train, fraction, seed))
+    return splits
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+def make_loaders(splits: DataSplits, batch_size: int, num_workers: int = 0,
+                 seed: int = 0) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """(train, val, test) loaders; the train order (and worker seeds) follow ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                       generator=generator)
+    val, test = (DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+                 for ds in (splits.val, splits.test))
+    return train, val, test
+
+
+__all__ = ["DATASETS", "DataSplits", "DatasetNotFoundError", "build_dataset", "list_datasets",
+           "make_loaders", "register_dataset"]
+
+from . import mnist5k, vision, imagenet16, synthetic  # noqa: E402,F401  (registers the built-ins)

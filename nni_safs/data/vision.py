@@ -1,0 +1,57 @@
+"""torchvision's MNIST and CIFAR-10, with val carved from the training files.
+
+Each training file set is loaded once, untransformed; train and val are index views over it
+with their own transforms (augmentation on train only).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torchvision import datasets, transforms
+
+from . import register_dataset
+from .splits import DataSplits, explain_missing, require_root, splits_from_files
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], crop_size: int | None = None,
+                     padding: int = 0) -> tuple[transforms.Compose, transforms.Compose]:
+    """(train, eval) transforms; with ``crop_size`` train adds the standard pad-crop + flip."""
+    plain = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    if crop_size is None:
+        return transforms.Compose(plain), transforms.Compose(plain)
+    augment = [transforms.RandomCrop(crop_size, padding=padding), transforms.RandomHorizontalFlip()]
+    return transforms.Compose(augment + plain), transforms.Compose(plain)
+
+
+def _load(name: str, cls: Any, root: str | os.PathLike[str] | None, download: bool,
+          eval_transform: transforms.Compose) -> tuple[Any, Any]:
+    """(untransformed training pool, transformed official test split) of a torchvision class."""
+    path = require_root(root, name)
+    with explain_missing(name, path):
+        pool = cls(path, train=True, download=download)
+        test = cls(path, train=False, transform=eval_transform, download=False)
+    return pool, test
+
+
+@register_dataset("mnist")
+def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
+          download: bool) -> DataSplits:
+    train_tf, eval_tf = image_transforms(MNIST_MEAN, MNIST_STD)
+    pool, test = _load("mnist", datasets.MNIST, root, download, eval_tf)
+    return splits_from_files("mnist", pool, test, seed=seed, val_fraction=val_fraction,
+                             train_transform=train_tf, eval_transform=eval_tf,
+                             num_classes=10, in_channels=1, image_size=28)
+
+
+@register_dataset("cifar10")
+def cifar10(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
+            download: bool) -> DataSplits:
+    train_tf, eval_tf = image_transforms(CIFAR10_MEAN, CIFAR10_STD, crop_size=32, padding=4)
+    pool, test = _load("cifar10", datasets.CIFAR10, root, download, eval_tf)
+    return splits_from_files("cifar10", pool, test, seed=seed, val_fraction=val_fraction,
+                             train_transform=train_tf, eval_transform=eval_tf,
+                             num_classes=10, in_channels=3, image_size=32)

@@ -1,0 +1,34 @@
+"""EfficientNet-B0 from torchvision's building blocks, every SiLU turned into a slot.
+
+The paper's ImageNet-16 setup keeps the architecture and its default activation (swish);
+torchvision builds it without downloading weights. Slots are named by module path
+(e.g. ``features.1.0.block.0.2``), including the squeeze-excitation activations.
+"""
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models import efficientnet_b0 as tv_efficientnet_b0
+
+from ..activations import ActivationSlot
+from . import register_model
+
+
+def replace_activations(model: nn.Module, kind: type[nn.Module], act: str) -> nn.Module:
+    """Swap every ``kind`` module of ``model`` for an ``ActivationSlot(act)`` in place."""
+    targets = [name for name, module in model.named_modules() if isinstance(module, kind)]
+    for name in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, ActivationSlot(act))
+    return model
+
+
+@register_model("efficientnet_b0")
+def efficientnet_b0(num_classes: int = 1000, in_channels: int = 3, image_size: int = 16,
+                    act: str = "swish") -> nn.Module:
+    model = tv_efficientnet_b0(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        stem = model.features[0][0]
+        model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size,
+                                          stem.stride, stem.padding, bias=False)
+    return replace_activations(model, nn.SiLU, act)

@@ -1,0 +1,40 @@
+"""LeNet-5 (LeCun et al. 1998) for 28x28 digits: two conv layers, three dense layers, no BN."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..activations import ActivationSlot
+from . import register_model
+
+
+class LeNet5(nn.Module):
+    """Slots ``act1``..``act4`` follow conv1, conv2, fc1, fc2 (the paper's four activations)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+                 act: str = "relu") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
+        self.act1 = ActivationSlot(act)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.act2 = ActivationSlot(act)
+        self.pool2 = nn.MaxPool2d(2)
+        side = (image_size // 2 - 4) // 2
+        self.fc1 = nn.Linear(16 * side * side, 120)
+        self.act3 = ActivationSlot(act)
+        self.fc2 = nn.Linear(120, 84)
+        self.act4 = ActivationSlot(act)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x):
+        x = self.pool1(self.act1(self.conv1(x)))
+        x = self.pool2(self.act2(self.conv2(x)))
+        x = x.flatten(1)
+        x = self.act3(self.fc1(x))
+        x = self.act4(self.fc2(x))
+        return self.fc3(x)
+
+
+@register_model("lenet5")
+def lenet5(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, act: str = "relu") -> nn.Module:
+    return LeNet5(num_classes, in_channels, image_size, act)

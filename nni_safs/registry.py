@@ -1,0 +1,49 @@
+"""A name -> builder table shared by the model, dataset and operator catalogs.
+
+Modelled on timm's ``@register_model``: a user adds an entry with one decorated function in
+their own code, and an unknown name fails with the list of the known ones.
+"""
+from __future__ import annotations
+
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind (``kind`` appears in error messages)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str, *, overwrite: bool = False) -> Callable[[T], T]:
+        """Decorator adding ``entry`` under ``name``; refuses silent replacement."""
+        def add(entry: T) -> T:
+            if name in self._entries and not overwrite:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._entries[name] = entry
+            return entry
+        return add
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}"
+            ) from None
+
+    def check(self, name: str) -> str:
+        """Return ``name`` if registered, else raise the same ValueError as :meth:`get`."""
+        self.get(name)
+        return name
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)

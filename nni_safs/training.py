@@ -1,0 +1,195 @@
+"""Fine-tuning and evaluation, driven by a flat hyperparameter dict (the stage-2 space).
+
+Hyperparameters (``hparams``), every key optional except ``optimizer`` and ``lr``:
+
+* ``optimizer``: ``sgd`` | ``adam`` | ``adamw``; ``lr``; ``weight_decay`` (default 0);
+  ``momentum`` (sgd only, default 0.9)
+* ``scheduler``: one of :data:`SCHEDULERS` (default ``constant``); ``step_size`` (epochs,
+  for ``step_halving``/``step``; default a tenth / a third of the budget)
+
+The best epoch on validation is kept as a deep copy (the reference code aliased the live
+weights and so saved the last epoch). A loss that turns NaN/inf ends the run as *diverged*
+instead of raising, so one bad candidate cannot crash a search.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .pruning import Masks, MaskHolder
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("constant", "step_halving", "step", "cosine", "cosine_warm_restarts",
+              "linear_warmup", "plateau")
+
+
+@dataclass
+class EpochRecord:
+    epoch: int  # 1-based
+    train_loss: float
+    val_acc: float  # top-1 in percent
+    val_loss: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    best_val_acc: float = 0.0
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[EpochRecord] = field(default_factory=list)
+    diverged: bool = False
+    failure: str = ""
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA where there is none is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+    return device
+
+
+def _choice(hparams: Mapping, key: str, valid: Iterable[str], default: str | None = None) -> str:
+    value = hparams.get(key, default)
+    if value not in valid:
+        raise ValueError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+def build_optimizer(params: Iterable[nn.Parameter], hparams: Mapping) -> torch.optim.Optimizer:
+    name = _choice(hparams, "optimizer", OPTIMIZERS)
+    if "lr" not in hparams or not float(hparams["lr"]) > 0:
+        raise ValueError(f"hyperparameter 'lr' must be a positive number, got {hparams.get('lr')!r}")
+    lr, wd = float(hparams["lr"]), float(hparams.get("weight_decay", 0.0))
+    params = [p for p in params if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=float(hparams.get("momentum", 0.9)), weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, hparams: Mapping, epochs: int):
+    """An epoch-stepped scheduler (``None`` for constant); ``plateau`` is stepped with val acc."""
+    name = _choice(hparams, "scheduler", SCHEDULERS, "constant")
+    S = torch.optim.lr_scheduler
+    if name == "constant":
+        return None
+    if name == "step_halving":
+        return S.StepLR(optimizer, int(hparams.get("step_size", max(1, epochs // 10))), gamma=0.5)
+    if name == "step":
+        return S.StepLR(optimizer, int(hparams.get("step_size", max(1, epochs // 3))), gamma=0.1)
+    if name == "cosine":
+        return S.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if name == "cosine_warm_restarts":
+        return S.CosineAnnealingWarmRestarts(optimizer, T_0=max(1, epochs // 4))
+    if name == "linear_warmup":
+        return S.LinearLR(optimizer, start_factor=0.1, total_iters=max(1, epochs // 10))
+    return S.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=max(1, epochs // 20))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> tuple[float, float]:
+    """(top-1 accuracy in percent, mean cross-entropy) of ``model`` on ``loader``."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss = torch.zeros((), device=device)
+    count = 0
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        logits = model(images)
+        loss += nn.functional.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+        count += labels.numel()
+    if count == 0:
+        raise ValueError("cannot evaluate on an empty loader")
+    return 100.0 * correct.item() / count, loss.item() / count
+
+
+def fine_tune(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, hparams: Mapping,
+              epochs: int, device: torch.device | str = "cpu", masks: Masks | None = None,
+              on_epoch: Callable[[EpochRecord], None] | None = None,
+              restore_best: bool = True) -> TrainResult:
+    """Train ``model`` for ``epochs``, validating each epoch, pruned weights held at zero.
+
+    With ``masks`` the pruned weights are re-zeroed after every optimizer step and checked
+    after every epoch (a revived weight raises ``MaskViolationError``). ``restore_best``
+    loads the best epoch's weights into ``model`` before returning.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    device = torch.device(device)
+    model.to(device)
+    optimizer = build_optimizer(model.parameters(), hparams)
+    scheduler = build_scheduler(optimizer, hparams, epochs)
+    holder = MaskHolder(model, masks).attach(optimizer) if masks else None
+    result = TrainResult()
+    try:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            train_loss = _train_epoch(model, train_loader, optimizer, device)
+            if not math.isfinite(train_loss):
+                result.diverged, result.failure = True, f"training loss became {train_loss} in epoch {epoch}"
+                break
+            if holder:
+                holder.check()
+            val_acc, val_loss = evaluate(model, val_loader, device)
+            lr = optimizer.param_groups[0]["lr"]
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(val_acc)
+            elif scheduler is not None:
+                scheduler.step()
+            record = EpochRecord(epoch, train_loss, val_acc, val_loss, lr, time.perf_counter() - start)
+            result.history.append(record)
+            if result.best_state is None or val_acc > result.best_val_acc:
+                result.best_val_acc, result.best_epoch = val_acc, epoch
+                result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if on_epoch is not None:
+                on_epoch(record)
+    finally:
+        if holder:
+            holder.detach()
+    if restore_best and result.best_state is not None:
+        model.load_state_dict(result.best_state)
+    return result
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                 device: torch.device) -> float:
+    """Mean training loss; accumulated on the device so the loop never syncs per step."""
+    model.train()
+    total = torch.zeros((), device=device)
+    batches = 0
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+        batches += 1
+    return total.item() / max(1, batches)

@@ -1,0 +1,147 @@
+"""The workspace: dense and pruned checkpoints, computed once and shared by every trial.
+
+``prepare`` trains the dense model (best validation epoch), prunes it one-shot and saves the
+pruned, not yet fine-tuned checkpoint that every later trial starts from. It is idempotent
+and safe when several processes race to it (a file lock, atomic writes), and it refuses a
+workspace whose checkpoints were made with other settings.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from .activations import apply_genome, set_scales_trainable, uniform_genome
+from .checkpoints import atomic_write, load_checkpoint, save_checkpoint
+from .config import SafsConfig
+from .data import DataSplits, build_dataset, make_loaders
+from .models import build_model
+from .pruning import Masks, magnitude_prune, overall_density
+from .training import evaluate, fine_tune, resolve_device, seed_everything
+
+Log = Callable[[str], None]
+
+
+class Workspace:
+    """Paths and checkpoint metadata of one workspace folder."""
+
+    def __init__(self, config: SafsConfig) -> None:
+        self.config = config
+        self.root = Path(config.workspace)
+
+    @property
+    def dense_path(self) -> Path:
+        return self.root / "dense.pt"
+
+    @property
+    def pruned_path(self) -> Path:
+        return self.root / "pruned.pt"
+
+    def dense_meta(self) -> dict[str, Any]:
+        c = self.config
+        return {"model": c.model, "dataset": c.dataset, "dataset_options": dict(c.dataset_options),
+                "seed": c.seed, "dense_epochs": c.dense_epochs, "train_hparams": c.hparams}
+
+    def pruned_meta(self) -> dict[str, Any]:
+        return {**self.dense_meta(), "ratio": self.config.ratio, "scope": self.config.scope}
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.root / name
+        atomic_write(path, lambda handle: handle.write(json.dumps(data, indent=2, sort_keys=True).encode()))
+        return path
+
+
+def load_data(config: SafsConfig, fraction: float = 1.0) -> DataSplits:
+    return build_dataset(config.dataset, root=config.data_root, seed=config.seed, download=config.download,
+                         fraction=fraction, **config.dataset_options)
+
+
+def new_model(config: SafsConfig, splits: DataSplits) -> nn.Module:
+    return build_model(config.model, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                       image_size=splits.image_size)
+
+
+def prepare(config: SafsConfig, log: Log = print) -> dict[str, Any]:
+    """Make sure the workspace holds the dense and pruned checkpoints; return their figures."""
+    workspace = Workspace(config)
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(workspace.root / ".prepare.lock")):
+        if workspace.pruned_path.exists():
+            payload = load_checkpoint(workspace.pruned_path, workspace.pruned_meta())
+            log(f"workspace {workspace.root} already prepared; reusing {workspace.pruned_path.name}")
+            return payload["figures"]
+        device = resolve_device(config.device)
+        splits = load_data(config)
+        train, val, test = make_loaders(splits, config.batch_size, config.num_workers, config.seed)
+        seed_everything(config.seed)
+        model = new_model(config, splits)
+        if workspace.dense_path.exists():
+            model.load_state_dict(load_checkpoint(workspace.dense_path, workspace.dense_meta())["state"])
+            model.to(device)
+            log(f"reusing dense checkpoint {workspace.dense_path}")
+        else:
+            log(f"training dense {config.model} on {config.dataset} for {config.dense_epochs} epochs")
+            result = fine_tune(model, train, val, config.hparams, config.dense_epochs, device,
+                               on_epoch=lambda r: log(f"dense epoch {r.epoch}: loss {r.train_loss:.4f} "
+                                                      f"val {r.val_acc:.2f}%"))
+            if result.diverged:
+                raise RuntimeError(f"dense training diverged: {result.failure}")
+            save_checkpoint(workspace.dense_path, model.state_dict(), workspace.dense_meta(),
+                            best_epoch=result.best_epoch, best_val_acc=result.best_val_acc)
+        dense_val, _ = evaluate(model, val, device)
+        dense_test, _ = evaluate(model, test, device)
+        masks = magnitude_prune(model, config.ratio, config.scope)
+        pruned_val, _ = evaluate(model, val, device)
+        pruned_test, _ = evaluate(model, test, device)
+        figures = {"dense_val_acc": dense_val, "dense_test_acc": dense_test,
+                   "pruned_val_acc": pruned_val, "pruned_test_acc": pruned_test,
+                   "density": overall_density(masks)}
+        save_checkpoint(workspace.pruned_path, model.state_dict(), workspace.pruned_meta(),
+                        masks={k: v.cpu() for k, v in masks.items()}, figures=figures)
+        log(f"dense test {dense_test:.2f}%, pruned at {config.ratio} ({config.scope}) "
+            f"before fine-tuning {pruned_test:.2f}%, density {100 * figures['density']:.2f}%")
+        return figures
+
+
+def load_pruned(config: SafsConfig, splits: DataSplits, device: torch.device | str = "cpu"
+                ) -> tuple[nn.Module, Masks]:
+    """A fresh copy of the pruned, not yet fine-tuned model and its masks."""
+    workspace = Workspace(config)
+    if not workspace.pruned_path.exists():
+        raise FileNotFoundError(f"workspace {str(workspace.root)!r} holds no pruned checkpoint; "
+                                "run the prepare stage first (safs prepare, or the experiment's prepare trial)")
+    payload = load_checkpoint(workspace.pruned_path, workspace.pruned_meta(), map_location=device)
+    model = new_model(config, splits)
+    model.load_state_dict(payload["state"])
+    return model.to(device), payload["masks"]
+
+
+def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: dict[str, Any], epochs: int,
+                  train_scales: bool, data_fraction: float = 1.0, splits: DataSplits | None = None,
+                  on_epoch: Callable | None = None) -> dict[str, Any]:
+    """Fine-tune the pruned checkpoint with ``genome`` (None: all ReLU) and ``hparams``.
+
+    The one code path of every stage after prepare (baseline, search, hpo, final): returns
+    the best validation top-1, the test top-1 of that best epoch's weights, the measured
+    density and whether the run diverged.
+    """
+    device = resolve_device(config.device)
+    splits = splits or load_data(config, data_fraction)
+    seed_everything(config.seed)
+    model, masks = load_pruned(config, splits, device)
+    apply_genome(model, genome if genome is not None else uniform_genome(model, "relu"))
+    set_scales_trainable(model, train_scales)
+    model.to(device)
+    train, val, test = make_loaders(splits, config.batch_size, config.num_workers, config.seed)
+    result = fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch)
+    test_acc = evaluate(model, test, device)[0] if result.best_state is not None else 0.0
+    kept = sum(int((p != 0).sum()) for n, p in model.named_parameters() if n in masks)
+    total = sum(masks[n].numel() for n in masks)
+    return {"val_acc": result.best_val_acc, "test_acc": test_acc, "best_epoch": result.best_epoch,
+            "epochs": result.epochs_run, "density": kept / total, "diverged": result.diverged,
+            "failure": result.failure, "history": [r.__dict__ for r in result.history]}
