@@ -66,7 +66,7 @@ def new_model(config: SafsConfig, splits: DataSplits) -> nn.Module:
                        image_size=splits.image_size)
 
 
-def prepare(config: SafsConfig, log: Log = print) -> dict[str, Any]:
+def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = None) -> dict[str, Any]:
     """Make sure the workspace holds the dense and pruned checkpoints; return their figures."""
     workspace = Workspace(config)
     workspace.root.mkdir(parents=True, exist_ok=True)
@@ -86,9 +86,7 @@ def prepare(config: SafsConfig, log: Log = print) -> dict[str, Any]:
             log(f"reusing dense checkpoint {workspace.dense_path}")
         else:
             log(f"training dense {config.model} on {config.dataset} for {config.dense_epochs} epochs")
-            result = fine_tune(model, train, val, config.hparams, config.dense_epochs, device,
-                               on_epoch=lambda r: log(f"dense epoch {r.epoch}: loss {r.train_loss:.4f} "
-                                                      f"val {r.val_acc:.2f}%"))
+            result = fine_tune(model, train, val, config.hparams, config.dense_epochs, device, on_epoch=on_epoch)
             if result.diverged:
                 raise RuntimeError(f"dense training diverged: {result.failure}")
             save_checkpoint(workspace.dense_path, model.state_dict(), workspace.dense_meta(),

@@ -108,14 +108,16 @@ def require_root(root: str | os.PathLike[str] | None, name: str) -> str:
 
 
 @contextmanager
-def explain_missing(name: str, root: str) -> Iterator[None]:
-    """Turn torchvision's bare "Dataset not found" RuntimeError into an actionable error."""
+def explain_missing(name: str, root: str, folder: str) -> Iterator[None]:
+    """Turn torchvision's bare "Dataset not found" RuntimeError into an actionable error;
+    ``folder`` is where under ``root`` the dataset's class looks for its files."""
     try:
         yield
     except RuntimeError as err:
         if "not found" not in str(err):
             raise
         raise DatasetNotFoundError(
-            f"{name} files not found (or corrupted) under {root!r}. Pass download=True "
-            f"(`download: true` in the config) to fetch them, or place the files there."
+            f"{name} files not found (or corrupted) in {os.path.join(root, folder)!r}. Pass "
+            f"download=True (`download: true` in the config) to fetch them under root {root!r}, "
+            f"or place the files there."
         ) from err

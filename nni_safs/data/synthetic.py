@@ -29,7 +29,7 @@ def synthetic(root: str | os.PathLike[str] | None, seed: int, val_fraction: floa
     """``size`` samples in all; ``root`` and ``download`` are ignored."""
     n_test = int(round(size * TEST_SHARE))
     if num_classes < 1 or not 1 <= n_test < size:
-        raise ValueError(f"synthetic needs num_classes >= 1 and size >= 6, got "
+        raise ValueError(f"synthetic needs num_classes >= 1 and size >= 4, got "
                          f"num_classes={num_classes}, size={size}")
     generator = torch.Generator().manual_seed(seed)
     patterns = torch.randn((num_classes, in_channels, image_size, image_size), generator=generator)

@@ -27,11 +27,12 @@ def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], crop_size:
     return transforms.Compose(augment + plain), transforms.Compose(plain)
 
 
-def _load(name: str, cls: Any, root: str | os.PathLike[str] | None, download: bool,
+def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None, download: bool,
           eval_transform: transforms.Compose) -> tuple[Any, Any]:
-    """(untransformed training pool, transformed official test split) of a torchvision class."""
+    """(untransformed training pool, transformed official test split) of a torchvision class
+    that keeps its files in ``root/folder``."""
     path = require_root(root, name)
-    with explain_missing(name, path):
+    with explain_missing(name, path, folder):
         pool = cls(path, train=True, download=download)
         test = cls(path, train=False, transform=eval_transform, download=False)
     return pool, test
@@ -41,7 +42,7 @@ def _load(name: str, cls: Any, root: str | os.PathLike[str] | None, download: bo
 def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
           download: bool) -> DataSplits:
     train_tf, eval_tf = image_transforms(MNIST_MEAN, MNIST_STD)
-    pool, test = _load("mnist", datasets.MNIST, root, download, eval_tf)
+    pool, test = _load("mnist", datasets.MNIST, os.path.join("MNIST", "raw"), root, download, eval_tf)
     return splits_from_files("mnist", pool, test, seed=seed, val_fraction=val_fraction,
                              train_transform=train_tf, eval_transform=eval_tf,
                              num_classes=10, in_channels=1, image_size=28)
@@ -51,7 +52,8 @@ def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
 def cifar10(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
             download: bool) -> DataSplits:
     train_tf, eval_tf = image_transforms(CIFAR10_MEAN, CIFAR10_STD, crop_size=32, padding=4)
-    pool, test = _load("cifar10", datasets.CIFAR10, root, download, eval_tf)
+    pool, test = _load("cifar10", datasets.CIFAR10, datasets.CIFAR10.base_folder, root, download,
+                       eval_tf)
     return splits_from_files("cifar10", pool, test, seed=seed, val_fraction=val_fraction,
                              train_transform=train_tf, eval_transform=eval_tf,
                              num_classes=10, in_channels=3, image_size=32)

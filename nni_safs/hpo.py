@@ -1,0 +1,116 @@
+"""Drive one of NNI's built-in tuners in-process as an ask/tell stream.
+
+Stage 2 (and the stage-1 alternatives Evolution, TPE, Random) reuse NNI's own algorithms
+instead of re-implementing them: the SAFS tuner owns a private instance, feeds it the search
+space, asks it for ``n_trials`` parameter sets and tells it each result. When the inner
+tuner cannot answer yet (Evolution before its population has been evaluated), the stream
+says "wait" rather than failing.
+
+On resume the inner tuner is rebuilt and the finished (parameters, value) history replayed
+into it, so no evaluation is repeated; its future suggestions may differ from the ones the
+lost instance would have made.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nni.tools.package_utils.tuner_factory import _get_all_builtin_names, create_builtin_class_instance
+
+_logger = logging.getLogger(__name__)
+
+# Builtin names whose constructor takes optimize_mode (all of NNI's HPO tuners but GridSearch).
+_NO_OPTIMIZE_MODE = {"gridsearch"}
+
+
+def builtin_tuner_names() -> list[str]:
+    return sorted(_get_all_builtin_names("tuners"))
+
+
+def check_tuner_name(name: str) -> str:
+    if name.lower() not in builtin_tuner_names():
+        raise ValueError(f"unknown NNI tuner {name!r}; valid builtin names: {', '.join(builtin_tuner_names())}")
+    return name
+
+
+def create_tuner(name: str, seed: int | None = None):
+    """An NNI built-in tuner that maximizes (NNI's TPE would minimize by default)."""
+    check_tuner_name(name)
+    args: dict[str, Any] = {} if name.lower() in _NO_OPTIMIZE_MODE else {"optimize_mode": "maximize"}
+    if seed is not None and name.lower() in ("tpe", "random", "anneal"):
+        args["seed"] = seed
+    return create_builtin_class_instance(name, args, "tuners")
+
+
+class TunerStream:
+    """``n_trials`` suggestions of an NNI tuner over ``space``, as ask/tell."""
+
+    def __init__(self, tuner_name: str, space: dict, n_trials: int, seed: int = 0,
+                 history: list[dict] | None = None) -> None:
+        self.tuner_name, self.space, self.n_trials, self.seed = tuner_name, space, n_trials, seed
+        self.tuner = create_tuner(tuner_name, seed)
+        self.tuner.update_search_space(space)
+        self.asked: dict[int, dict] = {}  # stream-local id -> parameters, not yet told
+        self.history: list[dict] = []  # {"id", "params", "value"} of told results
+        self.next_id = 0
+        self._live: set[int] = set()  # ids this tuner instance generated itself
+        for record in history or []:
+            self.next_id = max(self.next_id, record["id"] + 1)
+        self.history = list(history or [])
+        if self.history:
+            self.tuner.import_data([{"parameter": r["params"], "value": r["value"]} for r in self.history])
+
+    @property
+    def pending(self) -> int:
+        return len(self.asked)
+
+    @property
+    def exhausted(self) -> bool:
+        """Every trial of the budget has been asked for."""
+        return self.next_id >= self.n_trials
+
+    @property
+    def finished(self) -> bool:
+        return self.exhausted and not self.asked
+
+    def ask(self) -> tuple[int, dict] | None:
+        if self.exhausted:
+            return None
+        try:
+            params = self.tuner.generate_parameters(self.next_id)
+        except Exception as err:  # Evolution: "population is empty" until results arrive
+            if not self.asked:
+                raise
+            _logger.debug("%s cannot suggest yet (%s); waiting for results", self.tuner_name, err)
+            return None
+        key = self.next_id
+        self.next_id += 1
+        self.asked[key] = params
+        self._live.add(key)
+        return key, params
+
+    def tell(self, key: int, value: float) -> None:
+        if key not in self.asked:
+            raise KeyError(f"{self.tuner_name} stream never asked for id {key} (or it was already told)")
+        params = self.asked.pop(key)
+        self.history.append({"id": key, "params": params, "value": value})
+        if key in self._live:
+            self.tuner.receive_trial_result(key, params, value)
+        else:  # asked by the instance that ran before a resume
+            self.tuner.import_data([{"parameter": params, "value": value}])
+
+    def best(self) -> dict | None:
+        return max(self.history, key=lambda r: r["value"], default=None)
+
+    def state_dict(self) -> dict:
+        """JSON-ready; asked-but-untold ids are kept so their results can still be told."""
+        return {"tuner_name": self.tuner_name, "space": self.space, "n_trials": self.n_trials,
+                "seed": self.seed, "history": self.history, "next_id": self.next_id,
+                "asked": {str(k): v for k, v in self.asked.items()}}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "TunerStream":
+        stream = cls(state["tuner_name"], state["space"], state["n_trials"], state["seed"], state["history"])
+        stream.next_id = state["next_id"]
+        stream.asked = {int(k): v for k, v in state["asked"].items()}
+        return stream

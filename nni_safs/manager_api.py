@@ -1,0 +1,75 @@
+"""Talk to the running NNI manager's REST API from inside the tuner.
+
+NNI 3.0 never ends an experiment whose tuner has no more trials: it waits until
+``maxTrialNumber`` trials were submitted. SAFS's stage 1 takes a data-dependent number of
+evaluations, so once the tuner knows the exact total it sets ``maxTrialNumber`` to it
+(the same request ``nnictl update trialnum`` makes), and the experiment ends DONE.
+
+The manager's port comes from ``NNI_TUNER_COMMAND_CHANNEL`` (``ws://localhost:PORT/...``),
+which NNI sets for the dispatcher. Outside NNI every function here does nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.request
+from urllib.parse import urlparse
+
+_logger = logging.getLogger("nni_safs.manager_api")
+
+
+def _base_url() -> str | None:
+    channel = os.environ.get("NNI_TUNER_COMMAND_CHANNEL")
+    if not channel:
+        return None
+    url = urlparse(channel)
+    prefix = url.path.rsplit("/tuner", 1)[0].rstrip("/")
+    return f"http://127.0.0.1:{url.port}{prefix}/api/v1/nni"
+
+
+def _request(method: str, path: str, body: dict | None = None) -> dict | None:
+    base = _base_url()
+    if base is None:
+        return None
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    return json.loads(text) if text else {}
+
+
+def set_max_trial_number(total: int) -> None:
+    """Make the experiment end after exactly ``total`` trials."""
+    try:
+        profile = _request("GET", "/experiment")
+        if profile is None:
+            return
+        if profile["params"].get("maxTrialNumber") == total:
+            return
+        profile["params"]["maxTrialNumber"] = total
+        _request("PUT", "/experiment?update_type=MAX_TRIAL_NUM", profile)
+        _logger.info("SAFS needs exactly %d trials: maxTrialNumber set to %d", total, total)
+    except Exception as err:  # never let bookkeeping kill the dispatcher
+        _logger.warning("could not set maxTrialNumber to %d (%s); the experiment may wait "
+                        "in TUNER_NO_MORE_TRIAL until stopped", total, err)
+
+
+def check_max_trial_number(low: int, high: int) -> None:
+    """Log at start when maxTrialNumber cannot fit the pipeline."""
+    try:
+        profile = _request("GET", "/experiment")
+    except Exception as err:
+        _logger.warning("could not read the experiment profile: %s", err)
+        return
+    if profile is None:
+        return
+    configured = profile["params"].get("maxTrialNumber")
+    if configured is None or configured < high:
+        _logger.warning("maxTrialNumber is %s but the SAFS pipeline may need up to %d trials (at least %d); "
+                        "set maxTrialNumber: %d. The tuner lowers it to the exact count once stage 1 ends.",
+                        configured, high, low, high)
+    else:
+        _logger.info("maxTrialNumber %s; the tuner will lower it to the exact count (%d..%d) once stage 1 ends",
+                     configured, low, high)

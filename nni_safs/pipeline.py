@@ -1,0 +1,231 @@
+"""The SAFS stage flow as a plain ask/tell state machine: the one place the stages live.
+
+Stages and their jobs (every job's parameters name its ``stage``):
+
+* ``prepare``  1 job: dense training + one-shot pruning into the workspace. Barrier.
+* ``baseline`` 1 job: the pruned net with ReLU and the dense hyperparameters (final budget).
+* ``search``   stage 1: a genome per job (LAHC, or an NNI tuner on the slot space), frozen
+  alpha/beta, dense hyperparameters, ``search_epochs``.
+* ``hpo``      stage 2: ``hpo_trials`` jobs with the stage-1 winner and trainable alpha/beta
+  (variant ``safs``), and as many for the ablation on ReLU (variant ``relu``), which needs no
+  stage-1 result and so fills free slots while the search runs.
+* ``final``    3 jobs with the final budget: variant ``stage1`` (winner genome, dense
+  hyperparameters), ``stage2`` (ReLU, trainable scales, the ReLU study's best), ``safs``
+  (winner genome, trainable scales, the SAFS study's best).
+
+``ask()`` returns the next job, or ``None`` when every remaining job waits on results
+(a barrier); ``finished`` says when nothing is left. It knows nothing of NNI.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .activations import genome_to_string
+from .config import SafsConfig
+from .hpo import TunerStream
+from .lahc import LahcArguments, LateAcceptanceHillClimbing
+from .space import activation_space, classic_space, flatten_hparams
+
+STAGES = ("prepare", "baseline", "search", "hpo", "final")
+FINAL_VARIANTS = ("stage1", "stage2", "safs")
+
+
+@dataclass
+class Job:
+    id: int
+    stage: str
+    variant: str
+    params: dict[str, Any]  # what the trial receives
+
+
+def fitness_of(result: dict | None) -> float:
+    """The score a stage optimizes: validation top-1; a failed or diverged job scores 0."""
+    if not result or result.get("diverged") or result.get("failed"):
+        return 0.0
+    value = result.get("default", 0.0)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
+
+
+class SafsPipeline:
+    def __init__(self, config: SafsConfig, slot_names: list[str], choices: list[str], hpo_space: dict) -> None:
+        self.config = config
+        self.slot_names = list(slot_names)
+        self.choices = list(choices)
+        self.hpo_space = hpo_space
+        self.jobs: dict[int, Job] = {}
+        self.results: dict[int, dict | None] = {}
+        self.next_id = 0
+        self.failure = ""  # set when the prepare stage fails: the pipeline stops
+        self.search = self._new_search()
+        self.hpo: dict[str, TunerStream | None] = {
+            "relu": TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1),
+            "safs": None,  # created once stage 1 has a winner
+        }
+        self._stream_keys: dict[int, Any] = {}  # job id -> key in its stream
+
+    # -- stage-1 algorithm -------------------------------------------------------------
+    def _new_search(self):
+        c = self.config
+        if c.search_algorithm == "lahc":
+            args = LahcArguments(history=c.search_history, min_steps=c.search_steps,
+                                 idle_fraction=c.search_idle_fraction, max_steps=c.max_search_steps)
+            return LateAcceptanceHillClimbing(self.slot_names, self.choices, args, seed=c.seed)
+        space = classic_space(activation_space(self.slot_names, self.choices))
+        return TunerStream(c.search_algorithm, space, c.search_steps, c.seed)
+
+    def _search_ask(self) -> tuple[Any, dict] | None:
+        if isinstance(self.search, LateAcceptanceHillClimbing):
+            candidate = self.search.ask()
+            return None if candidate is None else (candidate.id, candidate.genome)
+        return self.search.ask()
+
+    def _search_finished(self) -> bool:
+        return self.search.finished
+
+    def search_best(self) -> tuple[dict[str, str], float] | None:
+        if isinstance(self.search, LateAcceptanceHillClimbing):
+            return self.search.best
+        best = self.search.best()
+        return None if best is None else (best["params"], best["value"])
+
+    # -- the flow ------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        if self.failure:
+            return True
+        return len(self.results) == len(self.jobs) and self._count("final") == len(FINAL_VARIANTS)
+
+    def _count(self, stage: str, variant: str | None = None) -> int:
+        return sum(1 for j in self.jobs.values() if j.stage == stage and variant in (None, j.variant))
+
+    def _done(self, stage: str, variant: str | None = None) -> bool:
+        ids = [j.id for j in self.jobs.values() if j.stage == stage and variant in (None, j.variant)]
+        return bool(ids) and all(i in self.results for i in ids)
+
+    def ask(self) -> Job | None:
+        if self.failure:
+            return None
+        if not self._count("prepare"):
+            return self._emit("prepare", "", epochs=self.config.dense_epochs)
+        if not self._done("prepare"):
+            return None
+        if not self._count("baseline"):
+            return self._emit("baseline", "relu", genome=None, hparams=self.config.hparams,
+                              epochs=self.config.baseline_epochs, train_scales=False)
+        job = self._ask_search() or self._ask_hpo("relu") or self._ask_hpo("safs")
+        return job or self._ask_final()
+
+    def _ask_search(self) -> Job | None:
+        asked = self._search_ask()
+        if asked is None:
+            return None
+        key, genome = asked
+        job = self._emit("search", self.config.search_algorithm, genome=genome, hparams=self.config.hparams,
+                         epochs=self.config.search_epochs, train_scales=False,
+                         data_fraction=self.config.search_data_fraction)
+        self._stream_keys[job.id] = key
+        return job
+
+    def _ask_hpo(self, variant: str) -> Job | None:
+        stream = self.hpo[variant]
+        if stream is None:
+            if not self._search_finished() or self.search_best() is None:
+                return None
+            stream = self.hpo[variant] = TunerStream(self.config.hpo_tuner, self.hpo_space,
+                                                     self.config.hpo_trials, self.config.seed + 2)
+        asked = stream.ask()
+        if asked is None:
+            return None
+        key, nested = asked
+        genome = None if variant == "relu" else self.search_best()[0]
+        job = self._emit("hpo", variant, genome=genome, hparams=flatten_hparams(nested),
+                         epochs=self.config.hpo_epochs, train_scales=True,
+                         data_fraction=self.config.search_data_fraction)
+        self._stream_keys[job.id] = key
+        return job
+
+    def _ask_final(self) -> Job | None:
+        c = self.config
+        if not self._count("final", "stage1") and self._search_finished() and self.search_best():
+            return self._emit("final", "stage1", genome=self.search_best()[0], hparams=c.hparams,
+                              epochs=c.final_epochs, train_scales=False)
+        for variant, stage2 in (("stage2", "relu"), ("safs", "safs")):
+            stream = self.hpo[stage2]
+            if not self._count("final", variant) and stream is not None and stream.finished:
+                genome = None if variant == "stage2" else self.search_best()[0]
+                return self._emit("final", variant, genome=genome, hparams=flatten_hparams(stream.best()["params"]),
+                                  epochs=c.final_epochs, train_scales=True)
+        return None
+
+    def _emit(self, stage: str, variant: str, genome: dict | None = None, hparams: dict | None = None,
+              epochs: int = 1, train_scales: bool = False, data_fraction: float = 1.0) -> Job:
+        params = {"stage": stage, "variant": variant, "job": self.next_id, "workspace": self.config.workspace,
+                  "genome": genome_to_string(genome) if genome else "", "hparams": hparams or {},
+                  "train_scales": train_scales, "epochs": epochs, "data_fraction": data_fraction}
+        job = Job(self.next_id, stage, variant, params)
+        self.jobs[job.id] = job
+        self.next_id += 1
+        return job
+
+    def tell(self, job_id: int, result: dict | None) -> None:
+        """Record a job's final result (``None`` or ``{"failed": ...}`` for a failed trial)."""
+        if job_id not in self.jobs:
+            raise KeyError(f"unknown job {job_id}")
+        if job_id in self.results:
+            return  # a duplicate report (e.g. replayed on resume): already folded
+        job = self.jobs[job_id]
+        self.results[job_id] = result
+        fitness = fitness_of(result)
+        if job.stage == "prepare" and (result is None or result.get("failed")):
+            self.failure = (result or {}).get("failure") or "the prepare trial failed (see its trial log)"
+        elif job.stage == "search":
+            self.search.tell(self._stream_keys[job_id], fitness)
+        elif job.stage == "hpo":
+            self.hpo[job.variant].tell(self._stream_keys[job_id], fitness)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def trial_bounds(self) -> tuple[int, int]:
+        """(fewest, most) trials the whole pipeline can take with this config."""
+        c = self.config
+        fixed = 2 + 2 * c.hpo_trials + len(FINAL_VARIANTS)
+        if c.search_algorithm == "lahc":
+            return fixed + c.search_steps + 1, fixed + c.max_search_steps + 1
+        return fixed + c.search_steps, fixed + c.search_steps
+
+    def total_if_known(self) -> int | None:
+        """The exact trial count once stage 1 is over (used to end the NNI experiment)."""
+        if self.failure:
+            return len(self.jobs)
+        if not self._search_finished():
+            return None
+        return self._count_non_search() + self._count("search") + \
+            (len(FINAL_VARIANTS) + 2 * self.config.hpo_trials - self._count("final") - self._count("hpo"))
+
+    def _count_non_search(self) -> int:
+        return self._count("prepare") + self._count("baseline") + self._count("hpo") + self._count("final")
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue after a restart, as JSON-ready data."""
+        return {
+            "jobs": [{"id": j.id, "stage": j.stage, "variant": j.variant, "params": j.params} for j in self.jobs.values()],
+            "results": {str(k): v for k, v in self.results.items()},
+            "next_id": self.next_id, "failure": self.failure,
+            "stream_keys": {str(k): v for k, v in self._stream_keys.items()},
+            "search": self.search.state_dict(),
+            "hpo": {k: None if v is None else v.state_dict() for k, v in self.hpo.items()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, config: SafsConfig, slot_names: list[str], choices: list[str], hpo_space: dict,
+                        state: dict) -> "SafsPipeline":
+        pipeline = cls(config, slot_names, choices, hpo_space)
+        pipeline.jobs = {j["id"]: Job(j["id"], j["stage"], j["variant"], j["params"]) for j in state["jobs"]}
+        pipeline.results = {int(k): v for k, v in state["results"].items()}
+        pipeline.next_id, pipeline.failure = state["next_id"], state["failure"]
+        pipeline._stream_keys = {int(k): v for k, v in state["stream_keys"].items()}
+        search_cls = type(pipeline.search)
+        pipeline.search = search_cls.from_state_dict(state["search"])
+        pipeline.hpo = {k: None if v is None else TunerStream.from_state_dict(v) for k, v in state["hpo"].items()}
+        return pipeline

@@ -1,0 +1,72 @@
+"""The search spaces: stage 1 (one categorical per activation slot) and stage 2 (HPO).
+
+Stage 1's space is an ``nni.mutable.MutableDict`` of ``Categorical`` per slot, plus the
+classic JSON form NNI's built-in tuners take in ``update_search_space``. Stage 2's space
+lives as data in ``search_spaces/hpo_space.json`` (NNI's nested-choice format: the optimizer
+choice carries its own lr / momentum / weight decay / scheduler), so a user can change it
+without code; :func:`flatten_hparams` turns a tuner's nested answer into the flat dict
+:mod:`nni_safs.training` reads.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import nni.mutable
+
+from .activations import search_space_file
+from .training import OPTIMIZERS, SCHEDULERS
+
+DEFAULT_HPO_SPACE = "hpo_space.json"
+
+
+def activation_space(slot_names: Sequence[str], choices: Sequence[str]) -> nni.mutable.MutableDict:
+    return nni.mutable.MutableDict({
+        name: nni.mutable.Categorical(list(choices), label=name) for name in slot_names})
+
+
+def classic_space(space: nni.mutable.MutableDict) -> dict[str, Any]:
+    """The ``{"label": {"_type": "choice", "_value": [...]}}`` form NNI's tuners accept."""
+    classic = {}
+    for label, mutable in space.simplify().items():
+        if not isinstance(mutable, nni.mutable.Categorical):
+            raise TypeError(f"stage-1 space supports categorical slots only, got {mutable!r}")
+        classic[label] = {"_type": "choice", "_value": list(mutable.values)}
+    return classic
+
+
+def load_hpo_space(path: str | Path | None = None) -> dict[str, Any]:
+    """Read and check a stage-2 space; a file that does not parse is reported with its path."""
+    file = Path(path) if path is not None else search_space_file(DEFAULT_HPO_SPACE)
+    try:
+        space = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"hpo_space file {str(file)!r} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"hpo_space file {str(file)!r} does not parse as JSON: {err}") from None
+    optimizer = space.get("optimizer") if isinstance(space, dict) else None
+    if not isinstance(optimizer, dict) or optimizer.get("_type") != "choice":
+        raise ValueError(f"hpo_space file {str(file)!r} must define 'optimizer' as a choice")
+    for branch in optimizer.get("_value", []):
+        name = branch.get("_name") if isinstance(branch, dict) else branch
+        if name not in OPTIMIZERS:
+            raise ValueError(f"hpo_space {str(file)!r}: unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+        scheduler = branch.get("scheduler", {}) if isinstance(branch, dict) else {}
+        for value in scheduler.get("_value", []) if isinstance(scheduler, dict) else [scheduler]:
+            if value not in SCHEDULERS:
+                raise ValueError(f"hpo_space {str(file)!r}: unknown scheduler {value!r}; "
+                                 f"valid: {', '.join(SCHEDULERS)}")
+    return space
+
+
+def flatten_hparams(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"optimizer": {"_name": "sgd", "lr": ...}, ...}`` -> ``{"optimizer": "sgd", "lr": ...}``."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping) and "_name" in value:
+            flat[key] = value["_name"]
+            flat.update(flatten_hparams({k: v for k, v in value.items() if k != "_name"}))
+        else:
+            flat[key] = value
+    return flat

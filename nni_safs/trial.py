@@ -1,0 +1,115 @@
+"""The trial entry point (``python -m nni_safs.trial``), a thin adapter around the workspace.
+
+It reads its job from ``nni.get_next_parameter()``, loads the run's settings from the
+workspace (``config.json``, written by the tuner), runs the job, reports one intermediate
+result per epoch (validation top-1) and a final dict whose ``default`` is the validation
+top-1. The final dict also names the job, ``parameter_id``, stage and genome it really ran:
+NNI 3.0 can attribute a trial to another trial's parameters at concurrency > 1, so the
+tuner trusts these fields, not the manager's record.
+
+A job that fails (an exception) still reports a final result with ``failed`` set and a
+score of 0, then exits non-zero so the portal shows it FAILED. A diverged fine-tuning is a
+successful trial with a score of 0.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import nni
+
+from .activations import genome_from_string
+from .config import SafsConfig
+from .training import EpochRecord
+from .workspace import prepare, run_candidate
+
+_logger = logging.getLogger("nni_safs.trial")
+CONFIG_FILE = "config.json"
+
+
+def load_config(workspace: str | Path) -> SafsConfig:
+    path = Path(workspace) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} not found: the workspace must be written by the SAFS tuner "
+                                "(or `safs run`) and be visible to every trial (shared storage when remote)")
+    return SafsConfig.from_dict(json.loads(path.read_text()))
+
+
+class _EpochReporter:
+    """Per-epoch intermediate results to NNI and scalars to TensorBoard in the trial's output dir."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.writer = None
+        output_dir = os.environ.get("NNI_OUTPUT_DIR")
+        if output_dir:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+
+    def __call__(self, record: EpochRecord) -> None:
+        nni.report_intermediate_result(record.val_acc)
+        print(f"[{self.tag}] epoch {record.epoch}: train loss {record.train_loss:.4f}, "
+              f"val top-1 {record.val_acc:.2f}%, lr {record.lr:.3g}, {record.seconds:.1f}s", flush=True)
+        if self.writer is not None:
+            for name in ("train_loss", "val_acc", "val_loss", "lr"):
+                self.writer.add_scalar(name, getattr(record, name), record.epoch)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def run_job(params: dict[str, Any], on_epoch=None) -> dict[str, Any]:
+    """Run one job of the pipeline; returns the final-result dict (without NNI)."""
+    start = time.perf_counter()
+    config = load_config(params["workspace"])
+    stage = params["stage"]
+    identity = {"job": params["job"], "stage": stage, "variant": params.get("variant", ""),
+                "genome": params.get("genome", "")}
+    if stage == "prepare":
+        figures = prepare(config, on_epoch=on_epoch)
+        result = {"default": figures["pruned_val_acc"], "test_acc": figures["pruned_test_acc"], **figures}
+    else:
+        genome = genome_from_string(params["genome"]) if params.get("genome") else None
+        outcome = run_candidate(config, genome, params["hparams"], int(params["epochs"]),
+                                bool(params["train_scales"]), float(params.get("data_fraction", 1.0)),
+                                on_epoch=on_epoch)
+        result = {"default": 0.0 if outcome["diverged"] else outcome["val_acc"],
+                  **{k: outcome[k] for k in ("val_acc", "test_acc", "density", "best_epoch", "epochs",
+                                             "diverged", "failure")}}
+    return {**result, **identity, "seconds": time.perf_counter() - start}
+
+
+def main() -> int:
+    params = nni.get_next_parameter()
+    if not params:
+        print("nni_safs.trial runs inside an NNI experiment (nnictl create); no parameters were received",
+              file=sys.stderr)
+        return 2
+    parameter_id = getattr(nni.trial, "_params", None) or {}
+    identity = {"parameter_id": parameter_id.get("parameter_id"), "job": params.get("job"),
+                "stage": params.get("stage"), "variant": params.get("variant", ""),
+                "genome": params.get("genome", "")}
+    reporter = _EpochReporter(f"{params.get('stage')} job {params.get('job')}")
+    try:
+        result = run_job(params, on_epoch=reporter)
+    except Exception as err:  # report, then fail visibly
+        traceback.print_exc()
+        nni.report_final_result({"default": 0.0, "failed": f"{type(err).__name__}: {err}", **identity})
+        return 1
+    finally:
+        reporter.close()
+    nni.report_final_result({**result, **identity})
+    print(f"final: {json.dumps({**result, **identity})}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

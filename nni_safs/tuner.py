@@ -1,0 +1,215 @@
+"""SafsTuner: the NNI tuner that carries the SAFS pipeline through one experiment.
+
+A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
+:class:`~nni_safs.pipeline.SafsPipeline`. It keeps three documented maps:
+
+* ``parameter_jobs``: NNI parameter_id -> our job id. NNI 3.0 may blank the parameters it
+  passes back (a partly served batch) and may attribute a trial to the wrong parameters at
+  concurrency > 1, so results are matched by the ``job`` the trial itself reports.
+* ``credits``: parameter ids of refused requests. Stage boundaries are barriers: when no job
+  can start yet, the request is refused and its id kept; the job is sent later through the
+  ``st_callback`` as soon as a result unlocks work, so no slot of ``trialConcurrency`` idles.
+* the pipeline's own jobs and results (saved with the pipeline state).
+
+The state is saved after every result (to NNI's checkpoint directory, or the workspace when
+run without NNI) and restored by ``nnictl resume``; results of trials that finished while
+the tuner was down arrive through ``import_data`` and are folded in the same way.
+
+Minimal config (``experiment_configs/lenet5_mnist_safs.yml`` has the full, documented one)::
+
+    tuner:
+      codeDirectory: .
+      className: nni_safs.tuner.SafsTuner
+      classArgs: {model: lenet5, dataset: mnist5k, workspace: /abs/path/workspace}
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from nni.tuner import Tuner
+from nni.utils import extract_scalar_reward  # noqa: F401  (re-exported for users of the result format)
+
+from . import manager_api
+from .activations import load_op_choices, slots
+from .checkpoints import atomic_write
+from .config import SafsConfig
+from .hpo import check_tuner_name
+from .models import build_model
+from .pipeline import SafsPipeline
+from .results import build_summary, format_table
+from .space import load_hpo_space
+from .trial import CONFIG_FILE
+
+_logger = logging.getLogger("nni_safs.tuner")
+STATE_FILE = "safs_tuner_state.json"
+
+
+def _guarded(method):
+    """An exception in a tuner callback kills NNI's dispatcher: log it instead."""
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            _logger.exception("SafsTuner.%s failed", method.__name__)
+            return [] if method.__name__ == "generate_multiple_parameters" else None
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+def open_workspace(config: SafsConfig) -> SafsConfig:
+    """Make the workspace absolute and writable, and record the run's settings in it."""
+    root = Path(config.workspace).expanduser().resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"workspace {str(root)!r} is not writable: {err}") from None
+    config.workspace = str(root)
+    atomic_write(root / CONFIG_FILE, lambda h: h.write(json.dumps(config.to_dict(), indent=2).encode()))
+    return config
+
+
+def build_pipeline(config: SafsConfig) -> SafsPipeline:
+    """Check every name and file of ``config`` and build the stage machine."""
+    check_tuner_name(config.hpo_tuner)
+    if config.search_algorithm != "lahc":
+        check_tuner_name(config.search_algorithm)
+    slot_names = list(slots(build_model(config.model)))
+    return SafsPipeline(config, slot_names, load_op_choices(config.op_choices), load_hpo_space(config.hpo_space))
+
+
+class SafsTuner(Tuner):
+    """The SAFS pipeline as an NNI tuner; ``classArgs`` are the keys of :class:`SafsConfig`."""
+
+    def __init__(self, **class_args: Any) -> None:
+        self.config = open_workspace(SafsConfig.from_dict(class_args))
+        self.pipeline = build_pipeline(self.config)
+        self.parameter_jobs: dict[int, int] = {}
+        self.credits: list[int] = []
+        self.st_callback = None
+        self.reported_total: int | None = None
+        low, high = self.pipeline.trial_bounds()
+        _logger.info("SAFS pipeline: %s..%s trials; workspace %s", low, high, self.config.workspace)
+        manager_api.check_max_trial_number(low, high)
+
+    # -- NNI callbacks ---------------------------------------------------------------------
+    def update_search_space(self, search_space: dict) -> None:
+        """The spaces come from classArgs and ``search_spaces/``; NNI's searchSpace is unused."""
+
+    @_guarded
+    def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict]:
+        if kwargs.get("st_callback") is not None:
+            self.st_callback = kwargs["st_callback"]
+        served = []
+        for parameter_id in parameter_id_list:
+            job = self.pipeline.ask()
+            if job is None:
+                self.credits.append(parameter_id)
+                continue
+            self.parameter_jobs[parameter_id] = job.id
+            served.append(job.params)
+        self._after_change()
+        return served
+
+    def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict:
+        served = self.generate_multiple_parameters([parameter_id], **kwargs)
+        if not served:
+            import nni
+            raise nni.NoMoreTrialError("SAFS: waiting for running trials before the next stage")
+        return served[0]
+
+    @_guarded
+    def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
+        self._fold(parameter_id, value)
+
+    @_guarded
+    def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
+        """A trial that died without reporting (e.g. killed) counts as a failed evaluation."""
+        job_id = self.parameter_jobs.get(parameter_id)
+        if not success and job_id is not None and job_id not in self.pipeline.results:
+            _logger.warning("job %s (parameter %s) ended without a result; scoring it as failed", job_id, parameter_id)
+            self.pipeline.tell(job_id, {"failed": "the trial ended without reporting a result"})
+            self._after_change()
+
+    @_guarded
+    def import_data(self, data: list[dict]) -> None:
+        """Results that arrived while the tuner was down (``nnictl resume``)."""
+        for entry in data:
+            params, value = entry.get("parameter") or {}, entry.get("value")
+            if isinstance(params, dict) and "job" in params and isinstance(value, dict):
+                job_id = int(params["job"])
+                if job_id in self.pipeline.jobs and job_id not in self.pipeline.results:
+                    self.pipeline.tell(job_id, value)
+        self._after_change()
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _state_path(self) -> Path:
+        directory = self.get_checkpoint_path() or self.config.workspace
+        return Path(directory) / STATE_FILE
+
+    def save_checkpoint(self) -> None:
+        state = {"pipeline": self.pipeline.state_dict(), "parameter_jobs": self.parameter_jobs,
+                 "config": self.config.to_dict()}
+        atomic_write(self._state_path(), lambda h: h.write(json.dumps(state).encode()))
+
+    def load_checkpoint(self) -> None:
+        path = self._state_path()
+        if not path.is_file():
+            _logger.warning("no SAFS state at %s: starting the pipeline from the beginning", path)
+            return
+        state = json.loads(path.read_text())
+        if state["config"] != self.config.to_dict():
+            raise ValueError(f"{path} was saved with other classArgs; resume with the original config")
+        p = self.pipeline
+        self.pipeline = SafsPipeline.from_state_dict(self.config, p.slot_names, p.choices, p.hpo_space,
+                                                     state["pipeline"])
+        self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"].items()}
+        _logger.info("resumed SAFS pipeline: %d jobs issued, %d results", len(self.pipeline.jobs),
+                     len(self.pipeline.results))
+
+    # -- internals ------------------------------------------------------------------------
+    def _fold(self, parameter_id: int, value: Any) -> None:
+        job_id = value.get("job") if isinstance(value, dict) else None
+        if job_id is None:
+            job_id = self.parameter_jobs.get(parameter_id)
+        if job_id is None or int(job_id) not in self.pipeline.jobs:
+            _logger.warning("result of unknown job (parameter %s): %r", parameter_id, value)
+            return
+        result = value if isinstance(value, dict) else {"default": value}
+        self.pipeline.tell(int(job_id), result)
+        self._after_change()
+
+    def _after_change(self) -> None:
+        self._pay_credits()
+        self.save_checkpoint()
+        total = self.pipeline.total_if_known()
+        if total is not None and total != self.reported_total:
+            self.reported_total = total
+            manager_api.set_max_trial_number(total)
+        if self.pipeline.finished:
+            self.write_results()
+
+    def _pay_credits(self) -> None:
+        while self.credits and self.st_callback is not None:
+            job = self.pipeline.ask()
+            if job is None:
+                return
+            parameter_id = self.credits.pop(0)
+            self.parameter_jobs[parameter_id] = job.id
+            self.st_callback(parameter_id, job.params)
+
+    def write_results(self) -> dict:
+        summary = build_summary(self.pipeline)
+        workspace = Path(self.config.workspace)
+        atomic_write(workspace / "summary.json", lambda h: h.write(json.dumps(summary, indent=2).encode()))
+        table = format_table(summary)
+        atomic_write(workspace / "results.md", lambda h: h.write(table.encode()))
+        _logger.info("SAFS results written to %s:\n%s", workspace, table)
+        return summary
