@@ -40,6 +40,16 @@ def _request(method: str, path: str, body: dict | None = None) -> dict | None:
     return json.loads(text) if text else {}
 
 
+def tuner_code_directory() -> str | None:
+    """The tuner's ``codeDirectory`` (absolute, as nnictl resolved it), when under NNI."""
+    try:
+        profile = _request("GET", "/experiment")
+    except Exception as err:
+        _logger.warning("could not read the experiment profile: %s", err)
+        return None
+    return None if profile is None else (profile["params"].get("tuner") or {}).get("codeDirectory")
+
+
 def set_max_trial_number(total: int) -> None:
     """Make the experiment end after exactly ``total`` trials."""
     try:

@@ -22,11 +22,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .activations import genome_to_string
+from .activations import genome_to_string, load_op_choices, slots
 from .config import SafsConfig
-from .hpo import TunerStream
+from .hpo import TunerStream, check_tuner_name
 from .lahc import LahcArguments, LateAcceptanceHillClimbing
-from .space import activation_space, classic_space, flatten_hparams
+from .models import build_model
+from .space import activation_space, classic_space, flatten_hparams, load_hpo_space
 
 STAGES = ("prepare", "baseline", "search", "hpo", "final")
 FINAL_VARIANTS = ("stage1", "stage2", "safs")
@@ -64,6 +65,15 @@ class SafsPipeline:
             "safs": None,  # created once stage 1 has a winner
         }
         self._stream_keys: dict[int, Any] = {}  # job id -> key in its stream
+
+    @classmethod
+    def for_config(cls, config: SafsConfig) -> "SafsPipeline":
+        """Check every name and file ``config`` refers to, then build the stage machine."""
+        check_tuner_name(config.hpo_tuner)
+        if config.search_algorithm != "lahc":
+            check_tuner_name(config.search_algorithm)
+        slot_names = list(slots(build_model(config.model)))
+        return cls(config, slot_names, load_op_choices(config.op_choices), load_hpo_space(config.hpo_space))
 
     # -- stage-1 algorithm -------------------------------------------------------------
     def _new_search(self):

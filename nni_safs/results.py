@@ -5,9 +5,12 @@ baseline), stage 1, stage 2 and SAFS, as test top-1 of each column's final fine-
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from .activations import genome_from_string
+from .checkpoints import atomic_write
 from .config import SafsConfig
 from .pipeline import SafsPipeline
 
@@ -93,3 +96,13 @@ def format_table(summary: dict[str, Any]) -> str:
     if summary.get("failure"):
         lines += ["", f"The run stopped: {summary['failure']}"]
     return "\n".join(lines) + "\n"
+
+
+def write_results(pipeline: SafsPipeline) -> str:
+    """Write ``summary.json`` and ``results.md`` into the workspace; return the table."""
+    summary = build_summary(pipeline)
+    workspace = Path(pipeline.config.workspace)
+    atomic_write(workspace / "summary.json", lambda h: h.write(json.dumps(summary, indent=2).encode()))
+    table = format_table(summary)
+    atomic_write(workspace / "results.md", lambda h: h.write(table.encode()))
+    return table

@@ -19,28 +19,15 @@ import os
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 import nni
 
 from .activations import genome_from_string
-from .config import SafsConfig
 from .training import EpochRecord
-from .workspace import prepare, run_candidate
+from .workspace import load_config, prepare, run_candidate
 
 _logger = logging.getLogger("nni_safs.trial")
-CONFIG_FILE = "config.json"
-
-
-def load_config(workspace: str | Path) -> SafsConfig:
-    path = Path(workspace) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} not found: the workspace must be written by the SAFS tuner "
-                                "(or `safs run`) and be visible to every trial (shared storage when remote)")
-    return SafsConfig.from_dict(json.loads(path.read_text()))
-
-
 class _EpochReporter:
     """Per-epoch intermediate results to NNI and scalars to TensorBoard in the trial's output dir."""
 
@@ -80,7 +67,8 @@ def run_job(params: dict[str, Any], on_epoch=None) -> dict[str, Any]:
         genome = genome_from_string(params["genome"]) if params.get("genome") else None
         outcome = run_candidate(config, genome, params["hparams"], int(params["epochs"]),
                                 bool(params["train_scales"]), float(params.get("data_fraction", 1.0)),
-                                on_epoch=on_epoch)
+                                on_epoch=on_epoch,
+                                save_as=f"{stage}_{params['variant']}.pt" if stage in ("baseline", "final") else None)
         result = {"default": 0.0 if outcome["diverged"] else outcome["val_acc"],
                   **{k: outcome[k] for k in ("val_acc", "test_acc", "density", "best_epoch", "epochs",
                                              "diverged", "failure")}}

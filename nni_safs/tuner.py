@@ -26,23 +26,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from nni.tuner import Tuner
-from nni.utils import extract_scalar_reward  # noqa: F401  (re-exported for users of the result format)
 
 from . import manager_api
-from .activations import load_op_choices, slots
 from .checkpoints import atomic_write
 from .config import SafsConfig
-from .hpo import check_tuner_name
-from .models import build_model
 from .pipeline import SafsPipeline
-from .results import build_summary, format_table
-from .space import load_hpo_space
-from .trial import CONFIG_FILE
+from .results import write_results
+from .workspace import open_workspace
 
 _logger = logging.getLogger("nni_safs.tuner")
 STATE_FILE = "safs_tuner_state.json"
@@ -61,36 +55,14 @@ def _guarded(method):
     return wrapper
 
 
-def open_workspace(config: SafsConfig) -> SafsConfig:
-    """Make the workspace absolute and writable, and record the run's settings in it."""
-    root = Path(config.workspace).expanduser().resolve()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"workspace {str(root)!r} is not writable: {err}") from None
-    config.workspace = str(root)
-    atomic_write(root / CONFIG_FILE, lambda h: h.write(json.dumps(config.to_dict(), indent=2).encode()))
-    return config
-
-
-def build_pipeline(config: SafsConfig) -> SafsPipeline:
-    """Check every name and file of ``config`` and build the stage machine."""
-    check_tuner_name(config.hpo_tuner)
-    if config.search_algorithm != "lahc":
-        check_tuner_name(config.search_algorithm)
-    slot_names = list(slots(build_model(config.model)))
-    return SafsPipeline(config, slot_names, load_op_choices(config.op_choices), load_hpo_space(config.hpo_space))
-
-
 class SafsTuner(Tuner):
     """The SAFS pipeline as an NNI tuner; ``classArgs`` are the keys of :class:`SafsConfig`."""
 
     def __init__(self, **class_args: Any) -> None:
-        self.config = open_workspace(SafsConfig.from_dict(class_args))
-        self.pipeline = build_pipeline(self.config)
+        config = SafsConfig.from_dict(class_args)
+        self.config = open_workspace(config, manager_api.tuner_code_directory() if not
+                                     Path(config.workspace).is_absolute() else None)
+        self.pipeline = SafsPipeline.for_config(self.config)
         self.parameter_jobs: dict[int, int] = {}
         self.credits: list[int] = []
         self.st_callback = None
@@ -205,11 +177,6 @@ class SafsTuner(Tuner):
             self.parameter_jobs[parameter_id] = job.id
             self.st_callback(parameter_id, job.params)
 
-    def write_results(self) -> dict:
-        summary = build_summary(self.pipeline)
-        workspace = Path(self.config.workspace)
-        atomic_write(workspace / "summary.json", lambda h: h.write(json.dumps(summary, indent=2).encode()))
-        table = format_table(summary)
-        atomic_write(workspace / "results.md", lambda h: h.write(table.encode()))
-        _logger.info("SAFS results written to %s:\n%s", workspace, table)
-        return summary
+    def write_results(self) -> None:
+        table = write_results(self.pipeline)
+        _logger.info("SAFS results written to %s:\n%s", self.config.workspace, table)

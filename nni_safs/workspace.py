@@ -16,7 +16,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from .activations import apply_genome, set_scales_trainable, uniform_genome
+from .activations import apply_genome, get_genome, set_scales_trainable, uniform_genome
 from .checkpoints import atomic_write, load_checkpoint, save_checkpoint
 from .config import SafsConfig
 from .data import DataSplits, build_dataset, make_loaders
@@ -54,6 +54,40 @@ class Workspace:
         path = self.root / name
         atomic_write(path, lambda handle: handle.write(json.dumps(data, indent=2, sort_keys=True).encode()))
         return path
+
+
+CONFIG_FILE = "config.json"
+
+
+def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> SafsConfig:
+    """Make the workspace absolute and writable, and record the run's settings in it.
+
+    A relative workspace is taken relative to ``base_dir`` (the tuner passes its
+    ``codeDirectory``: NNI runs the dispatcher in the experiment's log folder), else to the
+    current directory. Trials read the settings back with :func:`load_config`.
+    """
+    root = Path(config.workspace).expanduser()
+    if not root.is_absolute():
+        root = Path(base_dir or ".") / root
+    root = root.resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"workspace {str(root)!r} is not writable: {err}") from None
+    config.workspace = str(root)
+    Workspace(config).write_json(CONFIG_FILE, config.to_dict())
+    return config
+
+
+def load_config(workspace: str | Path) -> SafsConfig:
+    path = Path(workspace) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} not found: the workspace must be written by the SAFS tuner "
+                                "(or `safs run`) and be visible to every trial (shared storage when remote)")
+    return SafsConfig.from_dict(json.loads(path.read_text()))
 
 
 def load_data(config: SafsConfig, fraction: float = 1.0) -> DataSplits:
@@ -121,12 +155,13 @@ def load_pruned(config: SafsConfig, splits: DataSplits, device: torch.device | s
 
 def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: dict[str, Any], epochs: int,
                   train_scales: bool, data_fraction: float = 1.0, splits: DataSplits | None = None,
-                  on_epoch: Callable | None = None) -> dict[str, Any]:
+                  on_epoch: Callable | None = None, save_as: str | None = None) -> dict[str, Any]:
     """Fine-tune the pruned checkpoint with ``genome`` (None: all ReLU) and ``hparams``.
 
     The one code path of every stage after prepare (baseline, search, hpo, final): returns
     the best validation top-1, the test top-1 of that best epoch's weights, the measured
-    density and whether the run diverged.
+    density and whether the run diverged. ``save_as`` keeps the best weights in the
+    workspace under that file name (the final models, for export).
     """
     device = resolve_device(config.device)
     splits = splits or load_data(config, data_fraction)
@@ -140,6 +175,10 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
     test_acc = evaluate(model, test, device)[0] if result.best_state is not None else 0.0
     kept = sum(int((p != 0).sum()) for n, p in model.named_parameters() if n in masks)
     total = sum(masks[n].numel() for n in masks)
+    if save_as and result.best_state is not None:
+        meta = {**Workspace(config).pruned_meta(), "genome": get_genome(model), "hparams": dict(hparams),
+                "train_scales": train_scales, "epochs": epochs}
+        save_checkpoint(Workspace(config).root / save_as, result.best_state, meta, masks=masks)
     return {"val_acc": result.best_val_acc, "test_acc": test_acc, "best_epoch": result.best_epoch,
             "epochs": result.epochs_run, "density": kept / total, "diverged": result.diverged,
             "failure": result.failure, "history": [r.__dict__ for r in result.history]}

@@ -1,0 +1,186 @@
+"""``safs``: what NNI's own ``nnictl`` does not do for a SAFS run.
+
+Verbs:
+  experiment CONFIG.yml   start the NNI experiment (nnictl create), follow it, print the table
+  run CONFIG.yml          the same pipeline in this process, without the NNI manager
+  results WORKSPACE       print the results table (``--json`` for the summary)
+  export WORKSPACE -o F   write the found activations as a self-contained Python module
+  plot WORKSPACE -o DIR   draw activation curves, layer sparsity and the search trace
+
+CONFIG is an NNI experiment YAML (its ``tuner.classArgs`` are used) or a YAML of classArgs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import SafsConfig
+
+
+def load_run_config(path: str | Path) -> tuple[SafsConfig, Path]:
+    """(settings, the directory a relative workspace is resolved against).
+
+    For an NNI experiment YAML that is the tuner's ``codeDirectory`` (as the tuner itself
+    resolves it), so ``safs run`` and ``nnictl create`` on one file share a workspace.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"error: config file {str(file)!r} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SystemExit(f"error: {file} does not parse as YAML: {err}")
+    if "tuner" in data:
+        tuner = data["tuner"] or {}
+        base = (file.parent / tuner.get("codeDirectory", ".")).resolve()
+        class_args = tuner.get("classArgs") or {}
+    else:
+        base, class_args = Path.cwd(), data
+    try:
+        return SafsConfig.from_dict(class_args), base
+    except ValueError as err:
+        raise SystemExit(f"error: {file}: {err}")
+
+
+def _resolve_workspace(config: SafsConfig, base: Path) -> Path:
+    root = Path(config.workspace).expanduser()
+    return root if root.is_absolute() else (base / root).resolve()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_pipeline
+    config, base = load_run_config(args.config)
+    print(run_pipeline(config, base, progress=not args.quiet))
+    return _exit_code(Path(config.workspace))
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni{path}", timeout=10) as response:
+        return json.loads(response.read().decode())
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .pipeline import SafsPipeline
+    config, base = load_run_config(args.config)
+    SafsPipeline.for_config(config)  # reject bad names and files before NNI starts anything
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    nnictl = [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
+    created = subprocess.run([*nnictl, "create", "--config", str(args.config), "--port", str(args.port)],
+                             env=env, capture_output=True, text=True)
+    print(created.stdout.strip())
+    if created.returncode != 0:
+        print(created.stderr.strip(), file=sys.stderr)
+        return created.returncode
+    experiment_id = _get(args.port, "/experiment")["id"]
+    print(f"web portal: http://127.0.0.1:{args.port}  (experiment {experiment_id})", flush=True)
+    status, last = "", ""
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        status = _get(args.port, "/check-status")["status"]
+        trials = _get(args.port, "/trial-jobs")
+        counts = {s: sum(t["status"] == s for t in trials) for s in ("SUCCEEDED", "RUNNING", "WAITING", "FAILED")}
+        line = f"[{status}] trials: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v)
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if status in ("DONE", "ERROR", "STOPPED"):
+            break
+        time.sleep(args.poll)
+    workspace = _resolve_workspace(config, base)
+    if (workspace / "results.md").exists():
+        print((workspace / "results.md").read_text())
+    if args.stop or status != "DONE":
+        subprocess.run([*nnictl, "stop", experiment_id], env=env, capture_output=True)
+        print(f"experiment {experiment_id} stopped ({status or 'no status'})")
+    else:
+        print(f"the portal stays up for browsing; stop it with: nnictl stop {experiment_id}")
+    return 0 if status == "DONE" else 1
+
+
+def _exit_code(workspace: Path) -> int:
+    summary = json.loads((workspace / "summary.json").read_text())
+    return 1 if summary.get("failure") else 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from .results import format_table
+    file = Path(args.workspace) / "summary.json"
+    if not file.is_file():
+        raise SystemExit(f"error: {file} not found: the run has not finished (or this is not a workspace)")
+    summary = json.loads(file.read_text())
+    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_activations
+    workspace = Path(args.workspace)
+    checkpoint = workspace / f"final_{args.variant}.pt"
+    print(f"wrote {export_activations(checkpoint, args.output)}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import plot_workspace
+    for path in plot_workspace(args.workspace, args.output):
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="safs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    p = verbs.add_parser("experiment", help="run CONFIG as an NNI experiment and print the results table")
+    p.add_argument("config", help="NNI experiment YAML (see experiment_configs/)")
+    p.add_argument("--port", type=int, default=8080, help="web portal / REST port (default 8080)")
+    p.add_argument("--timeout", type=float, default=6 * 3600, help="give up after this many seconds")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between status checks")
+    p.add_argument("--stop", action="store_true", help="stop the NNI manager when the experiment ends")
+    p.set_defaults(func=cmd_experiment)
+
+    p = verbs.add_parser("run", help="run the pipeline in-process (no NNI manager), sequentially")
+    p.add_argument("config", help="NNI experiment YAML or a YAML of classArgs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser("results", help="print the results table of a finished run")
+    p.add_argument("workspace")
+    p.add_argument("--json", action="store_true", help="print summary.json instead")
+    p.set_defaults(func=cmd_results)
+
+    p = verbs.add_parser("export", help="write the found activations as a self-contained module")
+    p.add_argument("workspace")
+    p.add_argument("-o", "--output", required=True, help="the .py file to write")
+    p.add_argument("--variant", default="safs", choices=["safs", "stage1", "stage2"],
+                   help="which final model's activations (default safs)")
+    p.set_defaults(func=cmd_export)
+
+    p = verbs.add_parser("plot", help="draw activation curves, layer sparsity and the search trace")
+    p.add_argument("workspace")
+    p.add_argument("-o", "--output", required=True, help="folder for the PNG files")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

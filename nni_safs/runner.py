@@ -1,0 +1,71 @@
+"""Run the whole SAFS pipeline in this process, without the NNI manager.
+
+Same stage machine (:class:`~nni_safs.pipeline.SafsPipeline`) and same job code
+(:func:`nni_safs.trial.run_job`) as an NNI experiment, one job after another: for quick
+runs, notebooks, benchmarks and machines where the NNI manager is not wanted. The state is
+saved after every job, so running it again on the same workspace continues where a crash
+or Ctrl-C left it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .checkpoints import atomic_write
+from .config import SafsConfig
+from .pipeline import SafsPipeline
+from .results import write_results
+from .trial import run_job
+from .workspace import open_workspace
+
+STATE_FILE = "safs_runner_state.json"
+
+
+def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progress: bool = True) -> str:
+    """Run (or continue) every stage; returns the results table (also in the workspace)."""
+    config = open_workspace(config, base_dir)
+    pipeline = SafsPipeline.for_config(config)
+    state_path = Path(config.workspace) / STATE_FILE
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        if state["config"] == config.to_dict():
+            pipeline = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices,
+                                                    pipeline.hpo_space, state["pipeline"])
+    low, high = pipeline.trial_bounds()
+    jobs_bar = tqdm(total=high, desc="SAFS jobs", unit="job", disable=not progress, position=0)
+    jobs_bar.update(len(pipeline.results))
+    while not pipeline.finished:
+        interrupted = [j for j in pipeline.jobs.values() if j.id not in pipeline.results]
+        job = interrupted[0] if interrupted else pipeline.ask()  # a restart re-runs the lost job
+        if job is None:
+            raise RuntimeError("the pipeline is waiting on results although no job is running (a bug)")
+        jobs_bar.set_postfix_str(f"{job.stage} {job.variant}".strip())
+        pipeline.tell(job.id, _run_with_progress(job.params, progress))
+        atomic_write(state_path, lambda h: h.write(json.dumps(
+            {"config": config.to_dict(), "pipeline": pipeline.state_dict()}).encode()))
+        jobs_bar.update(1)
+        total = pipeline.total_if_known()
+        if total is not None:
+            jobs_bar.total = total
+    jobs_bar.close()
+    return write_results(pipeline)
+
+
+def _run_with_progress(params: dict[str, Any], progress: bool) -> dict[str, Any]:
+    bar = tqdm(total=int(params["epochs"]), desc=f"  {params['stage']} job {params['job']}", unit="epoch",
+               leave=False, disable=not progress, position=1)
+
+    def on_epoch(record) -> None:
+        bar.set_postfix(val=f"{record.val_acc:.2f}%")
+        bar.update(1)
+
+    try:
+        return run_job(params, on_epoch=on_epoch)
+    except Exception as err:  # one failing job must not end the run
+        tqdm.write(f"job {params['job']} ({params['stage']}) failed: {type(err).__name__}: {err}")
+        return {"default": 0.0, "failed": f"{type(err).__name__}: {err}", "job": params["job"]}
+    finally:
+        bar.close()
