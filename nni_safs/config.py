@@ -44,6 +44,7 @@ class SafsConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = 256
     num_workers: int = 0  # DataLoader worker processes per trial
+    threads: int = 0  # torch CPU threads per trial; 0 keeps torch's default
     ratio: float = 0.99  # fraction of Conv/Linear weights pruned
     scope: str = "layer"  # layer (paper: same ratio per layer) | global | lamp
     train_hparams: dict[str, Any] | None = None  # dense/baseline/final hyperparameters; None: the paper's for the model
@@ -102,8 +103,10 @@ class SafsConfig:
         if self.max_search_steps < self.search_steps:
             raise ValueError(f"max_search_steps ({self.max_search_steps}) must be >= search_steps "
                              f"({self.search_steps})")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}")
+        for key in ("num_workers", "threads"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
         hp = self.hparams
         _one_of("train_hparams.optimizer", hp.get("optimizer"), OPTIMIZERS)
         _one_of("train_hparams.scheduler", hp.get("scheduler", "constant"), SCHEDULERS)

@@ -189,7 +189,8 @@ class SafsPipeline:
         self.results[job_id] = result
         fitness = fitness_of(result)
         if job.stage == "prepare" and (result is None or result.get("failed")):
-            self.failure = (result or {}).get("failure") or "the prepare trial failed (see its trial log)"
+            reason = (result or {}).get("failed") or "it ended without a result"
+            self.failure = f"the prepare trial failed: {reason} (see its trial log)"
         elif job.stage == "search":
             self.search.tell(self._stream_keys[job_id], fitness)
         elif job.stage == "hpo":

@@ -22,6 +22,7 @@ import traceback
 from typing import Any
 
 import nni
+import torch
 
 from .activations import genome_from_string
 from .training import EpochRecord
@@ -57,6 +58,8 @@ def run_job(params: dict[str, Any], on_epoch=None) -> dict[str, Any]:
     """Run one job of the pipeline; returns the final-result dict (without NNI)."""
     start = time.perf_counter()
     config = load_config(params["workspace"])
+    if config.threads:
+        torch.set_num_threads(config.threads)
     stage = params["stage"]
     identity = {"job": params["job"], "stage": stage, "variant": params.get("variant", ""),
                 "genome": params.get("genome", "")}
