@@ -29,8 +29,9 @@ from .config import SafsConfig
 def load_run_config(path: str | Path) -> tuple[SafsConfig, Path]:
     """(settings, the directory a relative workspace is resolved against).
 
-    For an NNI experiment YAML that is the tuner's ``codeDirectory`` (as the tuner itself
-    resolves it), so ``safs run`` and ``nnictl create`` on one file share a workspace.
+    For an NNI experiment YAML that is the tuner's ``codeDirectory``, else the
+    ``trialCodeDirectory`` (as the tuner itself resolves it), so ``safs run`` and
+    ``nnictl create`` on one file share a workspace.
     """
     file = Path(path)
     if not file.is_file():
@@ -41,7 +42,7 @@ def load_run_config(path: str | Path) -> tuple[SafsConfig, Path]:
         raise SystemExit(f"error: {file} does not parse as YAML: {err}")
     if "tuner" in data:
         tuner = data["tuner"] or {}
-        base = (file.parent / tuner.get("codeDirectory", ".")).resolve()
+        base = (file.parent / (tuner.get("codeDirectory") or data.get("trialCodeDirectory") or ".")).resolve()
         class_args = tuner.get("classArgs") or {}
     else:
         base, class_args = Path.cwd(), data

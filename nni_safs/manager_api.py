@@ -40,14 +40,18 @@ def _request(method: str, path: str, body: dict | None = None) -> dict | None:
     return json.loads(text) if text else {}
 
 
-def tuner_code_directory() -> str | None:
-    """The tuner's ``codeDirectory`` (absolute, as nnictl resolved it), when under NNI."""
+def base_directory() -> str | None:
+    """Where relative classArgs paths point under NNI: the tuner's ``codeDirectory``, else
+    the ``trialCodeDirectory`` (both absolute, as nnictl resolved them)."""
     try:
         profile = _request("GET", "/experiment")
     except Exception as err:
         _logger.warning("could not read the experiment profile: %s", err)
         return None
-    return None if profile is None else (profile["params"].get("tuner") or {}).get("codeDirectory")
+    if profile is None:
+        return None
+    params = profile["params"]
+    return (params.get("tuner") or {}).get("codeDirectory") or params.get("trialCodeDirectory")
 
 
 def set_max_trial_number(total: int) -> None:

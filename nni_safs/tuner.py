@@ -60,8 +60,8 @@ class SafsTuner(Tuner):
 
     def __init__(self, **class_args: Any) -> None:
         config = SafsConfig.from_dict(class_args)
-        self.config = open_workspace(config, manager_api.tuner_code_directory() if not
-                                     Path(config.workspace).is_absolute() else None)
+        base = None if Path(config.workspace).is_absolute() else manager_api.base_directory()
+        self.config = open_workspace(config, base)
         self.pipeline = SafsPipeline.for_config(self.config)
         self.parameter_jobs: dict[int, int] = {}
         self.credits: list[int] = []
