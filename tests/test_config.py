@@ -1,0 +1,78 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nni_safs.cli import load_run_config, main
+from nni_safs.config import SafsConfig
+from nni_safs.space import flatten_hparams, load_hpo_space
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"model": "alexnet"}, "unknown model 'alexnet'; valid names: lenet5, vgg16"),
+    ({"dataset": "svhn"}, "unknown dataset 'svhn'; valid names: .*mnist5k"),
+    ({"scope": "row"}, "unknown scope 'row'; valid: layer, global, lamp"),
+    ({"search_algorithm": "anneal"}, "unknown search_algorithm 'anneal'"),
+    ({"ratio": 1.0}, r"ratio must be in \(0, 1\), got 1.0"),
+    ({"ratio": 0}, r"ratio must be in \(0, 1\)"),
+    ({"hpo_epochs": 0}, "hpo_epochs must be a positive integer, got 0"),
+    ({"dense_epochs": -3}, "dense_epochs must be a positive integer"),
+    ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+    ({"threads": -1}, "threads must be an integer >= 0"),
+    ({"search_steps": 30, "max_search_steps": 10}, "max_search_steps .10. must be >= search_steps"),
+    ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ({"train_hparams": {"optimizer": "rmsprop", "lr": 0.1}}, "unknown train_hparams.optimizer 'rmsprop'"),
+    ({"train_hparams": {"optimizer": "sgd", "lr": 0}}, "train_hparams.lr must be a positive number"),
+    ({"learning_rate": 0.1}, r"unknown setting\(s\) \['learning_rate'\]; valid settings"),
+])
+def test_bad_settings_name_key_and_value(values, message):
+    with pytest.raises(ValueError, match=message):
+        SafsConfig.from_dict(values)
+
+
+def test_paper_hparams_by_model():
+    assert SafsConfig(model="lenet5").hparams["optimizer"] == "adam"
+    vgg = SafsConfig(model="vgg16").hparams
+    assert (vgg["optimizer"], vgg["lr"], vgg["momentum"], vgg["scheduler"]) == ("sgd", 1e-3, 0.9, "step_halving")
+
+
+def test_hpo_space_file(tmp_path):
+    space = load_hpo_space()
+    names = [branch["_name"] for branch in space["optimizer"]["_value"]]
+    assert names == ["sgd", "adam"]
+    bad = tmp_path / "space.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="does not parse as JSON"):
+        load_hpo_space(bad)
+    bad.write_text('{"optimizer": {"_type": "choice", "_value": [{"_name": "lion", "lr": 0.1}]}}')
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        load_hpo_space(bad)
+    assert flatten_hparams({"optimizer": {"_name": "sgd", "lr": 0.1, "scheduler": "cosine"}}) == \
+        {"optimizer": "sgd", "lr": 0.1, "scheduler": "cosine"}
+
+
+def test_every_shipped_experiment_config_is_valid():
+    configs = sorted((REPO / "experiment_configs").glob("*_safs.yml")) + \
+        [REPO / "experiment_configs" / "remote_shared_storage_example.yml"]
+    assert len(configs) >= 5
+    for path in configs:
+        config, base = load_run_config(path)
+        assert base == REPO, path
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("model: lenet7\n")
+    with pytest.raises(SystemExit, match="unknown model 'lenet7'"):
+        main(["run", str(bad)])
+    out = subprocess.run([sys.executable, "-m", "nni_safs.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for verb in ("experiment", "run", "results", "export", "plot"):
+        assert verb in out.stdout
+        with pytest.raises(SystemExit) as exited:
+            main([verb, "--help"])
+        assert exited.value.code == 0
+        assert "usage: safs " + verb in capsys.readouterr().out
