@@ -54,6 +54,35 @@ def base_directory() -> str | None:
     return (params.get("tuner") or {}).get("codeDirectory") or params.get("trialCodeDirectory")
 
 
+def trial_statuses() -> dict[str, str] | None:
+    """trialJobId -> status (SUCCEEDED, FAILED, USER_CANCELED, ...) of every trial; None outside NNI."""
+    try:
+        trials = _request("GET", "/trial-jobs")
+    except Exception as err:
+        _logger.warning("could not read the trial list: %s", err)
+        return None
+    return None if trials is None else {t["trialJobId"]: t["status"] for t in trials}
+
+
+def jobs_in_flight() -> set[int] | None:
+    """SAFS job ids of the trials NNI will (re-)run: WAITING or RUNNING ones, which
+    ``nnictl resume`` re-submits itself. None outside NNI."""
+    try:
+        trials = _request("GET", "/trial-jobs")
+    except Exception as err:
+        _logger.warning("could not read the trial list: %s", err)
+        return None
+    if trials is None:
+        return None
+    jobs = set()
+    for trial in trials:
+        if trial["status"] in ("WAITING", "RUNNING", "UNKNOWN") and trial.get("hyperParameters"):
+            params = json.loads(trial["hyperParameters"][0]).get("parameters")
+            if isinstance(params, dict) and "job" in params:
+                jobs.add(int(params["job"]))
+    return jobs
+
+
 def set_max_trial_number(total: int) -> None:
     """Make the experiment end after exactly ``total`` trials."""
     try:

@@ -24,6 +24,7 @@ from typing import Any
 
 from .activations import genome_to_string, load_op_choices, slots
 from .config import SafsConfig
+from .data import check_dataset_files
 from .hpo import TunerStream, check_tuner_name
 from .lahc import LahcArguments, LateAcceptanceHillClimbing
 from .models import build_model
@@ -65,10 +66,13 @@ class SafsPipeline:
             "safs": None,  # created once stage 1 has a winner
         }
         self._stream_keys: dict[int, Any] = {}  # job id -> key in its stream
+        self.requeued: list[int] = []  # issued jobs to hand out again
+        self.resubmitted = 0  # trials beyond one per job (each counts against maxTrialNumber)
 
     @classmethod
     def for_config(cls, config: SafsConfig) -> "SafsPipeline":
         """Check every name and file ``config`` refers to, then build the stage machine."""
+        check_dataset_files(config.dataset, config.data_root, config.download)
         check_tuner_name(config.hpo_tuner)
         if config.search_algorithm != "lahc":
             check_tuner_name(config.search_algorithm)
@@ -114,9 +118,19 @@ class SafsPipeline:
         ids = [j.id for j in self.jobs.values() if j.stage == stage and variant in (None, j.variant)]
         return bool(ids) and all(i in self.results for i in ids)
 
+    def requeue(self, job_id: int) -> None:
+        """Hand an issued job out again (its trial was lost: e.g. cancelled before a resume)."""
+        if job_id in self.jobs and job_id not in self.results and job_id not in self.requeued:
+            self.requeued.append(job_id)
+
     def ask(self) -> Job | None:
         if self.failure:
             return None
+        while self.requeued:
+            job_id = self.requeued.pop(0)
+            if job_id not in self.results:  # its result may have been replayed meanwhile
+                self.resubmitted += 1
+                return self.jobs[job_id]
         if not self._count("prepare"):
             return self._emit("prepare", "", epochs=self.config.dense_epochs)
         if not self._done("prepare"):
@@ -208,10 +222,10 @@ class SafsPipeline:
     def total_if_known(self) -> int | None:
         """The exact trial count once stage 1 is over (used to end the NNI experiment)."""
         if self.failure:
-            return len(self.jobs)
+            return len(self.jobs) + self.resubmitted
         if not self._search_finished():
             return None
-        return self._count_non_search() + self._count("search") + \
+        return self._count_non_search() + self._count("search") + self.resubmitted + \
             (len(FINAL_VARIANTS) + 2 * self.config.hpo_trials - self._count("final") - self._count("hpo"))
 
     def _count_non_search(self) -> int:
@@ -222,7 +236,8 @@ class SafsPipeline:
         return {
             "jobs": [{"id": j.id, "stage": j.stage, "variant": j.variant, "params": j.params} for j in self.jobs.values()],
             "results": {str(k): v for k, v in self.results.items()},
-            "next_id": self.next_id, "failure": self.failure,
+            "next_id": self.next_id, "failure": self.failure, "requeued": self.requeued,
+            "resubmitted": self.resubmitted,
             "stream_keys": {str(k): v for k, v in self._stream_keys.items()},
             "search": self.search.state_dict(),
             "hpo": {k: None if v is None else v.state_dict() for k, v in self.hpo.items()},
@@ -235,6 +250,8 @@ class SafsPipeline:
         pipeline.jobs = {j["id"]: Job(j["id"], j["stage"], j["variant"], j["params"]) for j in state["jobs"]}
         pipeline.results = {int(k): v for k, v in state["results"].items()}
         pipeline.next_id, pipeline.failure = state["next_id"], state["failure"]
+        pipeline.requeued = list(state.get("requeued", []))
+        pipeline.resubmitted = state.get("resubmitted", 0)
         pipeline._stream_keys = {int(k): v for k, v in state["stream_keys"].items()}
         search_cls = type(pipeline.search)
         pipeline.search = search_cls.from_state_dict(state["search"])

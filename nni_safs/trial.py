@@ -13,20 +13,24 @@ successful trial with a score of 0.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import nni
+import psutil
 import torch
 
 from .activations import genome_from_string
 from .training import EpochRecord
-from .workspace import load_config, prepare, run_candidate
+from .checkpoints import atomic_write
+from .workspace import job_marker, load_config, prepare, run_candidate
 
 _logger = logging.getLogger("nni_safs.trial")
 class _EpochReporter:
@@ -34,6 +38,7 @@ class _EpochReporter:
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
+        self.seconds = 0.0  # time spent reporting (part of the training time)
         self.writer = None
         output_dir = os.environ.get("NNI_OUTPUT_DIR")
         if output_dir:
@@ -41,6 +46,7 @@ class _EpochReporter:
             self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
 
     def __call__(self, record: EpochRecord) -> None:
+        start = time.perf_counter()
         nni.report_intermediate_result(record.val_acc)
         print(f"[{self.tag}] epoch {record.epoch}: train loss {record.train_loss:.4f}, "
               f"val top-1 {record.val_acc:.2f}%, lr {record.lr:.3g}, {record.seconds:.1f}s", flush=True)
@@ -48,6 +54,7 @@ class _EpochReporter:
             for name in ("train_loss", "val_acc", "val_loss", "lr"):
                 self.writer.add_scalar(name, getattr(record, name), record.epoch)
             self.writer.flush()
+        self.seconds += time.perf_counter() - start
 
     def close(self) -> None:
         if self.writer is not None:
@@ -74,15 +81,44 @@ def run_job(params: dict[str, Any], on_epoch=None) -> dict[str, Any]:
                                 save_as=f"{stage}_{params['variant']}.pt" if stage in ("baseline", "final") else None)
         result = {"default": 0.0 if outcome["diverged"] else outcome["val_acc"],
                   **{k: outcome[k] for k in ("val_acc", "test_acc", "density", "best_epoch", "epochs",
-                                             "diverged", "failure")}}
+                                             "diverged", "failure", "timings")}}
     return {**result, **identity, "seconds": time.perf_counter() - start}
 
 
-def main() -> int:
-    params = nni.get_next_parameter()
+def _write_marker(params: dict[str, Any], marker: dict[str, Any]) -> None:
+    path = job_marker(params["workspace"], params["job"])
+    atomic_write(path, lambda handle: handle.write(json.dumps(marker).encode()))
+
+
+def mark_started(params: dict[str, Any], parameter_id: int | None) -> dict[str, Any] | None:
+    """Record which NNI trial runs this job; return the job's result if it already finished.
+
+    The marker lets the tuner tell whose trial died without a result (NNI 3.0's trial_end
+    may name another trial's parameters at concurrency > 1). A finished result is returned
+    because ``nnictl resume`` re-runs every trial still marked RUNNING, including ones that
+    had already reported: they re-report instead of training again.
+    """
+    path = job_marker(params["workspace"], params["job"])
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous.get("result") is not None:
+            return previous["result"]
+    _write_marker(params, {"trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "parameter_id": parameter_id,
+                           "pid": os.getpid(), "started": time.time()})
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = psutil.Process().create_time()
+    startup = time.time() - started  # interpreter start and imports, before any work
+    parser = argparse.ArgumentParser(prog="python -m nni_safs.trial", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", help="run this job's parameters (a JSON file, e.g. copied from the "
+                                         "portal) by hand instead of asking NNI")
+    args = parser.parse_args(argv)
+    params = json.loads(Path(args.params).read_text()) if args.params else nni.get_next_parameter()
     if not params:
-        print("nni_safs.trial runs inside an NNI experiment (nnictl create); no parameters were received",
-              file=sys.stderr)
+        print("nni_safs.trial runs inside an NNI experiment (nnictl create), or by hand with --params FILE; "
+              "no parameters were received", file=sys.stderr)
         return 2
     parameter_id = getattr(nni.trial, "_params", None) or {}
     identity = {"parameter_id": parameter_id.get("parameter_id"), "job": params.get("job"),
@@ -90,6 +126,11 @@ def main() -> int:
                 "genome": params.get("genome", "")}
     reporter = _EpochReporter(f"{params.get('stage')} job {params.get('job')}")
     try:
+        finished = mark_started(params, identity["parameter_id"])
+        if finished is not None:
+            print(f"job {params.get('job')} already finished; reporting its result again", flush=True)
+            nni.report_final_result(finished)
+            return 0
         result = run_job(params, on_epoch=reporter)
     except Exception as err:  # report, then fail visibly
         traceback.print_exc()
@@ -97,8 +138,14 @@ def main() -> int:
         return 1
     finally:
         reporter.close()
-    nni.report_final_result({**result, **identity})
-    print(f"final: {json.dumps({**result, **identity})}", flush=True)
+    start = time.perf_counter()
+    final = {**result, **identity}
+    _write_marker(params, {"trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "result": final})
+    nni.report_final_result(final)
+    print(f"final: {json.dumps(final)}", flush=True)
+    timings = {"startup": startup, **result.get("timings", {}),
+               "reporting": reporter.seconds + time.perf_counter() - start}
+    print(f"timings: {json.dumps(timings)}", flush=True)
     return 0
 
 

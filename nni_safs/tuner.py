@@ -36,10 +36,11 @@ from .checkpoints import atomic_write
 from .config import SafsConfig
 from .pipeline import SafsPipeline
 from .results import write_results
-from .workspace import open_workspace
+from .workspace import job_marker, open_workspace
 
 _logger = logging.getLogger("nni_safs.tuner")
 STATE_FILE = "safs_tuner_state.json"
+FAILED_STATES = {"FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
 
 
 def _guarded(method):
@@ -67,6 +68,7 @@ class SafsTuner(Tuner):
         self.credits: list[int] = []
         self.st_callback = None
         self.reported_total: int | None = None
+        self._failure_logged = False
         low, high = self.pipeline.trial_bounds()
         _logger.info("SAFS pipeline: %s..%s trials; workspace %s", low, high, self.config.workspace)
         manager_api.check_max_trial_number(low, high)
@@ -103,11 +105,29 @@ class SafsTuner(Tuner):
 
     @_guarded
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
-        """A trial that died without reporting (e.g. killed) counts as a failed evaluation."""
-        job_id = self.parameter_jobs.get(parameter_id)
-        if not success and job_id is not None and job_id not in self.pipeline.results:
-            _logger.warning("job %s (parameter %s) ended without a result; scoring it as failed", job_id, parameter_id)
+        """A trial that died without reporting (killed, crashed) is a failed evaluation.
+
+        NNI 3.0 may pass another trial's ``parameter_id`` here at concurrency > 1, so the job
+        is found through the marker each trial writes when it starts (its NNI trial id) and
+        the manager's trial statuses; ``parameter_id`` is only trusted for a job whose trial
+        never started.
+        """
+        if success:
+            return
+        statuses = manager_api.trial_statuses()
+        dead = []
+        for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
+            marker = job_marker(self.config.workspace, job_id)
+            if marker.is_file():
+                trial = json.loads(marker.read_text()).get("trial_job_id")
+                if statuses is not None and statuses.get(trial) in FAILED_STATES:
+                    dead.append(job_id)
+            elif job_id == self.parameter_jobs.get(parameter_id):
+                dead.append(job_id)
+        for job_id in dead:
+            _logger.warning("job %s ended without a result; scoring it as a failed evaluation", job_id)
             self.pipeline.tell(job_id, {"failed": "the trial ended without reporting a result"})
+        if dead:
             self._after_change()
 
     @_guarded
@@ -143,6 +163,14 @@ class SafsTuner(Tuner):
         self.pipeline = SafsPipeline.from_state_dict(self.config, p.slot_names, p.choices, p.hpo_space,
                                                      state["pipeline"])
         self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"].items()}
+        in_flight = manager_api.jobs_in_flight()
+        for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
+            marker = job_marker(self.config.workspace, job_id)
+            finished = json.loads(marker.read_text()).get("result") if marker.is_file() else None
+            if finished is not None:  # reported while the tuner was going down
+                self.pipeline.tell(job_id, finished)
+            elif in_flight is not None and job_id not in in_flight:  # NNI will not re-run it
+                self.pipeline.requeue(job_id)
         _logger.info("resumed SAFS pipeline: %d jobs issued, %d results", len(self.pipeline.jobs),
                      len(self.pipeline.results))
 
@@ -159,6 +187,10 @@ class SafsTuner(Tuner):
         self._after_change()
 
     def _after_change(self) -> None:
+        if self.pipeline.failure and not self._failure_logged:
+            self._failure_logged = True
+            _logger.error("SAFS stops: %s. No further trials; the experiment ends once running ones finish.",
+                          self.pipeline.failure)
         self._pay_credits()
         self.save_checkpoint()
         total = self.pipeline.total_if_known()

@@ -8,7 +8,8 @@ workspace whose checkpoints were made with other settings.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,21 @@ from .pruning import Masks, magnitude_prune, overall_density
 from .training import evaluate, fine_tune, resolve_device, seed_everything
 
 Log = Callable[[str], None]
+
+
+class _Timer:
+    """Wall seconds per named phase (reported with each trial: where its time went)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 class Workspace:
@@ -80,6 +96,11 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> Sa
     config.workspace = str(root)
     Workspace(config).write_json(CONFIG_FILE, config.to_dict())
     return config
+
+
+def job_marker(workspace: str | Path, job: int) -> Path:
+    """Where a trial records that it started job ``job`` (and which NNI trial it is)."""
+    return Path(workspace) / "jobs" / f"{job}.json"
 
 
 def load_config(workspace: str | Path) -> SafsConfig:
@@ -163,22 +184,29 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
     density and whether the run diverged. ``save_as`` keeps the best weights in the
     workspace under that file name (the final models, for export).
     """
+    timer = _Timer()
     device = resolve_device(config.device)
-    splits = splits or load_data(config, data_fraction)
+    with timer("data"):
+        splits = splits or load_data(config, data_fraction)
     seed_everything(config.seed)
-    model, masks = load_pruned(config, splits, device)
+    with timer("checkpoint_load"):
+        model, masks = load_pruned(config, splits, device)
     apply_genome(model, genome if genome is not None else uniform_genome(model, "relu"))
     set_scales_trainable(model, train_scales)
     model.to(device)
     train, val, test = make_loaders(splits, config.batch_size, config.num_workers, config.seed)
-    result = fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch)
-    test_acc = evaluate(model, test, device)[0] if result.best_state is not None else 0.0
+    with timer("training"):
+        result = fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch)
+    with timer("evaluation"):
+        test_acc = evaluate(model, test, device)[0] if result.best_state is not None else 0.0
     kept = sum(int((p != 0).sum()) for n, p in model.named_parameters() if n in masks)
     total = sum(masks[n].numel() for n in masks)
     if save_as and result.best_state is not None:
         meta = {**Workspace(config).pruned_meta(), "genome": get_genome(model), "hparams": dict(hparams),
                 "train_scales": train_scales, "epochs": epochs}
-        save_checkpoint(Workspace(config).root / save_as, result.best_state, meta, masks=masks)
+        with timer("checkpoint_save"):
+            save_checkpoint(Workspace(config).root / save_as, result.best_state, meta, masks=masks)
     return {"val_acc": result.best_val_acc, "test_acc": test_acc, "best_epoch": result.best_epoch,
             "epochs": result.epochs_run, "density": kept / total, "diverged": result.diverged,
+            "timings": timer.seconds,
             "failure": result.failure, "history": [r.__dict__ for r in result.history]}

@@ -76,3 +76,18 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
             main([verb, "--help"])
         assert exited.value.code == 0
         assert "usage: safs " + verb in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dataset,download,message", [
+    ("cifar10", False, r"does not hold the cifar10 files: missing cifar-10-batches-py/data_batch_1.*download: true"),
+    ("mnist", False, "does not hold the mnist files: missing MNIST/raw/train-images-idx3-ubyte"),
+    ("imagenet16", True, "does not hold the imagenet16 files: missing train_data_batch_1"),
+])
+def test_missing_data_is_rejected_before_any_trial(tmp_path, dataset, download, message):
+    from nni_safs.pipeline import SafsPipeline
+    config = SafsConfig(dataset=dataset, data_root=str(tmp_path / "nothing"), download=download,
+                        workspace=str(tmp_path / "ws"))
+    with pytest.raises(FileNotFoundError, match=message):
+        SafsPipeline.for_config(config)
+    SafsPipeline.for_config(SafsConfig(dataset="cifar10", data_root=str(tmp_path), download=True,
+                                       workspace=str(tmp_path / "ws")))  # fetched by the trial

@@ -135,7 +135,7 @@ def test_experiment_runs_every_stage_and_ends_done(experiment):
     assert summary["columns"]["dense"]["test_acc"] > 50.0  # a real model trained on real digits
     assert summary["columns"]["safs"]["genome"] == final["safs"]["genome"]
     assert "| lenet5 (mnist5k) |" in (exp.workspace / "results.md").read_text()
-    tensorboard = list(exp.home.glob("nni-experiments/*/environments/*/trials/*/output/tensorboard/*"))
+    tensorboard = list(exp.home.glob("nni-experiments/*/environments/*/trials/*/tensorboard/events.out.tfevents.*"))
     assert tensorboard, "trials write TensorBoard scalars into NNI's output directory"
 
 
@@ -156,9 +156,14 @@ def test_stop_and_resume_continues_without_repeating_work(experiment):
     by_job = {}
     for m in metrics:
         by_job.setdefault(m["job"], []).append(m["trialJobId"])
-    assert all(len(runs) == 1 for runs in by_job.values()), by_job  # nothing evaluated twice
+    for job, runs in by_job.items():
+        # NNI re-runs trials still RUNNING at the stop, even ones that had reported: those
+        # re-report the stored result (identical, down to its timing) instead of training again
+        reports = [{k: v for k, v in m.items() if k not in ("parameterId", "trialJobId")}
+                   for m in metrics if m["job"] == job]
+        assert all(r == reports[0] for r in reports[1:]), reports
     for job, trial in done_before.items():
-        assert by_job[job] == [trial]  # results from before the stop were kept, not redone
+        assert by_job[job][0] == trial  # results from before the stop were kept, not redone
     summary = json.loads((exp.workspace / "summary.json").read_text())
     assert summary["finished"] and not summary["failure"]
     assert sorted(by_job) == list(range(len(by_job)))

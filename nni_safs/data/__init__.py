@@ -14,10 +14,33 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..registry import Registry
-from .splits import DataSplits, DatasetNotFoundError, seeded_subset
+from .splits import DataSplits, DatasetNotFoundError, require_root, seeded_subset
 
 DATASETS: Registry = Registry("dataset")
 register_dataset = DATASETS.register
+# name -> (relative paths a root must hold, can torchvision download them); for the up-front check
+REQUIRED_FILES: dict[str, tuple[list[str], bool]] = {}
+
+
+def check_dataset_files(name: str, root: str | os.PathLike[str] | None, download: bool = False) -> None:
+    """Fail fast (before any trial runs) when ``root`` lacks the dataset's files.
+
+    Only names with an entry in ``REQUIRED_FILES`` are checked; a download-capable dataset
+    with ``download=True`` fetches its files itself.
+    """
+    DATASETS.check(name)
+    if name not in REQUIRED_FILES:
+        return
+    files, downloadable = REQUIRED_FILES[name]
+    if downloadable and download:
+        return
+    path = require_root(root, name)
+    missing = [f for f in files if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        how = ("set `download: true` to fetch them there" if downloadable else
+               "see the dataset's documentation for where to get them")
+        raise DatasetNotFoundError(f"data_root {path!r} does not hold the {name} files: missing "
+                                   f"{', '.join(missing)}; {how}")
 
 
 def build_dataset(name: str, root: str | os.PathLike[str] | None = None, seed: int = 0,
@@ -49,7 +72,7 @@ def make_loaders(splits: DataSplits, batch_size: int, num_workers: int = 0,
     return train, val, test
 
 
-__all__ = ["DATASETS", "DataSplits", "DatasetNotFoundError", "build_dataset", "list_datasets",
-           "make_loaders", "register_dataset"]
+__all__ = ["DATASETS", "REQUIRED_FILES", "DataSplits", "DatasetNotFoundError", "build_dataset",
+           "check_dataset_files", "list_datasets", "make_loaders", "register_dataset"]
 
 from . import mnist5k, vision, imagenet16, synthetic  # noqa: E402,F401  (registers the built-ins)

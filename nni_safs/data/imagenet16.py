@@ -13,12 +13,13 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets import VisionDataset
 
-from . import register_dataset
+from . import REQUIRED_FILES, register_dataset
 from .splits import DataSplits, DatasetNotFoundError, require_root, splits_from_files
 from .vision import image_transforms
 
 TRAIN_FILES = tuple(f"train_data_batch_{i}" for i in range(1, 11))
 VAL_FILE = "val_data"
+REQUIRED_FILES["imagenet16"] = ([*TRAIN_FILES, VAL_FILE], False)
 MAX_CLASSES = 1000
 _PIXELS = 3 * 16 * 16
 # Per-channel statistics of the 16x16 training images (as used by NAS-Bench-201).

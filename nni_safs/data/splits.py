@@ -103,7 +103,7 @@ def splits_from_files(name: str, pool: Dataset, test: Dataset, *, seed: int, val
 def require_root(root: str | os.PathLike[str] | None, name: str) -> str:
     """File-backed datasets have no sensible default location, so insist on one."""
     if root is None:
-        raise ValueError(f"dataset {name!r} needs a root directory (root=... / `root:` in the config)")
+        raise ValueError(f"dataset {name!r} needs a root directory (root=... / `data_root:` in the config)")
     return os.path.expanduser(os.fspath(root))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from torchvision import datasets, transforms
 
-from . import register_dataset
+from . import REQUIRED_FILES, register_dataset
 from .splits import DataSplits, explain_missing, require_root, splits_from_files
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -36,6 +36,12 @@ def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None,
         pool = cls(path, train=True, download=download)
         test = cls(path, train=False, transform=eval_transform, download=False)
     return pool, test
+
+
+REQUIRED_FILES["mnist"] = ([os.path.join("MNIST", "raw", f) for f in (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")], True)
+REQUIRED_FILES["cifar10"] = ([os.path.join(datasets.CIFAR10.base_folder, f) for f, _ in
+                              datasets.CIFAR10.train_list + datasets.CIFAR10.test_list], True)
 
 
 @register_dataset("mnist")

@@ -1,0 +1,182 @@
+"""What nni-safs' own machinery costs, measured (not asserted) on this machine.
+
+(a) one trial's wall time split into start-up/imports, data, checkpoint load, training,
+    evaluation and reporting (a real ``python -m nni_safs.trial`` process, run by hand);
+(b) epoch time of our fine-tuning loop against a plain hand-written PyTorch loop on the same
+    pruned model, data and batch size, as a ratio measured in one run (target <= 1.10);
+(c) peak memory of a trial, and of the tuner after 500 received results.
+
+    python benchmarks/overhead.py            # writes benchmarks/results/overhead.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORKSPACE = HERE / "workspaces" / "overhead"
+
+
+def _config(**overrides):
+    from nni_safs.config import SafsConfig
+    return SafsConfig(**{"model": "lenet5", "dataset": "mnist5k", "workspace": str(WORKSPACE), "device": "cpu",
+                         "scope": "lamp", "dense_epochs": 10, "batch_size": 256, **overrides})
+
+
+def _prepared():
+    from nni_safs.workspace import open_workspace, prepare
+    config = open_workspace(_config())
+    prepare(config, log=lambda message: None)
+    return config
+
+
+def trial_split(repeats: int, epochs: int) -> dict[str, float]:
+    config = _prepared()
+    params = {"stage": "search", "variant": "lahc", "job": 0, "workspace": config.workspace,
+              "genome": "act1=swish;act2=srs;act3=gelu;act4=elu", "hparams": config.hparams,
+              "train_scales": False, "epochs": epochs, "data_fraction": 1.0}
+    params_file = WORKSPACE / "job.json"
+    runs = []
+    for job in range(repeats):  # a fresh job id each time: a finished job would only re-report
+        (WORKSPACE / "jobs" / f"{1000 + job}.json").unlink(missing_ok=True)
+        params_file.write_text(json.dumps({**params, "job": 1000 + job}))
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "nni_safs.trial", "--params", str(params_file)],
+                             capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - start
+        timings = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("timings: "))[9:])
+        timings["wall"] = wall
+        runs.append(timings)
+    split = {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}
+    split["training (excl. reporting)"] = split["training"] - split["reporting"]
+    split["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return split
+
+
+def loop_ratio(rounds: int, epochs: int) -> dict[str, float]:
+    """Alternate our loop and a plain loop, same model/data/batch; median seconds per epoch."""
+    import torch
+    from torch import nn
+
+    from nni_safs.data import make_loaders
+    from nni_safs.training import fine_tune
+    from nni_safs.workspace import load_data, load_pruned
+
+    config = _prepared()
+    splits = load_data(config)
+    train, val, _ = make_loaders(splits, config.batch_size, 0, config.seed)
+    hparams = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4}
+
+    def ours() -> float:
+        model, masks = load_pruned(config, splits)
+        start = time.perf_counter()
+        fine_tune(model, train, val, hparams, epochs, masks=masks, restore_best=False)
+        return (time.perf_counter() - start) / epochs
+
+    def plain() -> float:
+        model, _ = load_pruned(config, splits)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-4)
+        start = time.perf_counter()
+        for _ in range(epochs):
+            model.train()
+            for images, labels in train:
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(model(images), labels).backward()
+                optimizer.step()
+            model.eval()
+            with torch.no_grad():
+                correct = sum((model(images).argmax(1) == labels).sum().item() for images, labels in val)
+        return (time.perf_counter() - start) / epochs
+
+    ours(), plain()  # warm-up
+    mine, theirs = [], []
+    for _ in range(rounds):
+        mine.append(ours())
+        theirs.append(plain())
+    return {"ours_s_per_epoch": statistics.median(mine), "plain_s_per_epoch": statistics.median(theirs),
+            "ratio": statistics.median(mine) / statistics.median(theirs)}
+
+
+TUNER_PROBE = r"""
+import json, random, sys, time, tracemalloc, psutil
+from nni_safs.tuner import SafsTuner
+workspace, n = sys.argv[1], int(sys.argv[2])
+process = psutil.Process()
+tuner = SafsTuner(model="lenet5", dataset="mnist5k", workspace=workspace, search_steps=n, max_search_steps=n,
+                  hpo_trials=2)
+sent = []
+tuner.generate_multiple_parameters([0], st_callback=lambda pid, p: sent.append(p))
+rss_start = process.memory_info().rss
+tracemalloc.start()
+rng, received, times, pid = random.Random(0), 0, [], 1
+pending = []
+tuner.receive_trial_result(0, "", {"default": 10.0, "job": 0})
+received += 1
+while received < n:
+    pending += tuner.generate_multiple_parameters([pid], st_callback=lambda i, p: pending.append(p))
+    pid += 1
+    if not pending:
+        break
+    job = pending.pop(0)
+    start = time.perf_counter()
+    tuner.receive_trial_result(pid, "", {"default": 50 + rng.random() * 10, "val_acc": 50, "test_acc": 50,
+                                         "density": 0.01, "job": job["job"], "stage": job["stage"]})
+    times.append(time.perf_counter() - start)
+    received += 1
+current, peak = tracemalloc.get_traced_memory()
+print(json.dumps({"results": received, "rss_start_mb": rss_start / 2**20, "rss_end_mb": process.memory_info().rss / 2**20,
+                  "traced_peak_mb": peak / 2**20, "state_kb": tuner._state_path().stat().st_size / 1024,
+                  "ms_per_result_first_50": 1000 * sum(times[:50]) / 50,
+                  "ms_per_result_last_50": 1000 * sum(times[-50:]) / 50}))
+"""
+
+
+def tuner_memory(results: int) -> dict[str, float]:
+    workspace = WORKSPACE / "tuner"
+    out = subprocess.run([sys.executable, "-c", TUNER_PROBE, str(workspace), str(results)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="trial processes to time (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating loop measurements (median)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--results", type=int, default=500, help="results fed to the tuner for (c)")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "overhead.md")
+    args = parser.parse_args()
+
+    split = trial_split(args.repeats, args.epochs)
+    ratio = loop_ratio(args.rounds, args.epochs)
+    tuner = tuner_memory(args.results)
+    lines = ["# Overhead (measured by benchmarks/overhead.py)", "",
+             f"Machine: {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}, "
+             f"torch threads default; LeNet-5 / mnist5k, batch 256, {args.epochs} epochs per trial.", "",
+             "## (a) One trial's wall time (median of %d runs, seconds)" % args.repeats, "",
+             "| phase | seconds |", "|---|---|"]
+    for key in ("startup", "data", "checkpoint_load", "training (excl. reporting)", "reporting", "evaluation", "wall"):
+        lines.append(f"| {key} | {split.get(key, 0.0):.2f} |")
+    lines += ["", f"Trial peak RSS: {split['peak_rss_mb']:.0f} MB", "",
+              "## (b) Our fine-tuning loop vs a plain PyTorch loop (same model, data, batch)", "",
+              f"ours {ratio['ours_s_per_epoch']:.3f} s/epoch, plain {ratio['plain_s_per_epoch']:.3f} s/epoch, "
+              f"ratio **{ratio['ratio']:.3f}** (target <= 1.10; median of {args.rounds} alternating rounds)", "",
+              f"## (c) The tuner after {tuner['results']} received results", "",
+              f"RSS {tuner['rss_start_mb']:.0f} MB -> {tuner['rss_end_mb']:.0f} MB; Python allocations peak "
+              f"{tuner['traced_peak_mb']:.1f} MB; saved state {tuner['state_kb']:.0f} KB; "
+              f"{tuner['ms_per_result_first_50']:.1f} ms per result over the first 50, "
+              f"{tuner['ms_per_result_last_50']:.1f} ms over the last 50."]
+    text = "\n".join(lines) + "\n"
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Faults a long search meets: races, revived weights, crashing and repeated trials."""
+import json
+import multiprocessing
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from nni_safs.config import SafsConfig
+from nni_safs.models import build_model
+from nni_safs.pruning import MaskHolder, MaskViolationError, magnitude_prune
+from nni_safs.training import fine_tune
+from nni_safs.checkpoints import load_checkpoint
+from nni_safs.workspace import open_workspace, prepare
+
+
+def tiny(workspace, **overrides):
+    return SafsConfig(**{"model": "lenet5", "dataset": "synthetic", "workspace": str(workspace), "device": "cpu",
+                         "dense_epochs": 2, "batch_size": 64, "scope": "lamp", **overrides})
+
+
+def _prepare_in_child(workspace: str, queue) -> None:
+    messages = []
+    prepare(tiny(workspace), log=messages.append)
+    queue.put(messages)
+
+
+def test_two_racing_prepares_train_once(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_prepare_in_child, args=(str(tmp_path), queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    logs = [queue.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    trained = [log for log in logs if any("training dense" in line for line in log)]
+    reused = [log for log in logs if any("already prepared" in line for line in log)]
+    assert len(trained) == 1 and len(reused) == 1, logs
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["dense.pt", "pruned.pt"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_revived_weights_fail_the_run_loudly(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("lenet5")
+    masks = magnitude_prune(model, 0.9, "layer")
+    data = DataLoader(TensorDataset(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))), batch_size=32)
+    # a broken holder that keeps nothing at zero: Adam then revives pruned weights
+    monkeypatch.setattr(MaskHolder, "attach", lambda self, optimizer: self)
+    with pytest.raises(MaskViolationError, match="weight"):
+        fine_tune(model, data, data, {"optimizer": "adam", "lr": 0.01}, epochs=2, masks=masks)
+
+
+def write_job(tmp_path, **params):
+    config = open_workspace(tiny(tmp_path / "ws"))
+    prepare(config, log=lambda message: None)
+    job = {"stage": "search", "variant": "lahc", "job": 7, "workspace": config.workspace,
+           "genome": "act1=swish;act2=srs;act3=gelu;act4=elu", "hparams": config.hparams,
+           "train_scales": False, "epochs": 1, "data_fraction": 1.0, **params}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    return config, path
+
+
+def run_trial(path):
+    return subprocess.run([sys.executable, "-m", "nni_safs.trial", "--params", str(path)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_crashing_trial_reports_a_failure_and_exits_nonzero(tmp_path):
+    _, path = write_job(tmp_path, genome="act1=swish;act9=relu")
+    out = run_trial(path)
+    assert out.returncode == 1
+    assert "unknown activation slot" in out.stdout + out.stderr
+
+
+def test_a_finished_job_is_reported_again_not_retrained(tmp_path):
+    config, path = write_job(tmp_path)
+    first = run_trial(path)
+    assert first.returncode == 0, first.stderr
+    marker = json.loads((tmp_path / "ws" / "jobs" / "7.json").read_text())
+    assert marker["result"]["job"] == 7 and marker["result"]["stage"] == "search"
+    again = run_trial(path)
+    assert again.returncode == 0
+    assert "already finished" in again.stdout
+    assert "epoch 1" not in again.stdout  # no training the second time
+
+
+def test_pruned_checkpoint_of_other_settings_is_refused(tmp_path):
+    config = open_workspace(tiny(tmp_path))
+    prepare(config, log=lambda message: None)
+    with pytest.raises(ValueError, match="scope: requested 'layer', checkpoint has 'lamp'"):
+        prepare(tiny(tmp_path, scope="layer"))
+    assert load_checkpoint(tmp_path / "pruned.pt")["meta"]["scope"] == "lamp"
