@@ -91,7 +91,7 @@ def loop_ratio(rounds: int, epochs: int) -> dict[str, float]:
                 optimizer.step()
             model.eval()
             with torch.no_grad():
-                correct = sum((model(images).argmax(1) == labels).sum().item() for images, labels in val)
+                sum((model(images).argmax(1) == labels).sum().item() for images, labels in val)
         return (time.perf_counter() - start) / epochs
 
     ours(), plain()  # warm-up

@@ -81,23 +81,16 @@ class SafsTuner(Tuner):
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict]:
         if kwargs.get("st_callback") is not None:
             self.st_callback = kwargs["st_callback"]
-        served = []
-        for parameter_id in parameter_id_list:
+        served = []  # NNI pairs served[i] with parameter_id_list[i]: serve a prefix
+        for index, parameter_id in enumerate(parameter_id_list):
             job = self.pipeline.ask()
-            if job is None:
-                self.credits.append(parameter_id)
-                continue
+            if job is None:  # a barrier: keep the refused ids, pay them through st_callback
+                self.credits.extend(parameter_id_list[index:])
+                break
             self.parameter_jobs[parameter_id] = job.id
             served.append(job.params)
         self._after_change()
         return served
-
-    def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict:
-        served = self.generate_multiple_parameters([parameter_id], **kwargs)
-        if not served:
-            import nni
-            raise nni.NoMoreTrialError("SAFS: waiting for running trials before the next stage")
-        return served[0]
 
     @_guarded
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:

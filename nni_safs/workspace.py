@@ -7,6 +7,7 @@ workspace whose checkpoints were made with other settings.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from contextlib import contextmanager
@@ -112,8 +113,16 @@ def load_config(workspace: str | Path) -> SafsConfig:
 
 
 def load_data(config: SafsConfig, fraction: float = 1.0) -> DataSplits:
-    return build_dataset(config.dataset, root=config.data_root, seed=config.seed, download=config.download,
-                         fraction=fraction, **config.dataset_options)
+    """The run's splits; cached, so in-process runs (``safs run``) read the files once."""
+    return _cached_splits(config.dataset, config.data_root, config.seed, config.download, fraction,
+                          json.dumps(config.dataset_options, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_splits(dataset: str, root: str | None, seed: int, download: bool, fraction: float,
+                   options: str) -> DataSplits:
+    return build_dataset(dataset, root=root, seed=seed, download=download, fraction=fraction,
+                         **json.loads(options))
 
 
 def new_model(config: SafsConfig, splits: DataSplits) -> nn.Module:

@@ -29,23 +29,28 @@ def free_port() -> int:
 class Experiment:
     """One nnictl experiment in a private HOME (nnictl keeps its registry under ~)."""
 
-    def __init__(self, tmp_path: Path, **overrides):
+    def __init__(self, tmp_path: Path, registered: bool = False, **overrides):
         self.home = tmp_path / "home"
         self.home.mkdir()
         self.port = free_port()
         self.workspace = tmp_path / "ws"
         self.config = tmp_path / "experiment.yml"
+        class_args = {**TINY, **overrides, "workspace": str(self.workspace)}
+        if registered:  # by the builtin name our meta file registers
+            out = self.nnictl("algo", "register", "--meta", str(REPO / "experiment_configs" / "safs_algo_meta.yml"))
+            assert out.returncode == 0, out.stdout + out.stderr
+            tuner = {"name": "SAFS", "classArgs": class_args}
+        else:
+            tuner = {"codeDirectory": str(REPO), "className": "nni_safs.tuner.SafsTuner", "classArgs": class_args}
         self.config.write_text(yaml.safe_dump({
             "experimentName": "safs-test", "searchSpace": {},
             "trialCommand": f"{sys.executable} -m nni_safs.trial", "trialCodeDirectory": str(REPO),
             "trialConcurrency": 2, "maxTrialNumber": UPPER_BOUND, "maxExperimentDuration": "20m",
-            "tuner": {"codeDirectory": str(REPO), "className": "nni_safs.tuner.SafsTuner",
-                      "classArgs": {**TINY, **overrides, "workspace": str(self.workspace)}},
-            "trainingService": {"platform": "local"}}))
+            "tuner": tuner, "trainingService": {"platform": "local"}}))
         self.id = None
 
     def nnictl(self, *args: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, HOME=str(self.home),
+        env = dict(os.environ, HOME=str(self.home), NNI_CONFIG_DIR=str(self.home / "nni-config"),
                    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
         return subprocess.run([sys.executable, "-m", "nni.tools.nnictl.nnictl", *args], env=env,
                               capture_output=True, text=True, timeout=120)
@@ -101,7 +106,7 @@ def experiment(tmp_path):
 
 
 def test_experiment_runs_every_stage_and_ends_done(experiment):
-    exp = experiment()
+    exp = experiment(registered=True)  # `tuner: {name: SAFS}`; the resume test uses className
     exp.create()
     assert exp.wait(lambda s: s == "DONE") == "DONE"
     trials = exp.get("/trial-jobs")

@@ -1,0 +1,80 @@
+"""`safs run` end to end on the embedded digits, then results / export / plot on its workspace."""
+import importlib.util
+import json
+
+import pytest
+import torch
+import yaml
+
+from nni_safs.checkpoints import load_checkpoint
+from nni_safs.cli import main
+from nni_safs.config import SafsConfig
+from nni_safs.workspace import load_data, new_model
+
+pytestmark = pytest.mark.slow
+
+TINY = dict(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", batch_size=256, dense_epochs=4,
+            baseline_epochs=2, final_epochs=2, search_epochs=1, search_data_fraction=0.3, search_steps=3,
+            max_search_steps=4, hpo_trials=2, hpo_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "run.yml"
+    config.write_text(yaml.safe_dump({**TINY, "workspace": str(root / "ws")}))
+    assert main(["run", str(config), "--quiet"]) == 0
+    return root / "ws"
+
+
+def test_run_writes_every_column(finished_run, capsys):
+    summary = json.loads((finished_run / "summary.json").read_text())
+    assert summary["finished"] and not summary["failure"]
+    assert set(summary["columns"]) == {"dense", "baseline", "stage1", "stage2", "safs"}
+    assert summary["columns"]["dense"]["test_acc"] > 50.0
+    assert main(["results", str(finished_run)]) == 0
+    table = capsys.readouterr().out
+    assert "| lenet5 (mnist5k) |" in table and "| act1 |" in table
+    assert main(["results", str(finished_run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["columns"]["safs"]["genome"]
+
+
+def test_rerun_continues_instead_of_repeating(finished_run, capsys):
+    before = (finished_run / "summary.json").read_text()
+    assert main(["run", str(finished_run.parent / "run.yml"), "--quiet"]) == 0
+    assert json.loads((finished_run / "summary.json").read_text())["jobs"] == json.loads(before)["jobs"]
+
+
+def test_export_reproduces_the_final_model(finished_run, tmp_path):
+    out = tmp_path / "found.py"
+    assert main(["export", str(finished_run), "-o", str(out)]) == 0
+    spec = importlib.util.spec_from_file_location("found", out)
+    found = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(found)
+
+    checkpoint = load_checkpoint(finished_run / "final_safs.pt")
+    config = SafsConfig(**TINY, workspace=str(finished_run))
+    splits = load_data(config)
+    trained = new_model(config, splits)
+    from nni_safs.activations import apply_genome
+    apply_genome(trained, checkpoint["meta"]["genome"])
+    trained.load_state_dict(checkpoint["state"])
+    plain = new_model(config, splits)  # all-ReLU LeNet-5, as a user's own model would be
+    found.install(plain)
+    plain.load_state_dict(checkpoint["state"])
+    images = torch.stack([splits.test[i][0] for i in range(64)])
+    trained.eval(), plain.eval()
+    assert torch.equal(trained(images), plain(images))
+
+
+def test_plot_writes_pngs(finished_run, tmp_path):
+    assert main(["plot", str(finished_run), "-o", str(tmp_path)]) == 0
+    for name in ("activations.png", "sparsity.png", "search_trace.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_commands_explain_missing_workspaces(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="summary.json not found"):
+        main(["results", str(tmp_path)])
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "x.py")]) == 2
+    assert "final_safs.pt" in capsys.readouterr().err
