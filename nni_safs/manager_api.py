@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 import urllib.request
 from urllib.parse import urlparse
 
@@ -116,3 +118,34 @@ def check_max_trial_number(low: int, high: int) -> None:
     else:
         _logger.info("maxTrialNumber %s; the tuner will lower it to the exact count (%d..%d) once stage 1 ends",
                      configured, low, high)
+
+
+def exit_with_manager(poll_seconds: float = 2.0) -> None:
+    """End this dispatcher process when the NNI manager that started it dies.
+
+    After the manager is killed (``kill -9``) NNI 3.0 leaves its dispatcher running; it then
+    reconnects to the manager that ``nnictl resume`` starts on the same port, beside the new
+    dispatcher, and the experiment errors ("new epoch start"). The tuner saves its state after
+    every change, so leaving at once loses nothing.
+    """
+    if _base_url() is None:
+        return
+    import psutil
+    manager = psutil.Process().parent()  # NNI starts us through /bin/sh -c: find the node process
+    while manager is not None and "main.js" not in " ".join(manager.cmdline()):
+        manager = manager.parent()
+    if manager is None:
+        _logger.warning("could not find the NNI manager process; not watching it")
+        return
+
+    def watch() -> None:
+        try:
+            while manager.is_running() and manager.status() != psutil.STATUS_ZOMBIE:
+                time.sleep(poll_seconds)
+        except psutil.NoSuchProcess:
+            pass
+        _logger.warning("the NNI manager is gone; the SAFS dispatcher exits (state saved; use nnictl resume)")
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="safs-manager-watch", daemon=True).start()

@@ -72,6 +72,7 @@ class SafsTuner(Tuner):
         low, high = self.pipeline.trial_bounds()
         _logger.info("SAFS pipeline: %s..%s trials; workspace %s", low, high, self.config.workspace)
         manager_api.check_max_trial_number(low, high)
+        manager_api.exit_with_manager()
 
     # -- NNI callbacks ---------------------------------------------------------------------
     def update_search_space(self, search_space: dict) -> None:

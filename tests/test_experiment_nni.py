@@ -1,6 +1,7 @@
 """Real NNI experiments (nnictl create / stop / resume), checked through NNI's REST API."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -173,3 +174,26 @@ def test_stop_and_resume_continues_without_repeating_work(experiment):
     assert summary["finished"] and not summary["failure"]
     assert sorted(by_job) == list(range(len(by_job)))
     assert "resumed SAFS pipeline" in exp.dispatcher_log()
+
+
+def test_killed_manager_then_resume_keeps_every_finished_evaluation(experiment):
+    exp = experiment(search_epochs=2, search_data_fraction=1.0)
+    exp.create()
+    deadline = time.monotonic() + 300
+    while len(exp.final_metrics()) < 4:
+        assert time.monotonic() < deadline, exp.dispatcher_log()
+        time.sleep(1)
+    done_before = {m["job"]: m["default"] for m in exp.final_metrics()}
+    registry = json.loads((exp.home / "nni-experiments" / ".experiment").read_text())
+    os.kill(registry[exp.id]["pid"], signal.SIGKILL)  # the NNI manager dies mid-search
+    time.sleep(3)
+    out = exp.nnictl("resume", exp.id, "--port", str(exp.port))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert exp.wait(lambda s: s == "DONE") == "DONE"
+    summary = json.loads((exp.workspace / "summary.json").read_text())
+    assert summary["finished"] and not summary["failure"]
+    results = {job["job"]: job["result"] for job in summary["jobs"]}
+    assert all(results[job] is not None for job in results)
+    for job, score in done_before.items():
+        assert results[job]["default"] == score  # kept, not re-evaluated
+    assert sorted(results) == list(range(len(results)))
