@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         result = run_job(params, on_epoch=reporter)
     except Exception as err:  # report, then fail visibly
-        traceback.print_exc()
+        traceback.print_exc(file=sys.stdout)  # trial.log, which the portal shows
         nni.report_final_result({"default": 0.0, "failed": f"{type(err).__name__}: {err}", **identity})
         return 1
     finally:

@@ -197,3 +197,42 @@ def test_killed_manager_then_resume_keeps_every_finished_evaluation(experiment):
     for job, score in done_before.items():
         assert results[job]["default"] == score  # kept, not re-evaluated
     assert sorted(results) == list(range(len(results)))
+
+
+def test_a_killed_trial_is_a_failed_evaluation_and_the_search_goes_on(experiment):
+    exp = experiment(search_epochs=3, search_data_fraction=1.0)
+    exp.create()
+    jobs = exp.workspace / "jobs"
+    deadline, victim = time.monotonic() + 300, None
+    while victim is None:  # a search job (ids from 2 on) that is running right now
+        assert time.monotonic() < deadline, exp.dispatcher_log()
+        for marker in sorted(jobs.glob("*.json")) if jobs.exists() else []:
+            data = json.loads(marker.read_text())
+            if int(marker.stem) >= 2 and "result" not in data:
+                victim = int(marker.stem)
+                os.kill(data["pid"], signal.SIGKILL)
+                break
+        time.sleep(0.2)
+    assert exp.wait(lambda s: s == "DONE") == "DONE"
+    statuses = [t["status"] for t in exp.get("/trial-jobs")]
+    # NNI 3.0 records a SIGKILLed local trial as USER_CANCELED
+    assert sorted(s for s in statuses if s != "SUCCEEDED") in (["FAILED"], ["USER_CANCELED"]), statuses
+    summary = json.loads((exp.workspace / "summary.json").read_text())
+    results = {job["job"]: job["result"] for job in summary["jobs"]}
+    assert results[victim]["failed"] == "the trial ended without reporting a result"
+    assert summary["finished"] and not summary["failure"]
+    assert all(results[j] and not results[j].get("failed") for j in results if j != victim)
+
+
+def test_a_failed_prepare_stops_the_experiment_with_its_reason(experiment):
+    # a learning rate that makes dense training diverge: prepare raises, nothing else may run
+    exp = experiment(train_hparams={"optimizer": "sgd", "lr": 1e30, "momentum": 0.9})
+    exp.create()
+    assert exp.wait(lambda s: s == "DONE", timeout=300) == "DONE"
+    trials = exp.get("/trial-jobs")
+    assert [t["status"] for t in trials] == ["FAILED"]
+    summary = json.loads((exp.workspace / "summary.json").read_text())
+    assert "dense training diverged" in summary["failure"]
+    assert "SAFS stops: the prepare trial failed" in exp.dispatcher_log()
+    trial_logs = list(exp.home.glob("nni-experiments/*/environments/*/trials/*/trial.log"))
+    assert any("dense training diverged" in log.read_text() for log in trial_logs)

@@ -176,3 +176,10 @@ def test_tuner_rejects_bad_class_args(tmp_path):
         SafsTuner(ratio=1.5, workspace=str(tmp_path))
     with pytest.raises(ValueError, match="unknown setting"):
         SafsTuner(epochs=3, workspace=str(tmp_path))
+
+
+def test_unwritable_workspace_is_rejected_up_front(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="workspace .*a_file/ws' is not writable"):
+        SafsTuner(**SMALL, workspace=str(blocker / "ws"))
