@@ -12,7 +12,6 @@ instead of turning a trial into NaN.
 from __future__ import annotations
 
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import Registry
+from .space_files import read_space_file
 
 OPS: Registry[type[nn.Module]] = Registry("activation op")
 register_op = OPS.register
@@ -215,11 +215,6 @@ def set_scales_trainable(model: nn.Module, trainable: bool) -> None:
         slot.beta.requires_grad_(trainable)
 
 
-def search_space_file(name: str) -> Path:
-    """A file shipped in the top-level ``search_spaces/`` folder (installed as package data)."""
-    return Path(str(resources.files("nni_safs.search_spaces") / name))
-
-
 DEFAULT_CATALOG_FILE = "activations.yaml"
 
 
@@ -231,13 +226,7 @@ def load_op_choices(path: str | Path | None = None) -> list[str]:
     """
     import yaml
 
-    file = Path(path) if path is not None else search_space_file(DEFAULT_CATALOG_FILE)
-    try:
-        data = yaml.safe_load(file.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"activation catalog file {str(file)!r} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"activation catalog file {str(file)!r} does not parse: {err}") from None
+    file, data = read_space_file(path, DEFAULT_CATALOG_FILE, "activation catalog", yaml.safe_load, yaml.YAMLError)
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
         raise ValueError(f"{str(file)!r} must hold a non-empty list under 'choices'")

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import urllib.request
+from typing import Any
 from urllib.parse import urlparse
 
 _logger = logging.getLogger("nni_safs.manager_api")
@@ -42,14 +43,19 @@ def _request(method: str, path: str, body: dict | None = None) -> dict | None:
     return json.loads(text) if text else {}
 
 
+def _get(path: str) -> Any:
+    """GET from the manager; None outside NNI or when the manager does not answer (logged)."""
+    try:
+        return _request("GET", path)
+    except Exception as err:
+        _logger.warning("could not read %s from the NNI manager: %s", path, err)
+        return None
+
+
 def base_directory() -> str | None:
     """Where relative classArgs paths point under NNI: the tuner's ``codeDirectory``, else
     the ``trialCodeDirectory`` (both absolute, as nnictl resolved them)."""
-    try:
-        profile = _request("GET", "/experiment")
-    except Exception as err:
-        _logger.warning("could not read the experiment profile: %s", err)
-        return None
+    profile = _get("/experiment")
     if profile is None:
         return None
     params = profile["params"]
@@ -58,22 +64,14 @@ def base_directory() -> str | None:
 
 def trial_statuses() -> dict[str, str] | None:
     """trialJobId -> status (SUCCEEDED, FAILED, USER_CANCELED, ...) of every trial; None outside NNI."""
-    try:
-        trials = _request("GET", "/trial-jobs")
-    except Exception as err:
-        _logger.warning("could not read the trial list: %s", err)
-        return None
+    trials = _get("/trial-jobs")
     return None if trials is None else {t["trialJobId"]: t["status"] for t in trials}
 
 
 def jobs_in_flight() -> set[int] | None:
     """SAFS job ids of the trials NNI will (re-)run: WAITING or RUNNING ones, which
     ``nnictl resume`` re-submits itself. None outside NNI."""
-    try:
-        trials = _request("GET", "/trial-jobs")
-    except Exception as err:
-        _logger.warning("could not read the trial list: %s", err)
-        return None
+    trials = _get("/trial-jobs")
     if trials is None:
         return None
     jobs = set()
@@ -103,11 +101,7 @@ def set_max_trial_number(total: int) -> None:
 
 def check_max_trial_number(low: int, high: int) -> None:
     """Log at start when maxTrialNumber cannot fit the pipeline."""
-    try:
-        profile = _request("GET", "/experiment")
-    except Exception as err:
-        _logger.warning("could not read the experiment profile: %s", err)
-        return
+    profile = _get("/experiment")
     if profile is None:
         return
     configured = profile["params"].get("maxTrialNumber")

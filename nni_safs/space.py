@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import nni.mutable
 
-from .activations import search_space_file
+from .space_files import read_space_file
 from .training import OPTIMIZERS, SCHEDULERS
 
 DEFAULT_HPO_SPACE = "hpo_space.json"
@@ -38,13 +38,7 @@ def classic_space(space: nni.mutable.MutableDict) -> dict[str, Any]:
 
 def load_hpo_space(path: str | Path | None = None) -> dict[str, Any]:
     """Read and check a stage-2 space; a file that does not parse is reported with its path."""
-    file = Path(path) if path is not None else search_space_file(DEFAULT_HPO_SPACE)
-    try:
-        space = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"hpo_space file {str(file)!r} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"hpo_space file {str(file)!r} does not parse as JSON: {err}") from None
+    file, space = read_space_file(path, DEFAULT_HPO_SPACE, "hpo_space", json.loads, json.JSONDecodeError)
     optimizer = space.get("optimizer") if isinstance(space, dict) else None
     if not isinstance(optimizer, dict) or optimizer.get("_type") != "choice":
         raise ValueError(f"hpo_space file {str(file)!r} must define 'optimizer' as a choice")

@@ -45,7 +45,7 @@ def test_hpo_space_file(tmp_path):
     assert names == ["sgd", "adam"]
     bad = tmp_path / "space.json"
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="does not parse as JSON"):
+    with pytest.raises(ValueError, match="hpo_space file .* does not parse"):
         load_hpo_space(bad)
     bad.write_text('{"optimizer": {"_type": "choice", "_value": [{"_name": "lion", "lr": 0.1}]}}')
     with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
