@@ -42,7 +42,8 @@ def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progres
         job = interrupted[0] if interrupted else pipeline.ask()  # a restart re-runs the lost job
         if job is None:
             raise RuntimeError("the pipeline is waiting on results although no job is running (a bug)")
-        jobs_bar.set_postfix_str(f"{job.stage} {job.variant}".strip())
+        jobs_bar.set_description(f"SAFS {job.stage}")
+        jobs_bar.set_postfix_str(job.variant)
         pipeline.tell(job.id, _run_with_progress(job.params, progress))
         atomic_write(state_path, lambda h: h.write(json.dumps(
             {"config": config.to_dict(), "pipeline": pipeline.state_dict()}).encode()))
