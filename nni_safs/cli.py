@@ -52,11 +52,6 @@ def load_run_config(path: str | Path) -> tuple[SafsConfig, Path]:
         raise SystemExit(f"error: {file}: {err}")
 
 
-def _resolve_workspace(config: SafsConfig, base: Path) -> Path:
-    root = Path(config.workspace).expanduser()
-    return root if root.is_absolute() else (base / root).resolve()
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_pipeline
     config, base = load_run_config(args.config)
@@ -71,8 +66,9 @@ def _get(port: int, path: str) -> Any:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .pipeline import SafsPipeline
+    from .workspace import open_workspace
     config, base = load_run_config(args.config)
-    SafsPipeline.for_config(config)  # reject bad names and files before NNI starts anything
+    SafsPipeline.for_config(open_workspace(config, base))  # bad names, paths, files: before NNI starts
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     nnictl = [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
     created = subprocess.run([*nnictl, "create", "--config", str(args.config), "--port", str(args.port)],
@@ -96,7 +92,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         if status in ("DONE", "ERROR", "STOPPED"):
             break
         time.sleep(args.poll)
-    workspace = _resolve_workspace(config, base)
+    workspace = Path(config.workspace)
     if (workspace / "results.md").exists():
         print((workspace / "results.md").read_text())
     if args.stop or status != "DONE":

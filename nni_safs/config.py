@@ -15,7 +15,7 @@ from .models import MODELS
 from .pruning import SCOPES
 from .training import OPTIMIZERS, SCHEDULERS
 
-# Dense (and baseline) fine-tuning hyperparameters of the paper's setups (SAFS.md).
+# Dense (and baseline) fine-tuning hyperparameters of the paper's setups (Loni et al. 2023).
 PAPER_HPARAMS: dict[str, dict[str, Any]] = {
     "lenet5": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"},
     "vgg16": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,

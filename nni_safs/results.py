@@ -1,6 +1,6 @@
 """The run's results: ``summary.json`` for machines and ``results.md`` for people.
 
-The table has the columns of the paper's (SAFS.md): dense, magnitude pruning (the ReLU
+The table has the columns of the paper's: dense, magnitude pruning (the ReLU
 baseline), stage 1, stage 2 and SAFS, as test top-1 of each column's final fine-tuning.
 """
 from __future__ import annotations

@@ -61,8 +61,7 @@ class SafsTuner(Tuner):
 
     def __init__(self, **class_args: Any) -> None:
         config = SafsConfig.from_dict(class_args)
-        base = None if Path(config.workspace).is_absolute() else manager_api.base_directory()
-        self.config = open_workspace(config, base)
+        self.config = open_workspace(config, manager_api.base_directory())
         self.pipeline = SafsPipeline.for_config(self.config)
         self.parameter_jobs: dict[int, int] = {}
         self.credits: list[int] = []

@@ -76,17 +76,23 @@ class Workspace:
 CONFIG_FILE = "config.json"
 
 
-def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> SafsConfig:
-    """Make the workspace absolute and writable, and record the run's settings in it.
+PATH_SETTINGS = ("workspace", "data_root", "op_choices", "hpo_space")
 
-    A relative workspace is taken relative to ``base_dir`` (the tuner passes its
-    ``codeDirectory``: NNI runs the dispatcher in the experiment's log folder), else to the
-    current directory. Trials read the settings back with :func:`load_config`.
+
+def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> SafsConfig:
+    """Make the paths absolute and the workspace writable, and record the settings in it.
+
+    Relative paths (``PATH_SETTINGS``) are taken relative to ``base_dir`` (the tuner passes
+    its ``codeDirectory``: NNI runs the dispatcher in the experiment's log folder and trials
+    elsewhere), else to the current directory. Trials read the settings back with
+    :func:`load_config`, so every process sees the same absolute paths.
     """
-    root = Path(config.workspace).expanduser()
-    if not root.is_absolute():
-        root = Path(base_dir or ".") / root
-    root = root.resolve()
+    for key in PATH_SETTINGS:
+        value = getattr(config, key)
+        if value is not None:
+            path = Path(value).expanduser()
+            setattr(config, key, str((path if path.is_absolute() else Path(base_dir or ".") / path).resolve()))
+    root = Path(config.workspace)
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / ".write_test"
@@ -94,7 +100,6 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> Sa
         probe.unlink()
     except OSError as err:
         raise ValueError(f"workspace {str(root)!r} is not writable: {err}") from None
-    config.workspace = str(root)
     Workspace(config).write_json(CONFIG_FILE, config.to_dict())
     return config
 

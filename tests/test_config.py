@@ -91,3 +91,11 @@ def test_missing_data_is_rejected_before_any_trial(tmp_path, dataset, download, 
         SafsPipeline.for_config(config)
     SafsPipeline.for_config(SafsConfig(dataset="cifar10", data_root=str(tmp_path), download=True,
                                        workspace=str(tmp_path / "ws")))  # fetched by the trial
+
+
+def test_relative_paths_resolve_against_the_code_directory(tmp_path):
+    from nni_safs.workspace import load_config, open_workspace
+    (tmp_path / "data").mkdir()
+    config = open_workspace(SafsConfig(workspace="ws", data_root="data", hpo_space="spaces/hpo.json"), tmp_path)
+    assert config.workspace == str(tmp_path / "ws") and config.data_root == str(tmp_path / "data")
+    assert load_config(tmp_path / "ws").hpo_space == str(tmp_path / "spaces" / "hpo.json")
