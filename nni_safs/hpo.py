@@ -33,12 +33,18 @@ def check_tuner_name(name: str) -> str:
     return name
 
 
-def create_tuner(name: str, seed: int | None = None):
-    """An NNI built-in tuner that maximizes (NNI's TPE would minimize by default)."""
+def create_tuner(name: str, seed: int | None = None, budget: int | None = None):
+    """An NNI built-in tuner that maximizes (NNI's TPE would minimize by default).
+
+    Evolution's population is sized to a quarter of the ``budget`` (NNI's default of 32 would
+    spend a 20-trial budget on its random first generation).
+    """
     check_tuner_name(name)
     args: dict[str, Any] = {} if name.lower() in _NO_OPTIMIZE_MODE else {"optimize_mode": "maximize"}
     if seed is not None and name.lower() in ("tpe", "random", "anneal"):
         args["seed"] = seed
+    if budget is not None and name.lower() == "evolution":
+        args["population_size"] = max(2, budget // 4)
     return create_builtin_class_instance(name, args, "tuners")
 
 
@@ -48,7 +54,7 @@ class TunerStream:
     def __init__(self, tuner_name: str, space: dict, n_trials: int, seed: int = 0,
                  history: list[dict] | None = None) -> None:
         self.tuner_name, self.space, self.n_trials, self.seed = tuner_name, space, n_trials, seed
-        self.tuner = create_tuner(tuner_name, seed)
+        self.tuner = create_tuner(tuner_name, seed, n_trials)
         self.tuner.update_search_space(space)
         self.asked: dict[int, dict] = {}  # stream-local id -> parameters, not yet told
         self.history: list[dict] = []  # {"id", "params", "value"} of told results
