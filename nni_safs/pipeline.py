@@ -109,9 +109,9 @@ class SafsPipeline:
     def finished(self) -> bool:
         if self.failure:
             return True
-        return len(self.results) == len(self.jobs) and self._count("final") == len(FINAL_VARIANTS)
+        return len(self.results) == len(self.jobs) and self.count("final") == len(FINAL_VARIANTS)
 
-    def _count(self, stage: str, variant: str | None = None) -> int:
+    def count(self, stage: str, variant: str | None = None) -> int:
         return sum(1 for j in self.jobs.values() if j.stage == stage and variant in (None, j.variant))
 
     def _done(self, stage: str, variant: str | None = None) -> bool:
@@ -131,11 +131,11 @@ class SafsPipeline:
             if job_id not in self.results:  # its result may have been replayed meanwhile
                 self.resubmitted += 1
                 return self.jobs[job_id]
-        if not self._count("prepare"):
+        if not self.count("prepare"):
             return self._emit("prepare", "", epochs=self.config.dense_epochs)
         if not self._done("prepare"):
             return None
-        if not self._count("baseline"):
+        if not self.count("baseline"):
             return self._emit("baseline", "relu", genome=None, hparams=self.config.hparams,
                               epochs=self.config.baseline_epochs, train_scales=False)
         job = self._ask_search() or self._ask_hpo("relu") or self._ask_hpo("safs")
@@ -172,12 +172,12 @@ class SafsPipeline:
 
     def _ask_final(self) -> Job | None:
         c = self.config
-        if not self._count("final", "stage1") and self._search_finished() and self.search_best():
+        if not self.count("final", "stage1") and self._search_finished() and self.search_best():
             return self._emit("final", "stage1", genome=self.search_best()[0], hparams=c.hparams,
                               epochs=c.final_epochs, train_scales=False)
         for variant, stage2 in (("stage2", "relu"), ("safs", "safs")):
             stream = self.hpo[stage2]
-            if not self._count("final", variant) and stream is not None and stream.finished:
+            if not self.count("final", variant) and stream is not None and stream.finished:
                 genome = None if variant == "stage2" else self.search_best()[0]
                 return self._emit("final", variant, genome=genome, hparams=flatten_hparams(stream.best()["params"]),
                                   epochs=c.final_epochs, train_scales=True)
@@ -214,7 +214,7 @@ class SafsPipeline:
     def trial_bounds(self) -> tuple[int, int]:
         """(fewest, most) trials the whole pipeline can take with this config."""
         c = self.config
-        fixed = 2 + 2 * c.hpo_trials + len(FINAL_VARIANTS)
+        fixed = self._trials_outside_search()
         if c.search_algorithm == "lahc":
             return fixed + c.search_steps + 1, fixed + c.max_search_steps + 1
         return fixed + c.search_steps, fixed + c.search_steps
@@ -225,11 +225,11 @@ class SafsPipeline:
             return len(self.jobs) + self.resubmitted
         if not self._search_finished():
             return None
-        return self._count_non_search() + self._count("search") + self.resubmitted + \
-            (len(FINAL_VARIANTS) + 2 * self.config.hpo_trials - self._count("final") - self._count("hpo"))
+        return self._trials_outside_search() + self.count("search") + self.resubmitted
 
-    def _count_non_search(self) -> int:
-        return self._count("prepare") + self._count("baseline") + self._count("hpo") + self._count("final")
+    def _trials_outside_search(self) -> int:
+        """prepare + baseline + both stage-2 studies + the final jobs: fixed by the config."""
+        return 2 + 2 * self.config.hpo_trials + len(FINAL_VARIANTS)
 
     def state_dict(self) -> dict:
         """Everything needed to continue after a restart, as JSON-ready data."""

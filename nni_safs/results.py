@@ -12,7 +12,7 @@ from typing import Any
 from .activations import genome_from_string
 from .checkpoints import atomic_write
 from .config import SafsConfig
-from .pipeline import SafsPipeline
+from .pipeline import STAGES, SafsPipeline
 
 COLUMNS = (("dense", "dense"), ("baseline", "magnitude pruning"), ("stage1", "stage 1"),
            ("stage2", "stage 2"), ("safs", "SAFS"))
@@ -47,7 +47,7 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
     best = pipeline.search_best()
     hpo_best = {variant: (stream.best() if stream else None) for variant, stream in pipeline.hpo.items()}
     stages = {
-        "search": {"algorithm": config.search_algorithm, "evaluations": pipeline._count("search"),
+        "search": {"algorithm": config.search_algorithm, "evaluations": pipeline.count("search"),
                    "best_val_acc": best[1] if best else None,
                    "genome": best[0] if best else None,
                    "trace": getattr(pipeline.search, "trace", None)},
@@ -56,7 +56,7 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
                           "hparams": best_record["params"] if best_record else None}
                 for variant, stream, best_record in ((v, pipeline.hpo[v], hpo_best[v]) for v in pipeline.hpo)},
     }
-    trials = {stage: pipeline._count(stage) for stage in ("prepare", "baseline", "search", "hpo", "final")}
+    trials = {stage: pipeline.count(stage) for stage in STAGES}
     return {"config": config.to_dict(), "columns": columns, "stages": stages, "trials_per_stage": trials,
             "finished": pipeline.finished, "failure": pipeline.failure,
             "jobs": [{**job.params, "result": pipeline.results.get(job.id)} for job in pipeline.jobs.values()]}

@@ -75,6 +75,12 @@ class Experiment:
             time.sleep(poll)
         raise AssertionError(f"timed out; status {self.get('/check-status')}, dispatcher log:\n{self.dispatcher_log()}")
 
+    def wait_for_results(self, count: int, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.final_metrics()) < count:
+            assert time.monotonic() < deadline, self.dispatcher_log()
+            time.sleep(1)
+
     def final_metrics(self) -> list[dict]:
         """(parameterId, trialJobId, the trial's own final dict) of every final result."""
         rows = []
@@ -148,10 +154,7 @@ def test_experiment_runs_every_stage_and_ends_done(experiment):
 def test_stop_and_resume_continues_without_repeating_work(experiment):
     exp = experiment(search_epochs=2, search_data_fraction=1.0)
     exp.create()
-    deadline = time.monotonic() + 300
-    while len(exp.final_metrics()) < 4:
-        assert time.monotonic() < deadline, exp.dispatcher_log()
-        time.sleep(1)
+    exp.wait_for_results(4)
     done_before = {m["job"]: m["trialJobId"] for m in exp.final_metrics()}
     out = exp.nnictl("stop", exp.id)
     assert out.returncode == 0, out.stderr
@@ -179,10 +182,7 @@ def test_stop_and_resume_continues_without_repeating_work(experiment):
 def test_killed_manager_then_resume_keeps_every_finished_evaluation(experiment):
     exp = experiment(search_epochs=2, search_data_fraction=1.0)
     exp.create()
-    deadline = time.monotonic() + 300
-    while len(exp.final_metrics()) < 4:
-        assert time.monotonic() < deadline, exp.dispatcher_log()
-        time.sleep(1)
+    exp.wait_for_results(4)
     done_before = {m["job"]: m["default"] for m in exp.final_metrics()}
     registry = json.loads((exp.home / "nni-experiments" / ".experiment").read_text())
     os.kill(registry[exp.id]["pid"], signal.SIGKILL)  # the NNI manager dies mid-search
