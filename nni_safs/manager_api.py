@@ -68,19 +68,29 @@ def trial_statuses() -> dict[str, str] | None:
     return None if trials is None else {t["trialJobId"]: t["status"] for t in trials}
 
 
-def jobs_in_flight() -> set[int] | None:
-    """SAFS job ids of the trials NNI will (re-)run: WAITING or RUNNING ones, which
-    ``nnictl resume`` re-submits itself. None outside NNI."""
+def trial_jobs() -> dict[int, set[str]] | None:
+    """SAFS job id -> statuses of the trials NNI recorded for it; None outside NNI.
+
+    WAITING/RUNNING ones are re-submitted by ``nnictl resume`` itself; every recorded trial
+    counts against ``maxTrialNumber``. (NNI may pair a trial with another trial's parameters,
+    but the set of parameters it recorded is still the set it ran.)
+    """
     trials = _get("/trial-jobs")
     if trials is None:
         return None
-    jobs = set()
+    jobs: dict[int, set[str]] = {}
     for trial in trials:
-        if trial["status"] in ("WAITING", "RUNNING", "UNKNOWN") and trial.get("hyperParameters"):
+        if trial.get("hyperParameters"):
             params = json.loads(trial["hyperParameters"][0]).get("parameters")
             if isinstance(params, dict) and "job" in params:
-                jobs.add(int(params["job"]))
+                jobs.setdefault(int(params["job"]), set()).add(trial["status"])
     return jobs
+
+
+def recorded_trial_count() -> int | None:
+    """How many trials NNI has recorded (each counts against ``maxTrialNumber``)."""
+    trials = _get("/trial-jobs")
+    return None if trials is None else len(trials)
 
 
 def set_max_trial_number(total: int) -> None:

@@ -68,6 +68,7 @@ class SafsPipeline:
         self._stream_keys: dict[int, Any] = {}  # job id -> key in its stream
         self.requeued: list[int] = []  # issued jobs to hand out again
         self.resubmitted = 0  # trials beyond one per job (each counts against maxTrialNumber)
+        self.extra_trial_jobs: set[int] = set()  # requeued jobs whose re-run is such a trial
 
     @classmethod
     def for_config(cls, config: SafsConfig) -> "SafsPipeline":
@@ -118,10 +119,16 @@ class SafsPipeline:
         ids = [j.id for j in self.jobs.values() if j.stage == stage and variant in (None, j.variant)]
         return bool(ids) and all(i in self.results for i in ids)
 
-    def requeue(self, job_id: int) -> None:
-        """Hand an issued job out again (its trial was lost: e.g. cancelled before a resume)."""
+    def requeue(self, job_id: int, extra_trial: bool = True) -> None:
+        """Hand an issued job out again (its trial was lost: e.g. cancelled before a resume).
+
+        ``extra_trial``: the lost trial was already counted (NNI recorded it), so the re-run
+        is one trial more than one per job; a job NNI never submitted is not.
+        """
         if job_id in self.jobs and job_id not in self.results and job_id not in self.requeued:
             self.requeued.append(job_id)
+            if extra_trial:
+                self.extra_trial_jobs.add(job_id)
 
     def ask(self) -> Job | None:
         if self.failure:
@@ -129,7 +136,8 @@ class SafsPipeline:
         while self.requeued:
             job_id = self.requeued.pop(0)
             if job_id not in self.results:  # its result may have been replayed meanwhile
-                self.resubmitted += 1
+                self.resubmitted += job_id in self.extra_trial_jobs
+                self.extra_trial_jobs.discard(job_id)
                 return self.jobs[job_id]
         if not self.count("prepare"):
             return self._emit("prepare", "", epochs=self.config.dense_epochs)
@@ -237,7 +245,7 @@ class SafsPipeline:
             "jobs": [{"id": j.id, "stage": j.stage, "variant": j.variant, "params": j.params} for j in self.jobs.values()],
             "results": {str(k): v for k, v in self.results.items()},
             "next_id": self.next_id, "failure": self.failure, "requeued": self.requeued,
-            "resubmitted": self.resubmitted,
+            "resubmitted": self.resubmitted, "extra_trial_jobs": sorted(self.extra_trial_jobs),
             "stream_keys": {str(k): v for k, v in self._stream_keys.items()},
             "search": self.search.state_dict(),
             "hpo": {k: None if v is None else v.state_dict() for k, v in self.hpo.items()},
@@ -252,6 +260,7 @@ class SafsPipeline:
         pipeline.next_id, pipeline.failure = state["next_id"], state["failure"]
         pipeline.requeued = list(state.get("requeued", []))
         pipeline.resubmitted = state.get("resubmitted", 0)
+        pipeline.extra_trial_jobs = set(state.get("extra_trial_jobs", []))
         pipeline._stream_keys = {int(k): v for k, v in state["stream_keys"].items()}
         search_cls = type(pipeline.search)
         pipeline.search = search_cls.from_state_dict(state["search"])

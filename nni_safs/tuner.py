@@ -41,6 +41,7 @@ from .workspace import job_marker, open_workspace
 _logger = logging.getLogger("nni_safs.tuner")
 STATE_FILE = "safs_tuner_state.json"
 FAILED_STATES = {"FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
+IN_FLIGHT_STATES = {"WAITING", "RUNNING", "UNKNOWN"}  # nnictl resume re-submits these itself
 
 
 def _guarded(method):
@@ -156,14 +157,15 @@ class SafsTuner(Tuner):
         self.pipeline = SafsPipeline.from_state_dict(self.config, p.slot_names, p.choices, p.hpo_space,
                                                      state["pipeline"])
         self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"].items()}
-        in_flight = manager_api.jobs_in_flight()
+        recorded = manager_api.trial_jobs()
         for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
             marker = job_marker(self.config.workspace, job_id)
             finished = json.loads(marker.read_text()).get("result") if marker.is_file() else None
             if finished is not None:  # reported while the tuner was going down
                 self.pipeline.tell(job_id, finished)
-            elif in_flight is not None and job_id not in in_flight:  # NNI will not re-run it
-                self.pipeline.requeue(job_id)
+            elif recorded is not None and not recorded.get(job_id, set()) & IN_FLIGHT_STATES:
+                # NNI will not re-run it; a trial it already recorded makes the re-run an extra trial
+                self.pipeline.requeue(job_id, extra_trial=job_id in recorded)
         _logger.info("resumed SAFS pipeline: %d jobs issued, %d results", len(self.pipeline.jobs),
                      len(self.pipeline.results))
 
@@ -187,6 +189,8 @@ class SafsTuner(Tuner):
         self._pay_credits()
         self.save_checkpoint()
         total = self.pipeline.total_if_known()
+        if self.pipeline.finished:  # nothing more will be issued: end exactly at what NNI ran
+            total = manager_api.recorded_trial_count() or total
         if total is not None and total != self.reported_total:
             self.reported_total = total
             manager_api.set_max_trial_number(total)

@@ -183,3 +183,20 @@ def test_unwritable_workspace_is_rejected_up_front(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ValueError, match="workspace .*a_file/ws' is not writable"):
         SafsTuner(**SMALL, workspace=str(blocker / "ws"))
+
+
+def test_requeued_jobs_count_extra_trials_only_when_nni_had_recorded_one(tmp_path):
+    pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+    rng = random.Random(0)
+    prepare = pipeline.ask()
+    pipeline.tell(prepare.id, fake_result(prepare, rng))
+    lost_unsubmitted, lost_cancelled = pipeline.ask(), pipeline.ask()
+    pipeline.requeue(lost_unsubmitted.id, extra_trial=False)  # NNI never submitted its trial
+    pipeline.requeue(lost_cancelled.id, extra_trial=True)  # NNI recorded a cancelled trial for it
+    reissued = [pipeline.ask(), pipeline.ask()]
+    assert [job.id for job in reissued] == [lost_unsubmitted.id, lost_cancelled.id]
+    assert pipeline.resubmitted == 1
+    for job in reissued:
+        pipeline.tell(job.id, fake_result(job, rng))
+    drive(pipeline, 1, rng, shuffle=False)
+    assert pipeline.total_if_known() == len(pipeline.jobs) + 1
