@@ -30,7 +30,7 @@ import torch
 from .activations import genome_from_string
 from .training import EpochRecord
 from .checkpoints import atomic_write
-from .workspace import job_marker, load_config, prepare, run_candidate
+from .workspace import job_lock, job_marker, load_config, prepare, run_candidate
 
 _logger = logging.getLogger("nni_safs.trial")
 class _EpochReporter:
@@ -126,21 +126,26 @@ def main(argv: list[str] | None = None) -> int:
                 "genome": params.get("genome", "")}
     reporter = _EpochReporter(f"{params.get('stage')} job {params.get('job')}")
     try:
-        finished = mark_started(params, identity["parameter_id"])
-        if finished is not None:
-            print(f"job {params.get('job')} already finished; reporting its result again", flush=True)
-            nni.report_final_result(finished)
-            return 0
-        result = run_job(params, on_epoch=reporter)
+        # One job, one evaluation: after `nnictl resume` NNI may re-run a job's trial while the
+        # tuner re-issues it too. The second trial waits here for the first and re-reports its
+        # result; if the first died, the OS released its lock and the job runs again.
+        with job_lock(params["workspace"], params["job"]):
+            finished = mark_started(params, identity["parameter_id"])
+            if finished is None:
+                result = run_job(params, on_epoch=reporter)
+                final = {**result, **identity}
+                _write_marker(params, {"trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "result": final})
     except Exception as err:  # report, then fail visibly
         traceback.print_exc(file=sys.stdout)  # trial.log, which the portal shows
         nni.report_final_result({"default": 0.0, "failed": f"{type(err).__name__}: {err}", **identity})
         return 1
     finally:
         reporter.close()
+    if finished is not None:
+        print(f"job {params.get('job')} already finished; reporting its result again", flush=True)
+        nni.report_final_result(finished)
+        return 0
     start = time.perf_counter()
-    final = {**result, **identity}
-    _write_marker(params, {"trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "result": final})
     nni.report_final_result(final)
     print(f"final: {json.dumps(final)}", flush=True)
     timings = {"startup": startup, **result.get("timings", {}),

@@ -109,6 +109,13 @@ def job_marker(workspace: str | Path, job: int) -> Path:
     return Path(workspace) / "jobs" / f"{job}.json"
 
 
+def job_lock(workspace: str | Path, job: int) -> FileLock:
+    """Held by the trial evaluating job ``job``; the OS releases it if that trial dies."""
+    path = job_marker(workspace, job).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
+
+
 def load_config(workspace: str | Path) -> SafsConfig:
     path = Path(workspace) / CONFIG_FILE
     if not path.is_file():

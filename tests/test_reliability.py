@@ -96,3 +96,35 @@ def test_pruned_checkpoint_of_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="scope: requested 'layer', checkpoint has 'lamp'"):
         prepare(tiny(tmp_path, scope="layer"))
     assert load_checkpoint(tmp_path / "pruned.pt")["meta"]["scope"] == "lamp"
+
+
+def test_a_second_trial_of_a_running_job_waits_and_re_reports_its_result(tmp_path):
+    # After `nnictl resume` NNI may re-run a job's trial while the tuner re-issues it: the
+    # second trial must wait for the first and re-report its result, not train again
+    from nni_safs.workspace import job_lock, job_marker
+    config, path = write_job(tmp_path)
+    lock = job_lock(config.workspace, 7)
+    with lock:  # the first trial, still training
+        second = subprocess.Popen([sys.executable, "-m", "nni_safs.trial", "--params", str(path)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            second.wait(timeout=15)  # blocked on the lock, not training
+        result = {"default": 12.5, "job": 7, "stage": "search", "test_acc": 11.0}
+        job_marker(config.workspace, 7).write_text(json.dumps({"result": result}))
+    stdout, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+    assert "already finished" in stdout and "epoch 1" not in stdout
+    assert "'default': 12.5" in stdout  # the first trial's result, reported again
+
+
+def test_a_second_trial_runs_the_job_when_the_first_died(tmp_path):
+    config, path = write_job(tmp_path)
+    first = subprocess.Popen([sys.executable, "-c", "import sys, time; from nni_safs.workspace import job_lock; "
+                              f"job_lock({config.workspace!r}, 7).acquire(); print('locked', flush=True); "
+                              "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "locked"
+    first.kill()  # dies holding the lock, without a result
+    first.wait()
+    out = run_trial(path)
+    assert out.returncode == 0, out.stderr
+    assert "epoch 1" in out.stdout and "already finished" not in out.stdout
