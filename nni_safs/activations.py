@@ -136,14 +136,16 @@ def op_names() -> list[str]:
 class ActivationSlot(nn.Module):
     """One place for an activation: computes ``alpha * op(beta * x)``.
 
-    alpha and beta are per-slot scalars initialised to 1. ``op`` can be swapped in place
-    (:meth:`set_op`), which gives the new op fresh parameters.
+    alpha and beta are per-slot scalars initialised to 1 and frozen: dense training, the
+    baseline and stage 1 run ``op(x)`` itself; only stage 2 trains them
+    (:func:`set_scales_trainable`). ``op`` can be swapped in place (:meth:`set_op`), which
+    gives the new op fresh parameters.
     """
 
     def __init__(self, op: str = "relu") -> None:
         super().__init__()
-        self.alpha = nn.Parameter(torch.ones(()))
-        self.beta = nn.Parameter(torch.ones(()))
+        self.alpha = nn.Parameter(torch.ones(()), requires_grad=False)
+        self.beta = nn.Parameter(torch.ones(()), requires_grad=False)
         self.op_name = ""
         self.op: nn.Module = nn.Identity()
         self.set_op(op)

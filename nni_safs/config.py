@@ -28,6 +28,8 @@ PAPER_HPARAMS: dict[str, dict[str, Any]] = {
 FALLBACK_HPARAMS = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"}
 
 STAGE1_ALGORITHMS = ("lahc", "evolution", "tpe", "random")
+SEARCH_INITS = ("random", "uniform")
+SEARCH_SCORES = ("best", "late_mean")
 
 
 @dataclass
@@ -41,6 +43,7 @@ class SafsConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {num_classes: 120} for imagenet16
     workspace: str = "workspace"  # where checkpoints, tuner state and results live
     seed: int = 0  # seeds data splits, dense training, pruning ties, the search
+    val_fraction: float = 0.1  # share of the training files held out to score epochs and candidates
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = 256
     num_workers: int = 0  # DataLoader worker processes per trial
@@ -52,8 +55,11 @@ class SafsConfig:
     baseline_epochs: int = 200  # fine-tuning of the pruned ReLU net with train_hparams
     final_epochs: int = 200  # fine-tuning of the winner (and of each ablation)
     search_epochs: int = 80  # per stage-1 candidate
+    final_seeds: int = 1  # fine-tune the baseline and each final column with this many seeds (mean ± sd)
     search_data_fraction: float = 1.0  # part of the train split used by stage-1/stage-2 trials
     search_algorithm: str = "lahc"  # lahc | evolution | tpe | random
+    search_init: str = "random"  # LAHC start: random (paper) | uniform (every one-op genome first, best starts)
+    search_score: str = "best"  # a candidate's score: best (paper: max val top-1 over epochs) | late_mean
     search_steps: int = 20  # LAHC: minimum steps; others: number of candidates
     search_idle_fraction: float = 0.02  # LAHC stops once idle steps exceed this share of steps
     search_history: int = 3  # LAHC history length L
@@ -91,11 +97,18 @@ class SafsConfig:
         _one_of("search_algorithm", self.search_algorithm, STAGE1_ALGORITHMS)
         if not 0.0 < self.ratio < 1.0:
             raise ValueError(f"ratio must be in (0, 1), got {self.ratio!r}")
+        _one_of("search_init", self.search_init, SEARCH_INITS)
+        _one_of("search_score", self.search_score, SEARCH_SCORES)
+        if self.search_init != "random" and self.search_algorithm != "lahc":
+            raise ValueError(f"search_init {self.search_init!r} needs search_algorithm 'lahc', "
+                             f"got {self.search_algorithm!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0.0 < self.search_data_fraction <= 1.0:
             raise ValueError(f"search_data_fraction must be in (0, 1], got {self.search_data_fraction!r}")
         if not 0.0 <= self.search_idle_fraction < 1.0:
             raise ValueError(f"search_idle_fraction must be in [0, 1), got {self.search_idle_fraction!r}")
-        for key in ("batch_size", "dense_epochs", "baseline_epochs", "final_epochs", "search_epochs",
+        for key in ("batch_size", "dense_epochs", "baseline_epochs", "final_epochs", "final_seeds", "search_epochs",
                     "search_steps", "search_history", "max_search_steps", "hpo_trials", "hpo_epochs"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -117,7 +117,7 @@ def export_activations(checkpoint: str | Path, output: str | Path) -> Path:
     genome = meta.get("genome")
     if not genome:
         raise ValueError(f"checkpoint {str(checkpoint)!r} names no activation genome; export a model saved "
-                         "after the search (final_safs.pt, final_stage1.pt, final_stage2.pt, baseline_relu.pt)")
+                         "after the search (final_safs.pt, final_stage1.pt, final_stage2.pt, baseline_default.pt)")
     source = render_module(rebuild_slots(payload["state"], genome), str(meta.get("model", "unknown model")),
                            _provenance(checkpoint, meta))
     atomic_write(output, lambda handle: handle.write(source.encode()))

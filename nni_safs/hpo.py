@@ -36,8 +36,10 @@ def check_tuner_name(name: str) -> str:
 def create_tuner(name: str, seed: int | None = None, budget: int | None = None):
     """An NNI built-in tuner that maximizes (NNI's TPE would minimize by default).
 
-    Evolution's population is sized to a quarter of the ``budget`` (NNI's default of 32 would
-    spend a 20-trial budget on its random first generation).
+    The random start is sized to the ``budget``: NNI's defaults (TPE's 20 random
+    ``n_startup_jobs``, Evolution's population of 32) would make a 20-trial study pure random
+    search. TPE starts with a fifth of the budget at random (at least 2), Evolution's
+    population is a quarter of it.
     """
     check_tuner_name(name)
     args: dict[str, Any] = {} if name.lower() in _NO_OPTIMIZE_MODE else {"optimize_mode": "maximize"}
@@ -45,7 +47,14 @@ def create_tuner(name: str, seed: int | None = None, budget: int | None = None):
         args["seed"] = seed
     if budget is not None and name.lower() == "evolution":
         args["population_size"] = max(2, budget // 4)
+    if budget is not None and name.lower() == "tpe":
+        args["tpe_args"] = {"n_startup_jobs": startup_trials(budget)}
     return create_builtin_class_instance(name, args, "tuners")
+
+
+def startup_trials(budget: int) -> int:
+    """Random suggestions before a model-based tuner (TPE) takes over: a fifth, at least 2."""
+    return max(2, budget // 5)
 
 
 class TunerStream:
@@ -106,7 +115,8 @@ class TunerStream:
             self.tuner.import_data([{"parameter": params, "value": value}])
 
     def best(self) -> dict | None:
-        return max(self.history, key=lambda r: r["value"], default=None)
+        """The best told record; None while no trial has scored above 0 (all failed)."""
+        return max((r for r in self.history if r["value"] > 0), key=lambda r: r["value"], default=None)
 
     def state_dict(self) -> dict:
         """JSON-ready; asked-but-untold ids are kept so their results can still be told."""

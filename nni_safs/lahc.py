@@ -10,7 +10,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 _INF = "inf"  # JSON has no infinity; energies of failed evaluations are stored as this string
 
 
@@ -41,7 +41,7 @@ class LahcArguments:
 
 @dataclass
 class Candidate:
-    """A genome handed out for evaluation; ``id`` 0 is the initial state, step k has id k + 1."""
+    """A genome handed out for evaluation; ids 0..m-1 are the m initial genomes, step k has id m + k."""
 
     id: int
     genome: dict[str, str]
@@ -79,11 +79,17 @@ def _dec(energy: float | str) -> float:
 
 class LateAcceptanceHillClimbing:
     """Late Acceptance Hill Climbing (Burke & Bykov 2017, "The late acceptance hill-climbing
-    heuristic", EJOR 258(1)) over a layer-wise genome, in the SAFS variant.
+    heuristic", EJOR 258(1)) over a layer-wise genome, as the SAFS reference runs it.
 
-    SAFS variant: a move sets one random slot to a random op and then swaps the ops of two random
-    slots; the history entry ``hist[k % L]`` is overwritten only when the neighbour is strictly
-    better than it (the original always writes the current energy).
+    The reference code uses the ``lahc`` package (Gunnstein/lahc ``_lahc.py``); this follows it
+    exactly: a move sets one random slot to a random op and then swaps the ops of two random
+    slots; the idle counter resets whenever the candidate beats the *current* state (not only a
+    new best) and grows otherwise; after each step the history entry ``hist[k % L]`` takes the
+    current energy (the candidate's if accepted, the old one if rejected) whenever it is lower.
+
+    Start: by default one random genome (the paper). ``initial`` replaces it with given genomes
+    (e.g. every uniform genome): they are all evaluated, in parallel if asked so, the best one
+    becomes the starting state and fills the history, and the steps begin from there.
 
     Parallel trials: :meth:`ask` may be called repeatedly before results arrive (each neighbour is
     a move of the current genome at ask time). Results are buffered and folded in ask order, so the
@@ -92,7 +98,8 @@ class LateAcceptanceHillClimbing:
     """
 
     def __init__(self, slots: Sequence[str], choices: Sequence[str],
-                 args: LahcArguments = LahcArguments(), seed: int = 0) -> None:
+                 args: LahcArguments = LahcArguments(), seed: int = 0,
+                 initial: Sequence[dict[str, str]] | None = None) -> None:
         if not slots:
             raise ValueError("slots must not be empty")
         if not choices:
@@ -105,6 +112,11 @@ class LateAcceptanceHillClimbing:
         self.seed = seed
         self._rng = random.Random(seed)
         self._current: dict[str, str] = {slot: self._rng.choice(self.choices) for slot in self.slots}
+        self.initial: list[dict[str, str]] = [dict(g) for g in initial] if initial else [dict(self._current)]
+        for genome in self.initial:
+            if list(genome) != self.slots or not set(genome.values()) <= set(self.choices):
+                raise ValueError(f"initial genome {genome!r} must set every slot {self.slots} to one of {self.choices}")
+        self._current = dict(self.initial[0])
         self._current_energy = math.inf
         self._best: dict[str, str] | None = None
         self._best_energy = math.inf
@@ -121,9 +133,15 @@ class LateAcceptanceHillClimbing:
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> Candidate | None:
         """Next genome to evaluate, or None when finished or the step budget is all handed out."""
-        if self._finished or self._next_id > self.args.max_steps:
+        start = len(self.initial)
+        if self._finished or self._next_id >= start + self.args.max_steps:
             return None
-        genome = dict(self._current) if self._next_id == 0 else self._move(self._current)
+        if self._next_id < start:
+            genome = dict(self.initial[self._next_id])
+        elif start > 1 and self._next_fold < start:
+            return None  # the starting state is the best initial genome: wait until all are folded
+        else:
+            genome = self._move(self._current)
         candidate = Candidate(self._next_id, genome)
         self._asked[candidate.id] = dict(genome)
         self._next_id += 1
@@ -161,8 +179,8 @@ class LateAcceptanceHillClimbing:
 
     @property
     def steps(self) -> int:
-        """Neighbour steps folded so far (the initial state is not a step)."""
-        return max(self._next_fold - 1, 0)
+        """Neighbour steps folded so far (the initial genomes are not steps)."""
+        return max(self._next_fold - len(self.initial), 0)
 
     @property
     def best(self) -> tuple[dict[str, str], float] | None:
@@ -191,17 +209,20 @@ class LateAcceptanceHillClimbing:
         genome = self._asked.pop(candidate_id)
         energy = _energy(fitness)
         improved = energy < self._best_energy
-        if candidate_id == 0:
-            accepted = True
-            self._history = [energy] * self.args.history
+        start = len(self.initial)
+        if candidate_id < start:  # an initial genome: the best of them is the starting state
+            accepted = candidate_id == 0 or energy < self._current_energy
+            if accepted:
+                self._current, self._current_energy = genome, energy
+            self._history = [self._current_energy] * self.args.history
         else:
-            slot = (candidate_id - 1) % self.args.history
+            slot = (candidate_id - start) % self.args.history
             accepted = lahc_accept(energy, self._current_energy, self._history[slot])
-            if energy < self._history[slot]:
-                self._history[slot] = energy
-            self._idle = 0 if improved else self._idle + 1
-        if accepted:
-            self._current, self._current_energy = genome, energy
+            self._idle = 0 if energy < self._current_energy else self._idle + 1
+            if accepted:
+                self._current, self._current_energy = genome, energy
+            if self._current_energy < self._history[slot]:
+                self._history[slot] = self._current_energy
         if improved:
             self._best, self._best_energy, self._best_fitness = genome, energy, fitness
         self._next_fold = candidate_id + 1
@@ -219,7 +240,7 @@ class LateAcceptanceHillClimbing:
     def _record(self, candidate_id: int, genome: dict[str, str], fitness: float | None, energy: float,
                 accepted: bool, improved: bool, discarded: bool) -> None:
         self.trace.append({"id": candidate_id, "genome": dict(genome), "fitness": fitness, "energy": energy,
-                           "accepted": accepted, "improved_best": improved,
+                           "accepted": accepted, "improved_best": improved, "idle": self._idle,
                            "history": list(self._history), "discarded": discarded})
 
     # ------------------------------------------------------------------ persistence
@@ -232,6 +253,7 @@ class LateAcceptanceHillClimbing:
             "choices": list(self.choices),
             "args": asdict(self.args),
             "seed": self.seed,
+            "initial": [dict(g) for g in self.initial],
             "rng": [version, list(internal), gauss_next],
             "current": dict(self._current),
             "current_energy": _enc(self._current_energy),
@@ -255,7 +277,7 @@ class LateAcceptanceHillClimbing:
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"unsupported LAHC state version {state.get('version')!r}, "
                              f"expected {_STATE_VERSION}")
-        obj = cls(state["slots"], state["choices"], LahcArguments(**state["args"]), state["seed"])
+        obj = cls(state["slots"], state["choices"], LahcArguments(**state["args"]), state["seed"], state["initial"])
         version, internal, gauss_next = state["rng"]
         obj._rng.setstate((version, tuple(internal), gauss_next))
         obj._current = dict(state["current"])

@@ -3,18 +3,22 @@
 Stages and their jobs (every job's parameters name its ``stage``):
 
 * ``prepare``  1 job: dense training + one-shot pruning into the workspace. Barrier.
-* ``baseline`` 1 job: the pruned net with ReLU and the dense hyperparameters (final budget).
+* ``baseline`` ``final_seeds`` jobs: the pruned net with the model's own activation (ReLU;
+  swish for EfficientNet-B0) and the dense hyperparameters (final budget), one per seed.
 * ``search``   stage 1: a genome per job (LAHC, or an NNI tuner on the slot space), frozen
   alpha/beta, dense hyperparameters, ``search_epochs``.
 * ``hpo``      stage 2: ``hpo_trials`` jobs with the stage-1 winner and trainable alpha/beta
-  (variant ``safs``), and as many for the ablation on ReLU (variant ``relu``), which needs no
-  stage-1 result and so fills free slots while the search runs.
-* ``final``    3 jobs with the final budget: variant ``stage1`` (winner genome, dense
-  hyperparameters), ``stage2`` (ReLU, trainable scales, the ReLU study's best), ``safs``
-  (winner genome, trainable scales, the SAFS study's best).
+  (variant ``safs``), and as many for the ablation on the model's own activation (variant
+  ``default``), which needs no stage-1 result and so fills free slots while the search runs.
+* ``final``    3 x ``final_seeds`` jobs with the final budget: variant ``stage1`` (winner
+  genome, dense hyperparameters), ``stage2`` (own activation, trainable scales, the default
+  study's best), ``safs`` (winner genome, trainable scales, the SAFS study's best).
 
 ``ask()`` returns the next job, or ``None`` when every remaining job waits on results
-(a barrier); ``finished`` says when nothing is left. It knows nothing of NNI.
+(a barrier); ``finished`` says when nothing is left. A stage that cannot produce what the
+next one needs (a failed prepare, a stage 1 or a stage-2 study whose every evaluation
+failed) sets ``failure``: nothing more is issued and the pipeline ends once the running
+jobs are in. It knows nothing of NNI.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .activations import genome_to_string, load_op_choices, slots
+from .activations import Genome, genome_to_string, load_op_choices, slots
 from .config import SafsConfig
 from .data import check_dataset_files
 from .hpo import TunerStream, check_tuner_name
@@ -42,11 +46,17 @@ class Job:
     params: dict[str, Any]  # what the trial receives
 
 
-def fitness_of(result: dict | None) -> float:
-    """The score a stage optimizes: validation top-1; a failed or diverged job scores 0."""
-    if not result or result.get("diverged") or result.get("failed"):
+SCORE_KEYS = {"best": "val_acc", "late_mean": "late_val_acc"}  # search_score -> result key
+
+
+def fitness_of(result: dict | None, key: str = "default") -> float:
+    """The score a stage optimizes (validation top-1 by default); a failed job scores 0.
+
+    A diverged job keeps the score of its epochs before the divergence (the paper's best epoch).
+    """
+    if not result or result.get("failed"):
         return 0.0
-    value = result.get("default", 0.0)
+    value = result.get(key, result.get("default", 0.0))
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
 
@@ -62,7 +72,7 @@ class SafsPipeline:
         self.failure = ""  # set when the prepare stage fails: the pipeline stops
         self.search = self._new_search()
         self.hpo: dict[str, TunerStream | None] = {
-            "relu": TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1),
+            "default": TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1),
             "safs": None,  # created once stage 1 has a winner
         }
         self._stream_keys: dict[int, Any] = {}  # job id -> key in its stream
@@ -86,7 +96,9 @@ class SafsPipeline:
         if c.search_algorithm == "lahc":
             args = LahcArguments(history=c.search_history, min_steps=c.search_steps,
                                  idle_fraction=c.search_idle_fraction, max_steps=c.max_search_steps)
-            return LateAcceptanceHillClimbing(self.slot_names, self.choices, args, seed=c.seed)
+            initial = [{slot: op for slot in self.slot_names} for op in self.choices] \
+                if c.search_init == "uniform" else None
+            return LateAcceptanceHillClimbing(self.slot_names, self.choices, args, seed=c.seed, initial=initial)
         space = classic_space(activation_space(self.slot_names, self.choices))
         return TunerStream(c.search_algorithm, space, c.search_steps, c.seed)
 
@@ -107,10 +119,16 @@ class SafsPipeline:
 
     # -- the flow ------------------------------------------------------------------------
     @property
+    def seeds(self) -> list[int]:
+        """The fine-tuning seeds of the baseline and of each final column."""
+        return [self.config.seed + i for i in range(self.config.final_seeds)]
+
+    @property
     def finished(self) -> bool:
+        everything_in = len(self.results) == len(self.jobs)
         if self.failure:
-            return True
-        return len(self.results) == len(self.jobs) and self.count("final") == len(FINAL_VARIANTS)
+            return everything_in
+        return everything_in and self.count("final") == len(FINAL_VARIANTS) * len(self.seeds)
 
     def count(self, stage: str, variant: str | None = None) -> int:
         return sum(1 for j in self.jobs.values() if j.stage == stage and variant in (None, j.variant))
@@ -143,10 +161,11 @@ class SafsPipeline:
             return self._emit("prepare", "", epochs=self.config.dense_epochs)
         if not self._done("prepare"):
             return None
-        if not self.count("baseline"):
-            return self._emit("baseline", "relu", genome=None, hparams=self.config.hparams,
-                              epochs=self.config.baseline_epochs, train_scales=False)
-        job = self._ask_search() or self._ask_hpo("relu") or self._ask_hpo("safs")
+        if self.count("baseline") < len(self.seeds):
+            return self._emit("baseline", "default", genome=None, hparams=self.config.hparams,
+                              epochs=self.config.baseline_epochs, train_scales=False,
+                              seed=self.seeds[self.count("baseline")])
+        job = self._ask_search() or self._ask_hpo("default") or self._ask_hpo("safs")
         return job or self._ask_final()
 
     def _ask_search(self) -> Job | None:
@@ -171,7 +190,7 @@ class SafsPipeline:
         if asked is None:
             return None
         key, nested = asked
-        genome = None if variant == "relu" else self.search_best()[0]
+        genome = None if variant == "default" else self.search_best()[0]
         job = self._emit("hpo", variant, genome=genome, hparams=flatten_hparams(nested),
                          epochs=self.config.hpo_epochs, train_scales=True,
                          data_fraction=self.config.search_data_fraction)
@@ -180,22 +199,29 @@ class SafsPipeline:
 
     def _ask_final(self) -> Job | None:
         c = self.config
-        if not self.count("final", "stage1") and self._search_finished() and self.search_best():
-            return self._emit("final", "stage1", genome=self.search_best()[0], hparams=c.hparams,
-                              epochs=c.final_epochs, train_scales=False)
-        for variant, stage2 in (("stage2", "relu"), ("safs", "safs")):
-            stream = self.hpo[stage2]
-            if not self.count("final", variant) and stream is not None and stream.finished:
-                genome = None if variant == "stage2" else self.search_best()[0]
-                return self._emit("final", variant, genome=genome, hparams=flatten_hparams(stream.best()["params"]),
-                                  epochs=c.final_epochs, train_scales=True)
+        best = self.search_best() if self._search_finished() else None
+        ready: dict[str, tuple[Genome | None, dict, bool]] = {}  # variant -> genome, hparams, train_scales
+        if best:
+            ready["stage1"] = (best[0], c.hparams, False)
+        for variant, study, genome in (("stage2", "default", None), ("safs", "safs", best and best[0])):
+            stream = self.hpo[study]
+            if stream is not None and stream.finished and stream.best():
+                ready[variant] = (genome, flatten_hparams(stream.best()["params"]), True)
+        for variant in FINAL_VARIANTS:
+            done = self.count("final", variant)
+            if variant in ready and done < len(self.seeds):
+                genome, hparams, train_scales = ready[variant]
+                return self._emit("final", variant, genome=genome, hparams=hparams, epochs=c.final_epochs,
+                                  train_scales=train_scales, seed=self.seeds[done])
         return None
 
     def _emit(self, stage: str, variant: str, genome: dict | None = None, hparams: dict | None = None,
-              epochs: int = 1, train_scales: bool = False, data_fraction: float = 1.0) -> Job:
+              epochs: int = 1, train_scales: bool = False, data_fraction: float = 1.0,
+              seed: int | None = None) -> Job:
         params = {"stage": stage, "variant": variant, "job": self.next_id, "workspace": self.config.workspace,
                   "genome": genome_to_string(genome) if genome else "", "hparams": hparams or {},
-                  "train_scales": train_scales, "epochs": epochs, "data_fraction": data_fraction}
+                  "train_scales": train_scales, "epochs": epochs, "data_fraction": data_fraction,
+                  "seed": self.config.seed if seed is None else seed}
         job = Job(self.next_id, stage, variant, params)
         self.jobs[job.id] = job
         self.next_id += 1
@@ -209,14 +235,20 @@ class SafsPipeline:
             return  # a duplicate report (e.g. replayed on resume): already folded
         job = self.jobs[job_id]
         self.results[job_id] = result
-        fitness = fitness_of(result)
         if job.stage == "prepare" and (result is None or result.get("failed")):
             reason = (result or {}).get("failed") or "it ended without a result"
             self.failure = f"the prepare trial failed: {reason} (see its trial log)"
         elif job.stage == "search":
-            self.search.tell(self._stream_keys[job_id], fitness)
+            self.search.tell(self._stream_keys[job_id], fitness_of(result, SCORE_KEYS[self.config.search_score]))
+            if self._search_finished() and self.search_best() is None and not self.failure:
+                self.failure = (f"every stage-1 candidate failed ({self.count('search')} evaluations scored 0; "
+                                "see their trial logs)")
         elif job.stage == "hpo":
-            self.hpo[job.variant].tell(self._stream_keys[job_id], fitness)
+            stream = self.hpo[job.variant]
+            stream.tell(self._stream_keys[job_id], fitness_of(result))
+            if stream.finished and not stream.best() and not self.failure:
+                self.failure = (f"every trial of the stage-2 study '{job.variant}' failed "
+                                f"({stream.n_trials} trials scored 0; see their trial logs)")
 
     # -- bookkeeping -----------------------------------------------------------------------
     def trial_bounds(self) -> tuple[int, int]:
@@ -224,7 +256,8 @@ class SafsPipeline:
         c = self.config
         fixed = self._trials_outside_search()
         if c.search_algorithm == "lahc":
-            return fixed + c.search_steps + 1, fixed + c.max_search_steps + 1
+            start = len(self.search.initial) if isinstance(self.search, LateAcceptanceHillClimbing) else 1
+            return fixed + start + c.search_steps, fixed + start + c.max_search_steps
         return fixed + c.search_steps, fixed + c.search_steps
 
     def total_if_known(self) -> int | None:
@@ -236,8 +269,8 @@ class SafsPipeline:
         return self._trials_outside_search() + self.count("search") + self.resubmitted
 
     def _trials_outside_search(self) -> int:
-        """prepare + baseline + both stage-2 studies + the final jobs: fixed by the config."""
-        return 2 + 2 * self.config.hpo_trials + len(FINAL_VARIANTS)
+        """prepare + baselines + both stage-2 studies + the final jobs: fixed by the config."""
+        return 1 + len(self.seeds) * (1 + len(FINAL_VARIANTS)) + 2 * self.config.hpo_trials
 
     def state_dict(self) -> dict:
         """Everything needed to continue after a restart, as JSON-ready data."""

@@ -6,6 +6,7 @@ baseline), stage 1, stage 2 and SAFS, as test top-1 of each column's final fine-
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +19,41 @@ COLUMNS = (("dense", "dense"), ("baseline", "magnitude pruning"), ("stage1", "st
            ("stage2", "stage 2"), ("safs", "SAFS"))
 
 
-def _job_result(pipeline: SafsPipeline, stage: str, variant: str | None = None) -> tuple[dict, dict] | None:
-    for job in pipeline.jobs.values():
-        if job.stage == stage and variant in (None, job.variant) and pipeline.results.get(job.id) is not None:
-            return job.params, pipeline.results[job.id]
-    return None
+def _job_results(pipeline: SafsPipeline, stage: str, variant: str | None = None) -> list[tuple[dict, dict]]:
+    """(params, result) of every job of ``stage`` (and ``variant``) that has a result, in job order."""
+    return [(job.params, pipeline.results[job.id]) for job in pipeline.jobs.values()
+            if job.stage == stage and variant in (None, job.variant) and pipeline.results.get(job.id) is not None]
+
+
+def _column(found: list[tuple[dict, dict]]) -> dict[str, Any]:
+    """One table column over its fine-tuning seeds: mean, standard deviation, every run."""
+    params = found[0][0]
+    accs = [r["test_acc"] for _, r in found if isinstance(r.get("test_acc"), (int, float)) and not r.get("failed")]
+    vals = [r["val_acc"] for _, r in found if isinstance(r.get("val_acc"), (int, float))]
+    return {"test_acc": statistics.mean(accs) if accs else None,
+            "test_acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "test_accs": accs, "seeds": [p.get("seed") for p, _ in found],
+            "val_acc": statistics.mean(vals) if vals else None,
+            "density": found[0][1].get("density"), "genome": params["genome"],
+            "hparams": params["hparams"], "train_scales": params["train_scales"],
+            "epochs": params["epochs"], "jobs": [p["job"] for p, _ in found],
+            "failed": "; ".join(filter(None, (r.get("failed") or r.get("failure") or "" for _, r in found)))}
 
 
 def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
     """Every stage's best and the table's figures, from what the trials reported."""
     config: SafsConfig = pipeline.config
     columns: dict[str, Any] = {}
-    prepared = _job_result(pipeline, "prepare")
+    prepared = _job_results(pipeline, "prepare")
     if prepared:
-        figures = prepared[1]
+        figures = prepared[0][1]
         columns["dense"] = {"test_acc": figures.get("dense_test_acc"), "val_acc": figures.get("dense_val_acc"),
                             "density": 1.0}
     for key, (stage, variant) in {"baseline": ("baseline", None), "stage1": ("final", "stage1"),
                                   "stage2": ("final", "stage2"), "safs": ("final", "safs")}.items():
-        found = _job_result(pipeline, stage, variant)
+        found = _job_results(pipeline, stage, variant)
         if found:
-            params, result = found
-            columns[key] = {"test_acc": result.get("test_acc"), "val_acc": result.get("val_acc"),
-                            "density": result.get("density"), "genome": params["genome"],
-                            "hparams": params["hparams"], "train_scales": params["train_scales"],
-                            "epochs": params["epochs"], "job": params["job"],
-                            "failed": result.get("failed") or result.get("failure") or ""}
+            columns[key] = _column(found)
     best = pipeline.search_best()
     hpo_best = {variant: (stream.best() if stream else None) for variant, stream in pipeline.hpo.items()}
     stages = {
@@ -75,13 +85,19 @@ def format_table(summary: dict[str, Any]) -> str:
     base = (columns.get("baseline") or {}).get("test_acc")
     cells = []
     for key, _ in COLUMNS:
-        acc = (columns.get(key) or {}).get("test_acc")
+        column = columns.get(key) or {}
+        acc = column.get("test_acc")
         cell = _fmt(acc)
+        if len(column.get("test_accs", [])) > 1:
+            cell += f" ± {column['test_acc_sd']:.2f}"
         if key in ("stage1", "stage2", "safs") and isinstance(acc, (int, float)) and isinstance(base, (int, float)):
             cell += f" ({acc - base:+.2f})"
         cells.append(cell)
     row = f"| {config['model']} ({config['dataset']}) | " + " | ".join(cells) + " |"
-    lines = [f"Test top-1 (%) at pruning ratio {config['ratio']} ({config['scope']} scope); "
+    seeds = config.get("final_seeds", 1)
+    spread = (f"; mean ± standard deviation over {seeds} fine-tuning seeds (the dense column: one model)"
+              if seeds > 1 else "")
+    lines = [f"Test top-1 (%) at pruning ratio {config['ratio']} ({config['scope']} scope){spread}; "
              "in brackets: gain over magnitude pruning.", "", head, rule, row, ""]
     density = (columns.get("safs") or columns.get("baseline") or {}).get("density")
     if isinstance(density, (int, float)):

@@ -8,8 +8,9 @@ NNI 3.0 can attribute a trial to another trial's parameters at concurrency > 1, 
 tuner trusts these fields, not the manager's record.
 
 A job that fails (an exception) still reports a final result with ``failed`` set and a
-score of 0, then exits non-zero so the portal shows it FAILED. A diverged fine-tuning is a
-successful trial with a score of 0.
+score of 0, then exits non-zero so the portal shows it FAILED. A fine-tuning whose loss
+diverged is a successful trial scored by its best epoch before the divergence (0 if that
+was the first epoch), with ``diverged`` set and the reason in ``failure``.
 """
 from __future__ import annotations
 
@@ -75,13 +76,16 @@ def run_job(params: dict[str, Any], on_epoch=None) -> dict[str, Any]:
         result = {"default": figures["pruned_val_acc"], "test_acc": figures["pruned_test_acc"], **figures}
     else:
         genome = genome_from_string(params["genome"]) if params.get("genome") else None
+        seed = params.get("seed", config.seed)
+        keep = stage in ("baseline", "final") and seed == config.seed  # the model `safs export` reads
         outcome = run_candidate(config, genome, params["hparams"], int(params["epochs"]),
                                 bool(params["train_scales"]), float(params.get("data_fraction", 1.0)),
-                                on_epoch=on_epoch,
-                                save_as=f"{stage}_{params['variant']}.pt" if stage in ("baseline", "final") else None)
-        result = {"default": 0.0 if outcome["diverged"] else outcome["val_acc"],
-                  **{k: outcome[k] for k in ("val_acc", "test_acc", "density", "best_epoch", "epochs",
-                                             "diverged", "failure", "timings")}}
+                                on_epoch=on_epoch, seed=seed,
+                                save_as=f"{stage}_{params['variant']}.pt" if keep else None)
+        # a run that diverged late still scores its best epoch before the divergence ("diverged" says so)
+        result = {"default": outcome["val_acc"],
+                  **{k: outcome[k] for k in ("val_acc", "late_val_acc", "test_acc", "density", "best_epoch",
+                                             "epochs", "seed", "diverged", "failure", "timings")}}
     return {**result, **identity, "seconds": time.perf_counter() - start}
 
 

@@ -18,7 +18,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from .activations import apply_genome, get_genome, set_scales_trainable, uniform_genome
+from .activations import apply_genome, get_genome, set_scales_trainable
 from .checkpoints import atomic_write, load_checkpoint, save_checkpoint
 from .config import SafsConfig
 from .data import DataSplits, build_dataset, make_loaders
@@ -62,7 +62,8 @@ class Workspace:
     def dense_meta(self) -> dict[str, Any]:
         c = self.config
         return {"model": c.model, "dataset": c.dataset, "dataset_options": dict(c.dataset_options),
-                "seed": c.seed, "dense_epochs": c.dense_epochs, "train_hparams": c.hparams}
+                "seed": c.seed, "val_fraction": c.val_fraction, "dense_epochs": c.dense_epochs,
+                "train_hparams": c.hparams, "scales": "frozen"}
 
     def pruned_meta(self) -> dict[str, Any]:
         return {**self.dense_meta(), "ratio": self.config.ratio, "scope": self.config.scope}
@@ -126,15 +127,15 @@ def load_config(workspace: str | Path) -> SafsConfig:
 
 def load_data(config: SafsConfig, fraction: float = 1.0) -> DataSplits:
     """The run's splits; cached, so in-process runs (``safs run``) read the files once."""
-    return _cached_splits(config.dataset, config.data_root, config.seed, config.download, fraction,
-                          json.dumps(config.dataset_options, sort_keys=True))
+    return _cached_splits(config.dataset, config.data_root, config.seed, config.val_fraction, config.download,
+                          fraction, json.dumps(config.dataset_options, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_splits(dataset: str, root: str | None, seed: int, download: bool, fraction: float,
-                   options: str) -> DataSplits:
-    return build_dataset(dataset, root=root, seed=seed, download=download, fraction=fraction,
-                         **json.loads(options))
+def _cached_splits(dataset: str, root: str | None, seed: int, val_fraction: float, download: bool,
+                   fraction: float, options: str) -> DataSplits:
+    return build_dataset(dataset, root=root, seed=seed, val_fraction=val_fraction, download=download,
+                         fraction=fraction, **json.loads(options))
 
 
 def new_model(config: SafsConfig, splits: DataSplits) -> nn.Module:
@@ -197,25 +198,30 @@ def load_pruned(config: SafsConfig, splits: DataSplits, device: torch.device | s
 
 def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: dict[str, Any], epochs: int,
                   train_scales: bool, data_fraction: float = 1.0, splits: DataSplits | None = None,
-                  on_epoch: Callable | None = None, save_as: str | None = None) -> dict[str, Any]:
-    """Fine-tune the pruned checkpoint with ``genome`` (None: all ReLU) and ``hparams``.
+                  on_epoch: Callable | None = None, save_as: str | None = None,
+                  seed: int | None = None) -> dict[str, Any]:
+    """Fine-tune the pruned checkpoint with ``genome`` (None: the model's own activations).
 
     The one code path of every stage after prepare (baseline, search, hpo, final): returns
-    the best validation top-1, the test top-1 of that best epoch's weights, the measured
-    density and whether the run diverged. ``save_as`` keeps the best weights in the
-    workspace under that file name (the final models, for export).
+    the best validation top-1 (over the epochs before any divergence), the mean validation
+    top-1 of the later half of the epochs, the test top-1 of the best epoch's weights, the
+    measured density and whether the run diverged. ``seed`` drives the fine-tuning's own
+    randomness (data order, op initialisation; default the run's seed); the splits stay those
+    of the run's seed. ``save_as`` keeps the best weights in the workspace under that file name.
     """
     timer = _Timer()
     device = resolve_device(config.device)
+    seed = config.seed if seed is None else seed
     with timer("data"):
         splits = splits or load_data(config, data_fraction)
-    seed_everything(config.seed)
+    seed_everything(seed)
     with timer("checkpoint_load"):
         model, masks = load_pruned(config, splits, device)
-    apply_genome(model, genome if genome is not None else uniform_genome(model, "relu"))
+    if genome is not None:
+        apply_genome(model, genome)
     set_scales_trainable(model, train_scales)
     model.to(device)
-    train, val, test = make_loaders(splits, config.batch_size, config.num_workers, config.seed)
+    train, val, test = make_loaders(splits, config.batch_size, config.num_workers, seed)
     with timer("training"):
         result = fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch)
     with timer("evaluation"):
@@ -227,7 +233,9 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
                 "train_scales": train_scales, "epochs": epochs}
         with timer("checkpoint_save"):
             save_checkpoint(Workspace(config).root / save_as, result.best_state, meta, masks=masks)
-    return {"val_acc": result.best_val_acc, "test_acc": test_acc, "best_epoch": result.best_epoch,
+    late = [r.val_acc for r in result.history[len(result.history) // 2:]]
+    return {"val_acc": result.best_val_acc, "late_val_acc": sum(late) / len(late) if late else 0.0,
+            "test_acc": test_acc, "best_epoch": result.best_epoch, "seed": seed,
             "epochs": result.epochs_run, "density": kept / total, "diverged": result.diverged,
             "timings": timer.seconds,
             "failure": result.failure, "history": [r.__dict__ for r in result.history]}

@@ -21,6 +21,8 @@ def test_catalog_is_the_papers():
 @pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (50.0, 30.0), (-20.0, -40.0), (1e-3, 1e3)])
 def test_every_op_finite_on_wide_inputs_after_drift(op, alpha, beta):
     slot = ActivationSlot(op)
+    slot.alpha.requires_grad_(True)  # trained, as in stage 2
+    slot.beta.requires_grad_(True)
     with torch.no_grad():
         slot.alpha.fill_(alpha)
         slot.beta.fill_(beta)

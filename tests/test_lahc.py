@@ -309,3 +309,40 @@ def test_invalid_search_space():
         LateAcceptanceHillClimbing(SLOTS, [])
     with pytest.raises(ValueError, match="unique"):
         LateAcceptanceHillClimbing(["a", "a"], OPS)
+
+
+def test_history_and_idle_follow_the_reference_lahc_package():
+    # Gunnstein/lahc (what the SAFS reference runs): the idle count resets when the candidate
+    # beats the current state, and after every step hist[k % L] takes the current energy when lower
+    # id f   E     slot  decision                     idle  history after
+    # 0  50  1/50   -    start                        0     [1/50, 1/50, 1/50]
+    # 1  60  1/60   0    accept (best)                0     [1/60, 1/50, 1/50]
+    # 2  55  1/55   1    accept (< hist 1/50)         1     [1/60, 1/55, 1/50]
+    # 3  57  1/57   2    accept, beats current 1/55   0     [1/60, 1/55, 1/57]
+    # 4  45  1/45   0    reject                       1     [1/60, 1/55, 1/57]
+    # 5  45  1/45   1    reject; current 1/57 < 1/55  2     [1/60, 1/57, 1/57]
+    opt = LateAcceptanceHillClimbing(SLOTS, OPS, LahcArguments(history=3, min_steps=50, max_steps=50), seed=3)
+    for f in [50, 60, 55, 57, 45, 45]:
+        opt.tell(opt.ask().id, f)
+    assert [e["idle"] for e in opt.trace] == [0, 0, 1, 0, 1, 2]
+    assert [e["accepted"] for e in opt.trace] == [True, True, True, True, False, False]
+    assert opt.trace[-1]["history"] == pytest.approx([1 / 60, 1 / 57, 1 / 57])
+
+
+def test_initial_genomes_are_all_evaluated_and_the_best_starts_the_search():
+    uniform = [{slot: op for slot in SLOTS} for op in OPS]
+    opt = LateAcceptanceHillClimbing(SLOTS, OPS, LahcArguments(history=3, min_steps=5, max_steps=10), seed=1,
+                                     initial=uniform)
+    asked = [opt.ask() for _ in range(len(OPS))]
+    assert [c.genome for c in asked] == uniform
+    assert opt.ask() is None  # the start is the best initial genome: known once all are folded
+    scores = {"relu": 40, "swish": 45, "gelu": 70, "elu": 50, "tanh": 30, "srs": 35}
+    for c in reversed(asked):  # arrival order does not matter
+        opt.tell(c.id, scores[c.genome[SLOTS[0]]])
+    assert opt.current == uniform[OPS.index("gelu")]
+    assert opt.best == (uniform[OPS.index("gelu")], 70)
+    assert opt.trace[-1]["history"] == [1 / 70] * 3 and opt.steps == 0
+    step = opt.ask()
+    assert step.id == len(OPS) and sum(a != b for a, b in zip(step.genome.values(), opt.current.values())) <= 3
+    restored = LateAcceptanceHillClimbing.from_state_dict(json.loads(json.dumps(opt.state_dict())))
+    assert restored.state_dict() == opt.state_dict()

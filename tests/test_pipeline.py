@@ -200,3 +200,57 @@ def test_requeued_jobs_count_extra_trials_only_when_nni_had_recorded_one(tmp_pat
         pipeline.tell(job.id, fake_result(job, rng))
     drive(pipeline, 1, rng, shuffle=False)
     assert pipeline.total_if_known() == len(pipeline.jobs) + 1
+
+
+def test_final_seeds_and_uniform_start_shape_the_pipeline(tmp_path):
+    config = SafsConfig(**SMALL, final_seeds=3, search_init="uniform", workspace=str(tmp_path))
+    pipeline = SafsPipeline.for_config(config)
+    jobs = drive(pipeline, 2, random.Random(0))
+    baselines = [j for j in jobs if j.stage == "baseline"]
+    assert [j.params["seed"] for j in baselines] == [0, 1, 2] and {j.variant for j in baselines} == {"default"}
+    for variant in FINAL_VARIANTS:
+        assert sorted(j.params["seed"] for j in jobs if j.stage == "final" and j.variant == variant) == [0, 1, 2]
+    search = [j for j in jobs if j.stage == "search"]
+    uniform = [{op} for op in pipeline.choices]
+    assert [set(j.params["genome"].replace(";", "=").split("=")[1::2]) for j in search[:len(uniform)]] == uniform
+    low, high = pipeline.trial_bounds()
+    assert low <= len(jobs) <= high and pipeline.total_if_known() == len(jobs)
+
+
+def _drive_with(pipeline, result_of):
+    while not pipeline.finished:
+        job = pipeline.ask()
+        assert job is not None, "the pipeline waits although nothing runs"
+        pipeline.tell(job.id, result_of(job))
+
+
+def test_a_stage1_whose_every_candidate_failed_ends_the_pipeline_with_the_reason(tmp_path):
+    pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+    rng = random.Random(0)
+    _drive_with(pipeline, lambda job: {"default": 0.0, "failed": "ValueError: boom", "job": job.id}
+                if job.stage == "search" else fake_result(job, rng))
+    assert "every stage-1 candidate failed" in pipeline.failure
+    assert pipeline.count("final") == 0 and pipeline.ask() is None
+    assert pipeline.total_if_known() == len(pipeline.jobs)
+
+
+def test_a_stage2_study_whose_every_trial_failed_ends_the_pipeline_with_the_reason(tmp_path):
+    pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+    rng = random.Random(0)
+    _drive_with(pipeline, lambda job: {"default": 0.0, "failed": "RuntimeError: boom", "job": job.id}
+                if job.stage == "hpo" and job.variant == "default" else fake_result(job, rng))
+    assert "every trial of the stage-2 study 'default' failed" in pipeline.failure
+    assert pipeline.count("final", "stage2") == 0
+
+
+def test_a_late_divergence_keeps_the_score_of_the_epochs_before_it(tmp_path):
+    from nni_safs.pipeline import fitness_of
+    assert fitness_of({"default": 61.5, "val_acc": 61.5, "diverged": True, "failure": "loss nan"}) == 61.5
+    assert fitness_of({"default": 0.0, "failed": "RuntimeError"}) == 0.0
+    assert fitness_of({"default": 50.0, "late_val_acc": 40.0}, "late_val_acc") == 40.0
+
+
+def test_tpe_starts_model_based_search_after_a_fifth_of_the_budget():
+    from nni_safs.hpo import create_tuner
+    assert create_tuner("TPE", seed=0, budget=8).args.n_startup_jobs == 2
+    assert create_tuner("TPE", seed=0, budget=20).args.n_startup_jobs == 4

@@ -128,3 +128,48 @@ def test_a_second_trial_runs_the_job_when_the_first_died(tmp_path):
     out = run_trial(path)
     assert out.returncode == 0, out.stderr
     assert "epoch 1" in out.stdout and "already finished" not in out.stdout
+
+
+def test_dense_training_keeps_activation_scales_at_one(tmp_path):
+    config = open_workspace(tiny(tmp_path))
+    prepare(config, log=lambda message: None)
+    for name in ("dense.pt", "pruned.pt"):
+        state = load_checkpoint(tmp_path / name)["state"]
+        scales = {k: float(v) for k, v in state.items() if k.endswith((".alpha", ".beta"))}
+        assert len(scales) == 8 and set(scales.values()) == {1.0}, (name, scales)
+
+
+def test_the_baseline_keeps_the_models_own_activation(tmp_path):
+    from nni_safs.models import register_model, MODELS
+    from nni_safs.models.lenet import LeNet5
+    from nni_safs.workspace import run_candidate
+
+    @register_model("lenet5_tanh_test", overwrite=True)
+    def lenet5_tanh(num_classes=10, in_channels=1, image_size=28, act="tanh"):
+        return LeNet5(num_classes, in_channels, image_size, act)
+
+    try:
+        config = open_workspace(tiny(tmp_path, model="lenet5_tanh_test"))
+        prepare(config, log=lambda message: None)
+        run_candidate(config, None, config.hparams, 1, train_scales=False, save_as="baseline_default.pt")
+        genome = load_checkpoint(tmp_path / "baseline_default.pt")["meta"]["genome"]
+        assert set(genome.values()) == {"tanh"}
+    finally:
+        MODELS._entries.pop("lenet5_tanh_test")
+
+
+def test_a_late_divergence_reports_the_best_epoch_before_it(tmp_path, monkeypatch):
+    import math
+    from nni_safs import training
+    from nni_safs.trial import run_job
+    _, path = write_job(tmp_path, epochs=4)
+    real, calls = training._train_epoch, []
+
+    def diverging(*args):
+        calls.append(1)
+        return math.nan if len(calls) == 3 else real(*args)
+
+    monkeypatch.setattr(training, "_train_epoch", diverging)
+    result = run_job(json.loads(path.read_text()))
+    assert result["diverged"] and "epoch 3" in result["failure"]
+    assert result["epochs"] == 2 and result["default"] == result["val_acc"] > 0
