@@ -77,11 +77,19 @@ class Workspace:
 CONFIG_FILE = "config.json"
 
 
+class WorkspaceConfigError(ValueError):
+    """The workspace was set up by a run with other settings (its ``config.json`` differs)."""
+
+
 PATH_SETTINGS = ("workspace", "data_root", "op_choices", "hpo_space")
 
 
 def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> SafsConfig:
-    """Make the paths absolute and the workspace writable, and record the settings in it.
+    """Make the paths absolute and the workspace writable, and record the settings in it, once.
+
+    A workspace belongs to one run's settings: opening it again with different ones raises
+    :class:`WorkspaceConfigError` naming every differing key (trials of a running experiment
+    read ``config.json``; rewriting it would change what they run).
 
     Relative paths (``PATH_SETTINGS``) are taken relative to ``base_dir`` (the tuner passes
     its ``codeDirectory``: NNI runs the dispatcher in the experiment's log folder and trials
@@ -101,7 +109,17 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> Sa
         probe.unlink()
     except OSError as err:
         raise ValueError(f"workspace {str(root)!r} is not writable: {err}") from None
-    Workspace(config).write_json(CONFIG_FILE, config.to_dict())
+    recorded = root / CONFIG_FILE
+    if recorded.is_file():  # write-once: running trials read it, so it must never change under them
+        stored, wanted = json.loads(recorded.read_text()), config.to_dict()
+        diffs = [f"{key}: workspace has {stored.get(key, '<missing>')!r}, requested {wanted.get(key, '<missing>')!r}"
+                 for key in sorted(set(stored) | set(wanted)) if stored.get(key) != wanted.get(key)]
+        if diffs:
+            raise WorkspaceConfigError(f"workspace {str(root)!r} belongs to a run with other settings "
+                                       f"({'; '.join(diffs)}); use a new workspace path, or delete the "
+                                       "workspace to start over")
+    else:
+        Workspace(config).write_json(CONFIG_FILE, config.to_dict())
     return config
 
 

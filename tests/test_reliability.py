@@ -173,3 +173,14 @@ def test_a_late_divergence_reports_the_best_epoch_before_it(tmp_path, monkeypatc
     result = run_job(json.loads(path.read_text()))
     assert result["diverged"] and "epoch 3" in result["failure"]
     assert result["epochs"] == 2 and result["default"] == result["val_acc"] > 0
+
+
+def test_a_workspace_refuses_other_settings_and_names_the_keys(tmp_path):
+    from nni_safs.workspace import WorkspaceConfigError
+    open_workspace(tiny(tmp_path))
+    before = (tmp_path / "config.json").read_text()
+    open_workspace(tiny(tmp_path))  # the same settings: reopened (resume, a second trial)
+    with pytest.raises(WorkspaceConfigError, match=r"dense_epochs: workspace has 2, requested 5; "
+                                                   r"ratio: workspace has 0.99, requested 0.9"):
+        open_workspace(tiny(tmp_path, dense_epochs=5, ratio=0.9))
+    assert (tmp_path / "config.json").read_text() == before
