@@ -59,26 +59,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _exit_code(Path(config.workspace))
 
 
+NNICTL = [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
+
+
 def _get(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni{path}", timeout=10) as response:
         return json.loads(response.read().decode())
 
 
+def start_experiment(config_file: str | Path, port: int, host: str | None) -> str:
+    """``nnictl create`` with the manager listening on ``host`` (None: every interface); the id."""
+    from .manager_host import manager_env
+    env = manager_env(host)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    created = subprocess.run([*NNICTL, "create", "--config", str(config_file), "--port", str(port)],
+                             env=env, capture_output=True, text=True)
+    # nnictl lists a URL per interface whatever the manager listens on: print ours instead
+    print("\n".join(line for line in created.stdout.strip().splitlines() if "http://" not in line))
+    if created.returncode != 0:
+        print(created.stderr.strip(), file=sys.stderr)
+        raise SystemExit(f"error: nnictl create failed (exit code {created.returncode})")
+    return _get(port, "/experiment")["id"]
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
+    from .manager_host import LOOPBACK, tunnel_hint
     from .pipeline import SafsPipeline
     from .workspace import open_workspace
     config, base = load_run_config(args.config)
     SafsPipeline.for_config(open_workspace(config, base))  # bad names, paths, files: before NNI starts
+    host = None if args.expose else LOOPBACK
+    if host is None:
+        print("warning: --expose: the NNI manager listens on every interface, and its REST API has no "
+              "authentication (anyone who reaches this machine can stop trials and read logs)", file=sys.stderr)
+    experiment_id = start_experiment(args.config, args.port, host)
+    print(f"web portal: http://{host or LOOPBACK}:{args.port}  (experiment {experiment_id})", flush=True)
+    if host == LOOPBACK:
+        print(f"the manager listens on 127.0.0.1 only; from another machine: {tunnel_hint(args.port)}", flush=True)
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    nnictl = [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
-    created = subprocess.run([*nnictl, "create", "--config", str(args.config), "--port", str(args.port)],
-                             env=env, capture_output=True, text=True)
-    print(created.stdout.strip())
-    if created.returncode != 0:
-        print(created.stderr.strip(), file=sys.stderr)
-        return created.returncode
-    experiment_id = _get(args.port, "/experiment")["id"]
-    print(f"web portal: http://127.0.0.1:{args.port}  (experiment {experiment_id})", flush=True)
+    nnictl = NNICTL
     status, last = "", ""
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
@@ -144,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=6 * 3600, help="give up after this many seconds")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between status checks")
     p.add_argument("--stop", action="store_true", help="stop the NNI manager when the experiment ends")
+    p.add_argument("--expose", action="store_true",
+                   help="let the NNI manager (portal, REST API) listen on every interface, NNI's own behaviour; "
+                        "by default it listens on 127.0.0.1 only (its REST API has no authentication)")
     p.set_defaults(func=cmd_experiment)
 
     p = verbs.add_parser("run", help="run the pipeline in-process (no NNI manager), sequentially")

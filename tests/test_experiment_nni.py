@@ -236,3 +236,34 @@ def test_a_failed_prepare_stops_the_experiment_with_its_reason(experiment):
     assert "SAFS stops: the prepare trial failed" in exp.dispatcher_log()
     trial_logs = list(exp.home.glob("nni-experiments/*/environments/*/trials/*/trial.log"))
     assert any("dense training diverged" in log.read_text() for log in trial_logs)
+
+
+def _other_local_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (the manager must refuse it)."""
+    out = subprocess.run(["hostname", "-I"], capture_output=True, text=True)
+    addresses = [a for a in out.stdout.split() if "." in a and not a.startswith("127.")]
+    return addresses[0] if addresses else None
+
+
+def _answers(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("expose", [False, True])
+def test_the_manager_listens_on_loopback_unless_exposed(experiment, monkeypatch, capsys, expose):
+    from nni_safs.cli import start_experiment
+    other = _other_local_address()
+    if other is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to test against (hostname -I)")
+    exp = experiment()
+    monkeypatch.setenv("HOME", str(exp.home))
+    monkeypatch.setenv("NNI_CONFIG_DIR", str(exp.home / "nni-config"))
+    exp.id = start_experiment(exp.config, exp.port, None if expose else "127.0.0.1")
+    assert "http://" not in capsys.readouterr().out  # not nnictl's list of every interface's URL
+    exp.wait_for_results(1)  # the dispatcher and the trials reach the manager either way
+    assert _answers("127.0.0.1", exp.port)
+    assert _answers(other, exp.port) is expose

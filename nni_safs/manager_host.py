@@ -1,0 +1,60 @@
+"""Where NNI's manager listens: loopback only unless asked otherwise.
+
+NNI 3.0's manager serves the web portal and a REST API without authentication, and listens on
+every interface (``app.listen(port)`` with no host): anyone who reaches the machine can cancel
+trials, change limits and read logs. Without touching installed NNI files, a Node.js preload
+(``listen_host.js``, passed with ``--require`` through ``NODE_OPTIONS``, which NNI's launcher
+hands on to the manager) gives such a ``listen()`` a host: 127.0.0.1 by default.
+
+For ``nnictl create`` run by hand::
+
+    eval "$(python -m nni_safs.manager_host)"    # loopback only, for this shell
+    nnictl create --config experiment_configs/lenet5_mnist_safs.yml
+
+Only loopback is offered besides NNI's own every-interface behaviour: NNI's dispatcher and
+its REST clients reach the manager through localhost, so one other interface alone would cut
+them off.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import sys
+from pathlib import Path
+from typing import Mapping
+
+PRELOAD = Path(__file__).with_name("listen_host.js")
+LOOPBACK = "127.0.0.1"
+
+
+def manager_env(host: str | None, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) for starting an NNI manager that listens on ``host``.
+
+    ``None`` keeps NNI's own behaviour (every interface).
+    """
+    result = dict(os.environ if env is None else env)
+    if host is None:
+        return result
+    require = f'--require "{PRELOAD}"'
+    options = result.get("NODE_OPTIONS", "")
+    if require not in options:
+        result["NODE_OPTIONS"] = f"{options} {require}".strip()
+    result["NNI_SAFS_LISTEN_HOST"] = host
+    return result
+
+
+def tunnel_hint(port: int) -> str:
+    """The SSH command that reaches a loopback-only portal from another machine."""
+    return f"ssh -N -L {port}:127.0.0.1:{port} {os.environ.get('USER', 'you')}@{socket.gethostname()}"
+
+
+def main() -> int:
+    env = manager_env(LOOPBACK, {"NODE_OPTIONS": os.environ.get("NODE_OPTIONS", "")})
+    for key in ("NODE_OPTIONS", "NNI_SAFS_LISTEN_HOST"):
+        print(f"export {key}={shlex.quote(env[key])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
