@@ -1,11 +1,14 @@
 """Checkpoints that remember what produced them, written atomically.
 
-A checkpoint is ``{"meta": {...}, "state": {...}, **extra}`` saved with ``torch.save``. The
-metadata (model, dataset, seed, ratio, scope, ...) is compared on load, so a workspace
-prepared with other settings is refused instead of silently reused.
+A checkpoint is ``{"meta": {...}, "state": {...}, "checksum": ..., **extra}`` saved with
+``torch.save``. The metadata (model, dataset, seed, ratio, scope, ...) is compared on load, so
+a workspace prepared with other settings is refused instead of silently reused; the checksum
+(SHA-256 of the state's tensors) is verified on load, so a truncated or damaged file is refused
+by name instead of being read as a model.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +19,10 @@ import torch
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint on disk was produced by other settings than the ones requested."""
+
+
+class CorruptCheckpointError(ValueError):
+    """The checkpoint file cannot be read back as written (truncated, damaged)."""
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -32,6 +39,9 @@ def atomic_write(path: str | Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # e.g. a full disk: name the file, keep the previous one
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {str(path)!r}: {err.strerror or err}") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -39,8 +49,19 @@ def atomic_write(path: str | Path, write) -> None:
 
 def save_checkpoint(path: str | Path, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
                     **extra: Any) -> None:
-    payload = {"meta": dict(meta), "state": dict(state), **extra}
+    payload = {"meta": dict(meta), "state": dict(state), "checksum": state_checksum(state), **extra}
     atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+def state_checksum(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, shapes, dtypes and bytes of a state dict's tensors."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        shape = tensor.shape
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None,
@@ -49,7 +70,16 @@ def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    remedy = "delete it and run the stage that writes it again (prepare for dense.pt / pruned.pt)"
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CorruptCheckpointError(f"checkpoint {str(path)!r} is unreadable (truncated or damaged: "
+                                     f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                                     f"{remedy}") from err
+    if not isinstance(payload, dict) or payload.get("checksum") != state_checksum(payload.get("state", {})):
+        raise CorruptCheckpointError(f"checkpoint {str(path)!r} does not match its recorded checksum "
+                                     f"(damaged, or not written by nni_safs); {remedy}")
     if expect:
         stored = payload.get("meta", {})
         diffs = [f"{key}: requested {value!r}, checkpoint has {stored.get(key, '<missing>')!r}"

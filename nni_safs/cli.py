@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,15 +142,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_activations
     workspace = Path(args.workspace)
     checkpoint = workspace / f"final_{args.variant}.pt"
-    print(f"wrote {export_activations(checkpoint, args.output)}")
+    with _explain_missing(workspace):
+        print(f"wrote {export_activations(checkpoint, args.output)}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plots import plot_workspace
-    for path in plot_workspace(args.workspace, args.output):
-        print(f"wrote {path}")
+    with _explain_missing(Path(args.workspace)):
+        for path in plot_workspace(args.workspace, args.output):
+            print(f"wrote {path}")
     return 0
+
+
+@contextmanager
+def _explain_missing(workspace: Path):
+    """A file the command needs is missing: say so, and where the workspace's run stands."""
+    from .results import run_status
+    try:
+        yield
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err}; {run_status(workspace)}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from nni import NoMoreTrialError
 from nni.tools.package_utils.tuner_factory import _get_all_builtin_names, create_builtin_class_instance
 
 _logger = logging.getLogger(__name__)
@@ -93,6 +94,10 @@ class TunerStream:
             return None
         try:
             params = self.tuner.generate_parameters(self.next_id)
+        except NoMoreTrialError:  # a space smaller than the budget, fully explored: the study ends here
+            _logger.info("%s explored the whole space after %d trials", self.tuner_name, self.next_id)
+            self.n_trials = self.next_id
+            return None
         except Exception as err:  # Evolution: "population is empty" until results arrive
             if not self.asked:
                 raise

@@ -269,8 +269,10 @@ class SafsPipeline:
         return self._trials_outside_search() + self.count("search") + self.resubmitted
 
     def _trials_outside_search(self) -> int:
-        """prepare + baselines + both stage-2 studies + the final jobs: fixed by the config."""
-        return 1 + len(self.seeds) * (1 + len(FINAL_VARIANTS)) + 2 * self.config.hpo_trials
+        """prepare + baselines + both stage-2 studies + the final jobs (a study over a space smaller
+        than ``hpo_trials`` ends when its tuner has explored it)."""
+        studies = sum(self.config.hpo_trials if stream is None else stream.n_trials for stream in self.hpo.values())
+        return 1 + len(self.seeds) * (1 + len(FINAL_VARIANTS)) + studies
 
     def state_dict(self) -> dict:
         """Everything needed to continue after a restart, as JSON-ready data."""

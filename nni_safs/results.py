@@ -122,3 +122,14 @@ def write_results(pipeline: SafsPipeline) -> str:
     table = format_table(summary)
     atomic_write(workspace / "results.md", lambda h: h.write(table.encode()))
     return table
+
+
+def run_status(workspace: str | Path) -> str:
+    """What a workspace's run has come to, for messages about files it lacks."""
+    file = Path(workspace) / "summary.json"
+    if not file.is_file():
+        return "its run has not finished (no summary.json yet: still running, or never started)"
+    summary = json.loads(file.read_text())
+    if summary.get("failure"):
+        return f"its run stopped early: {summary['failure']}"
+    return "its run finished" if summary.get("finished") else "its run has not finished"

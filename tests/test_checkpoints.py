@@ -38,3 +38,32 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
         atomic_write(path, crash)
     assert load_checkpoint(path, expect={"v": 1})["state"]["w"].sum() == 2
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_a_truncated_or_damaged_checkpoint_is_refused_by_name(tmp_path):
+    from nni_safs.checkpoints import CorruptCheckpointError
+    path = tmp_path / "pruned.pt"
+    save_checkpoint(path, {"w": torch.arange(1000.0)}, {"v": 1})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(CorruptCheckpointError, match=r"pruned\.pt' is unreadable .*delete it"):
+        load_checkpoint(path)
+    state = {"w": torch.arange(1000.0)}
+    torch.save({"meta": {"v": 1}, "state": state, "checksum": "0" * 64}, path)  # loads, wrong bytes
+    with pytest.raises(CorruptCheckpointError, match="does not match its recorded checksum"):
+        load_checkpoint(path)
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
+    import errno
+    path = tmp_path / "pruned.pt"
+    save_checkpoint(path, {"w": torch.ones(2)}, {"v": 1})
+
+    def disk_full(handle):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"could not write '.*pruned\.pt': No space left on device"):
+        atomic_write(path, disk_full)
+    assert load_checkpoint(path, expect={"v": 1})["state"]["w"].sum() == 2  # the old file, still valid
+    assert [p.name for p in tmp_path.iterdir()] == ["pruned.pt"]

@@ -78,3 +78,20 @@ def test_commands_explain_missing_workspaces(tmp_path, capsys):
         main(["results", str(tmp_path)])
     assert main(["export", str(tmp_path), "-o", str(tmp_path / "x.py")]) == 2
     assert "final_safs.pt" in capsys.readouterr().err
+
+
+def test_commands_on_a_stopped_run_say_why_files_are_missing(tmp_path, capsys):
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "config": {**SafsConfig(**TINY).to_dict(), "workspace": str(tmp_path)}, "columns": {}, "finished": True,
+        "failure": "every stage-1 candidate failed (5 evaluations scored 0; see their trial logs)"}))
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "x.py")]) == 2
+    err = capsys.readouterr().err
+    assert "final_safs.pt" in err and "its run stopped early: every stage-1 candidate failed" in err
+    assert main(["plot", str(tmp_path), "-o", str(tmp_path / "plots")]) == 2
+    assert "its run stopped early" in capsys.readouterr().err
+    assert main(["results", str(tmp_path)]) == 0
+    assert "The run stopped: every stage-1 candidate failed" in capsys.readouterr().out
+    running = tmp_path / "running"
+    running.mkdir()
+    assert main(["plot", str(running), "-o", str(tmp_path / "plots")]) == 2
+    assert "has not finished (no summary.json yet" in capsys.readouterr().err

@@ -267,3 +267,23 @@ def test_the_manager_listens_on_loopback_unless_exposed(experiment, monkeypatch,
     exp.wait_for_results(1)  # the dispatcher and the trials reach the manager either way
     assert _answers("127.0.0.1", exp.port)
     assert _answers(other, exp.port) is expose
+
+
+def test_a_stage2_study_whose_every_trial_raises_ends_done_with_the_reason(experiment, tmp_path):
+    # every stage-2 trial raises (a learning rate build_optimizer refuses); prepare, the baseline
+    # and stage 1 run normally
+    space = tmp_path / "hpo_space.json"
+    space.write_text(json.dumps({"optimizer": {"_type": "choice", "_value": [
+        {"_name": "adam", "lr": {"_type": "uniform", "_value": [-2.0, -1.0]}}]}}))
+    exp = experiment(hpo_space=str(space))
+    exp.create()
+    assert exp.wait(lambda s: s == "DONE", timeout=400) == "DONE"
+    summary = json.loads((exp.workspace / "summary.json").read_text())
+    assert "every trial of the stage-2 study" in summary["failure"]
+    assert "The run stopped: every trial of the stage-2 study" in (exp.workspace / "results.md").read_text()
+    assert "SAFS stops: every trial of the stage-2 study" in exp.dispatcher_log()
+    trials = exp.get("/trial-jobs")
+    hpo = [m for m in exp.final_metrics() if m["stage"] == "hpo"]
+    assert hpo and all("lr' must be a positive number" in m["failed"] for m in hpo)
+    assert not [m for m in exp.final_metrics() if m["stage"] == "final"]
+    assert exp.get("/experiment")["params"]["maxTrialNumber"] == len(trials)

@@ -254,3 +254,15 @@ def test_tpe_starts_model_based_search_after_a_fifth_of_the_budget():
     from nni_safs.hpo import create_tuner
     assert create_tuner("TPE", seed=0, budget=8).args.n_startup_jobs == 2
     assert create_tuner("TPE", seed=0, budget=20).args.n_startup_jobs == 4
+
+
+def test_a_stage2_space_smaller_than_the_budget_ends_its_study_early(tmp_path):
+    space = tmp_path / "hpo_space.json"  # one point: TPE has nothing left after one trial
+    space.write_text(json.dumps({"optimizer": {"_type": "choice", "_value": [
+        {"_name": "adam", "lr": {"_type": "choice", "_value": [0.001]}}]}}))
+    config = SafsConfig(**SMALL, hpo_space=str(space), workspace=str(tmp_path / "ws"))
+    pipeline = SafsPipeline.for_config(config)
+    jobs = drive(pipeline, 2, random.Random(0))
+    assert pipeline.finished and not pipeline.failure
+    assert sum(j.stage == "hpo" for j in jobs) == 2  # one per study, not 2 x hpo_trials
+    assert pipeline.total_if_known() == len(jobs)

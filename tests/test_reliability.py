@@ -184,3 +184,41 @@ def test_a_workspace_refuses_other_settings_and_names_the_keys(tmp_path):
                                                    r"ratio: workspace has 0.99, requested 0.9"):
         open_workspace(tiny(tmp_path, dense_epochs=5, ratio=0.9))
     assert (tmp_path / "config.json").read_text() == before
+
+
+def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspace_usable(tmp_path, monkeypatch,
+                                                                                        capsys, caplog):
+    from nni_safs import trial
+    from nni_safs.data.splits import TransformSubset
+    config, path = write_job(tmp_path, stage="final", variant="safs")
+    real, calls = TransformSubset.__getitem__, []
+
+    def flaky(self, index):
+        calls.append(index)
+        if len(calls) == 300:  # mid-way through the first epoch
+            raise OSError("input/output error reading the dataset")
+        return real(self, index)
+
+    monkeypatch.setattr(TransformSubset, "__getitem__", flaky)
+    assert trial.main(["--params", str(path)]) == 1
+    assert "OSError: input/output error reading the dataset" in capsys.readouterr().out  # trial.log
+    assert "'failed': 'OSError: input/output error reading the dataset'" in caplog.text  # the reported result
+    workspace = tmp_path / "ws"
+    assert "result" not in json.loads((workspace / "jobs" / "7.json").read_text())
+    assert not (workspace / "final_safs.pt").exists() and not list(workspace.glob("*.tmp"))
+    monkeypatch.setattr(TransformSubset, "__getitem__", real)  # the cause fixed: the job runs again
+    assert trial.main(["--params", str(path)]) == 0
+    assert json.loads((workspace / "jobs" / "7.json").read_text())["result"]["stage"] == "final"
+    assert load_checkpoint(workspace / "final_safs.pt")["meta"]["genome"]
+
+
+def test_a_corrupted_pruned_checkpoint_fails_the_trial_naming_the_file(tmp_path, capsys):
+    from nni_safs import trial
+    config, path = write_job(tmp_path)
+    pruned = tmp_path / "ws" / "pruned.pt"
+    good = pruned.read_bytes()
+    pruned.write_bytes(good[:1000])
+    assert trial.main(["--params", str(path)]) == 1
+    assert f"checkpoint '{pruned}' is unreadable" in capsys.readouterr().out
+    pruned.write_bytes(good)  # restored (or recomputed by prepare after deleting it): usable again
+    assert trial.main(["--params", str(path)]) == 0
