@@ -69,6 +69,7 @@ class SafsConfig:
     hpo_trials: int = 20
     hpo_epochs: int = 80
     hpo_space: str | None = None  # stage-2 space JSON; None: search_spaces/hpo_space.json
+    hpo_warm_start: bool = False  # the SAFS study's tuner starts from the ablation study's finished trials
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SafsConfig":

@@ -62,10 +62,16 @@ class TunerStream:
     """``n_trials`` suggestions of an NNI tuner over ``space``, as ask/tell."""
 
     def __init__(self, tuner_name: str, space: dict, n_trials: int, seed: int = 0,
-                 history: list[dict] | None = None) -> None:
+                 history: list[dict] | None = None, prior: list[dict] | None = None) -> None:
+        """``prior``: finished ``{"params", "value"}`` records of a related study, fed to the inner
+        tuner as observations before its first suggestion (they are not this study's trials and
+        never its best)."""
         self.tuner_name, self.space, self.n_trials, self.seed = tuner_name, space, n_trials, seed
+        self.prior = [{"params": r["params"], "value": r["value"]} for r in prior or []]
         self.tuner = create_tuner(tuner_name, seed, n_trials)
         self.tuner.update_search_space(space)
+        if self.prior:
+            self.tuner.import_data([{"parameter": r["params"], "value": r["value"]} for r in self.prior])
         self.asked: dict[int, dict] = {}  # stream-local id -> parameters, not yet told
         self.history: list[dict] = []  # {"id", "params", "value"} of told results
         self.next_id = 0
@@ -126,12 +132,13 @@ class TunerStream:
     def state_dict(self) -> dict:
         """JSON-ready; asked-but-untold ids are kept so their results can still be told."""
         return {"tuner_name": self.tuner_name, "space": self.space, "n_trials": self.n_trials,
-                "seed": self.seed, "history": self.history, "next_id": self.next_id,
+                "seed": self.seed, "history": self.history, "prior": self.prior, "next_id": self.next_id,
                 "asked": {str(k): v for k, v in self.asked.items()}}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "TunerStream":
-        stream = cls(state["tuner_name"], state["space"], state["n_trials"], state["seed"], state["history"])
+        stream = cls(state["tuner_name"], state["space"], state["n_trials"], state["seed"], state["history"],
+                     state.get("prior"))
         stream.next_id = state["next_id"]
         stream.asked = {int(k): v for k, v in state["asked"].items()}
         return stream

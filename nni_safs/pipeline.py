@@ -184,8 +184,9 @@ class SafsPipeline:
         if stream is None:
             if not self._search_finished() or self.search_best() is None:
                 return None
+            prior = self.hpo["default"].history if self.config.hpo_warm_start else None
             stream = self.hpo[variant] = TunerStream(self.config.hpo_tuner, self.hpo_space,
-                                                     self.config.hpo_trials, self.config.seed + 2)
+                                                     self.config.hpo_trials, self.config.seed + 2, prior=prior)
         asked = stream.ask()
         if asked is None:
             return None

@@ -266,3 +266,18 @@ def test_a_stage2_space_smaller_than_the_budget_ends_its_study_early(tmp_path):
     assert pipeline.finished and not pipeline.failure
     assert sum(j.stage == "hpo" for j in jobs) == 2  # one per study, not 2 x hpo_trials
     assert pipeline.total_if_known() == len(jobs)
+
+
+def test_hpo_warm_start_feeds_the_ablation_study_to_the_safs_study(tmp_path):
+    config = SafsConfig(**SMALL, hpo_warm_start=True, workspace=str(tmp_path))
+    pipeline = SafsPipeline.for_config(config)
+    drive(pipeline, 1, random.Random(0), shuffle=False)
+    default, safs = pipeline.hpo["default"], pipeline.hpo["safs"]
+    told_before = len(safs.prior)
+    assert 0 < told_before <= len(default.history)
+    assert [r["params"] for r in safs.prior] == [r["params"] for r in default.history[:told_before]]
+    assert len(safs.history) == config.hpo_trials  # its own trials; the prior is never its best
+    assert all(r["params"] not in [p["params"] for p in safs.prior] for r in safs.history)
+    restored = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices, pipeline.hpo_space,
+                                            json.loads(json.dumps(pipeline.state_dict())))
+    assert restored.hpo["safs"].prior == safs.prior
