@@ -47,6 +47,8 @@ def load_run_config(path: str | Path) -> tuple[SafsConfig, Path]:
         class_args = tuner.get("classArgs") or {}
     else:
         base, class_args = Path.cwd(), data
+    if str(base) not in sys.path:  # plugins beside the experiment, as the tuner and trials see them
+        sys.path.append(str(base))
     try:
         return SafsConfig.from_dict(class_args), base
     except ValueError as err:

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from .data import DATASETS
 from .models import MODELS
+from .plugins import import_plugins
 from .pruning import SCOPES
 from .training import OPTIMIZERS, SCHEDULERS
 
@@ -36,6 +37,7 @@ SEARCH_SCORES = ("best", "late_mean")
 class SafsConfig:
     """Every knob of a SAFS run. Budgets are in epochs unless named otherwise."""
 
+    plugins: list[str] = field(default_factory=list)  # your modules registering models/datasets/ops
     model: str = "lenet5"  # a name of nni_safs.models (lenet5, vgg16, resnet18, efficientnet_b0)
     dataset: str = "mnist5k"  # a name of nni_safs.data (mnist5k, mnist, cifar10, imagenet16, synthetic)
     data_root: str | None = None  # folder of the dataset's files (not needed for mnist5k/synthetic)
@@ -92,6 +94,9 @@ class SafsConfig:
         return dict(PAPER_HPARAMS.get(self.model, FALLBACK_HPARAMS))
 
     def validate(self) -> None:
+        if not isinstance(self.plugins, list) or not all(isinstance(m, str) for m in self.plugins):
+            raise ValueError(f"plugins must be a list of module names, got {self.plugins!r}")
+        import_plugins(self.plugins)  # before any name is checked: they may register it
         MODELS.check(self.model)
         DATASETS.check(self.dataset)
         _one_of("scope", self.scope, SCOPES)
