@@ -69,7 +69,7 @@ class SafsPipeline:
         self.jobs: dict[int, Job] = {}
         self.results: dict[int, dict | None] = {}
         self.next_id = 0
-        self.failure = ""  # set when the prepare stage fails: the pipeline stops
+        self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
         self.search = self._new_search()
         self.hpo: dict[str, TunerStream | None] = {
             "default": TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1),
