@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
-from torchvision.datasets import VisionDataset
+from torch.utils.data import Dataset
 
 from . import REQUIRED_FILES, register_dataset
 from .splits import DataSplits, DatasetNotFoundError, require_root, splits_from_files
@@ -27,7 +27,7 @@ IMAGENET16_MEAN = tuple(v / 255 for v in (122.68, 116.66, 104.01))
 IMAGENET16_STD = tuple(v / 255 for v in (63.22, 61.26, 65.09))
 
 
-class ImageNet16(VisionDataset):
+class ImageNet16(Dataset):
     """torchvision-style reader of the pickled batches; ``train=False`` reads the official val.
 
     Each file pickles ``{'data': uint8 (N, 3072) channel-major 3x16x16, 'labels': 1-based ints}``.
@@ -37,7 +37,7 @@ class ImageNet16(VisionDataset):
     def __init__(self, root: str | os.PathLike[str], train: bool = True,
                  transform: Callable | None = None, target_transform: Callable | None = None,
                  num_classes: int = MAX_CLASSES) -> None:
-        super().__init__(root, transform=transform, target_transform=target_transform)
+        self.root, self.transform, self.target_transform = os.fspath(root), transform, target_transform
         if not 1 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes!r}")
         self.train = train
@@ -88,8 +88,9 @@ class ImageNet16(VisionDataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def extra_repr(self) -> str:
-        return f"Split: {'Train' if self.train else 'Val'}, classes: {self.num_classes}"
+    def __repr__(self) -> str:
+        return (f"ImageNet16(root={self.root!r}, split={'train' if self.train else 'val'}, "
+                f"classes={self.num_classes}, samples={len(self)})")
 
 
 @register_dataset("imagenet16")

@@ -1,25 +1,29 @@
 """torchvision's MNIST and CIFAR-10, with val carved from the training files.
 
 Each training file set is loaded once, untransformed; train and val are index views over it
-with their own transforms (augmentation on train only).
+with their own transforms (augmentation on train only). torchvision is imported when a dataset
+is built, not with this module: importing it loads its models and ``torch._dynamo`` (about a
+second), which a trial on the embedded digits never needs.
 """
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from torchvision import datasets, transforms
+from typing import TYPE_CHECKING, Any
 
 from . import REQUIRED_FILES, register_dataset
 from .splits import DataSplits, explain_missing, require_root, splits_from_files
+
+if TYPE_CHECKING:
+    from torchvision import transforms
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], crop_size: int | None = None,
-                     padding: int = 0) -> tuple[transforms.Compose, transforms.Compose]:
+                     padding: int = 0) -> tuple["transforms.Compose", "transforms.Compose"]:
     """(train, eval) transforms; with ``crop_size`` train adds the standard pad-crop + flip."""
+    from torchvision import transforms
     plain = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     if crop_size is None:
         return transforms.Compose(plain), transforms.Compose(plain)
@@ -28,7 +32,7 @@ def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], crop_size:
 
 
 def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None, download: bool,
-          eval_transform: transforms.Compose) -> tuple[Any, Any]:
+          eval_transform: "transforms.Compose") -> tuple[Any, Any]:
     """(untransformed training pool, transformed official test split) of a torchvision class
     that keeps its files in ``root/folder``."""
     path = require_root(root, name)
@@ -40,13 +44,15 @@ def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None,
 
 REQUIRED_FILES["mnist"] = ([os.path.join("MNIST", "raw", f) for f in (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")], True)
-REQUIRED_FILES["cifar10"] = ([os.path.join(datasets.CIFAR10.base_folder, f) for f, _ in
-                              datasets.CIFAR10.train_list + datasets.CIFAR10.test_list], True)
+CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder, train_list and test_list
+REQUIRED_FILES["cifar10"] = ([os.path.join(CIFAR10_FOLDER, f) for f in
+                              [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]], True)
 
 
 @register_dataset("mnist")
 def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
           download: bool) -> DataSplits:
+    from torchvision import datasets
     train_tf, eval_tf = image_transforms(MNIST_MEAN, MNIST_STD)
     pool, test = _load("mnist", datasets.MNIST, os.path.join("MNIST", "raw"), root, download, eval_tf)
     return splits_from_files("mnist", pool, test, seed=seed, val_fraction=val_fraction,
@@ -57,9 +63,9 @@ def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
 @register_dataset("cifar10")
 def cifar10(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
             download: bool) -> DataSplits:
+    from torchvision import datasets
     train_tf, eval_tf = image_transforms(CIFAR10_MEAN, CIFAR10_STD, crop_size=32, padding=4)
-    pool, test = _load("cifar10", datasets.CIFAR10, datasets.CIFAR10.base_folder, root, download,
-                       eval_tf)
+    pool, test = _load("cifar10", datasets.CIFAR10, CIFAR10_FOLDER, root, download, eval_tf)
     return splits_from_files("cifar10", pool, test, seed=seed, val_fraction=val_fraction,
                              train_transform=train_tf, eval_transform=eval_tf,
                              num_classes=10, in_channels=3, image_size=32)

@@ -7,7 +7,6 @@ torchvision builds it without downloading weights. Slots are named by module pat
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import efficientnet_b0 as tv_efficientnet_b0
 
 from ..activations import ActivationSlot
 from . import register_model
@@ -26,6 +25,8 @@ def replace_activations(model: nn.Module, kind: type[nn.Module], act: str) -> nn
 @register_model("efficientnet_b0")
 def efficientnet_b0(num_classes: int = 1000, in_channels: int = 3, image_size: int = 16,
                     act: str = "swish") -> nn.Module:
+    from torchvision.models import efficientnet_b0 as tv_efficientnet_b0  # only when built: heavy import
+
     model = tv_efficientnet_b0(weights=None, num_classes=num_classes)
     if in_channels != 3:
         stem = model.features[0][0]
