@@ -72,6 +72,7 @@ class SafsConfig:
     hpo_epochs: int = 80
     hpo_space: str | None = None  # stage-2 space JSON; None: search_spaces/hpo_space.json
     hpo_warm_start: bool = False  # the SAFS study's tuner starts from the ablation study's finished trials
+    hpo_default_first: bool = True  # each study's first trial: train_hparams (SMAC's default-first design)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SafsConfig":

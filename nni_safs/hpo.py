@@ -62,11 +62,15 @@ class TunerStream:
     """``n_trials`` suggestions of an NNI tuner over ``space``, as ask/tell."""
 
     def __init__(self, tuner_name: str, space: dict, n_trials: int, seed: int = 0,
-                 history: list[dict] | None = None, prior: list[dict] | None = None) -> None:
+                 history: list[dict] | None = None, prior: list[dict] | None = None,
+                 first: list[dict] | None = None) -> None:
         """``prior``: finished ``{"params", "value"}`` records of a related study, fed to the inner
         tuner as observations before its first suggestion (they are not this study's trials and
-        never its best)."""
+        never its best). ``first``: parameters this study evaluates before asking the tuner
+        (e.g. the default configuration, as SMAC's initial design does); their results reach the
+        tuner as observations."""
         self.tuner_name, self.space, self.n_trials, self.seed = tuner_name, space, n_trials, seed
+        self.first = [dict(p) for p in first or []]
         self.prior = [{"params": r["params"], "value": r["value"]} for r in prior or []]
         self.tuner = create_tuner(tuner_name, seed, n_trials)
         self.tuner.update_search_space(space)
@@ -98,6 +102,11 @@ class TunerStream:
     def ask(self) -> tuple[int, dict] | None:
         if self.exhausted:
             return None
+        if self.next_id < len(self.first):
+            key = self.next_id
+            self.next_id += 1
+            self.asked[key] = self.first[key]
+            return key, self.first[key]
         try:
             params = self.tuner.generate_parameters(self.next_id)
         except NoMoreTrialError:  # a space smaller than the budget, fully explored: the study ends here
@@ -132,13 +141,14 @@ class TunerStream:
     def state_dict(self) -> dict:
         """JSON-ready; asked-but-untold ids are kept so their results can still be told."""
         return {"tuner_name": self.tuner_name, "space": self.space, "n_trials": self.n_trials,
-                "seed": self.seed, "history": self.history, "prior": self.prior, "next_id": self.next_id,
+                "seed": self.seed, "history": self.history, "prior": self.prior, "first": self.first,
+                "next_id": self.next_id,
                 "asked": {str(k): v for k, v in self.asked.items()}}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "TunerStream":
         stream = cls(state["tuner_name"], state["space"], state["n_trials"], state["seed"], state["history"],
-                     state.get("prior"))
+                     state.get("prior"), state.get("first"))
         stream.next_id = state["next_id"]
         stream.asked = {int(k): v for k, v in state["asked"].items()}
         return stream

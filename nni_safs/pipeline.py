@@ -32,7 +32,7 @@ from .data import check_dataset_files
 from .hpo import TunerStream, check_tuner_name
 from .lahc import LahcArguments, LateAcceptanceHillClimbing
 from .models import build_model
-from .space import activation_space, classic_space, flatten_hparams, load_hpo_space
+from .space import activation_space, classic_space, flatten_hparams, load_hpo_space, nest_hparams
 
 STAGES = ("prepare", "baseline", "search", "hpo", "final")
 FINAL_VARIANTS = ("stage1", "stage2", "safs")
@@ -72,7 +72,8 @@ class SafsPipeline:
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
         self.search = self._new_search()
         self.hpo: dict[str, TunerStream | None] = {
-            "default": TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1),
+            "default": TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1,
+                                   first=self._first_hpo_trials()),
             "safs": None,  # created once stage 1 has a winner
         }
         self._stream_keys: dict[int, Any] = {}  # job id -> key in its stream
@@ -116,6 +117,11 @@ class SafsPipeline:
             return self.search.best
         best = self.search.best()
         return None if best is None else (best["params"], best["value"])
+
+    def _first_hpo_trials(self) -> list[dict]:
+        """The dense hyperparameters as each study's first trial, when the space can express them."""
+        point = nest_hparams(self.config.hparams, self.hpo_space) if self.config.hpo_default_first else None
+        return [point] if point else []
 
     # -- the flow ------------------------------------------------------------------------
     @property
@@ -186,7 +192,8 @@ class SafsPipeline:
                 return None
             prior = self.hpo["default"].history if self.config.hpo_warm_start else None
             stream = self.hpo[variant] = TunerStream(self.config.hpo_tuner, self.hpo_space,
-                                                     self.config.hpo_trials, self.config.seed + 2, prior=prior)
+                                                     self.config.hpo_trials, self.config.seed + 2, prior=prior,
+                                                     first=self._first_hpo_trials())
         asked = stream.ask()
         if asked is None:
             return None

@@ -54,6 +54,30 @@ def load_hpo_space(path: str | Path | None = None) -> dict[str, Any]:
     return space
 
 
+def nest_hparams(flat: Mapping[str, Any], space: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The point of the nested ``space`` that ``flatten_hparams`` turns into ``flat``, or None.
+
+    Keys the chosen optimizer's branch does not tune are dropped (they take their defaults);
+    a value outside the branch's choices or ranges makes the point unrepresentable (None).
+    """
+    optimizer = space.get("optimizer", {})
+    branch = next((b for b in optimizer.get("_value", []) if isinstance(b, dict)
+                   and b.get("_name") == flat.get("optimizer")), None)
+    if branch is None:
+        return None
+    point: dict[str, Any] = {"_name": branch["_name"]}
+    for key, spec in branch.items():
+        if key == "_name":
+            continue
+        value = flat.get(key, "constant" if key == "scheduler" else None)
+        kind, bounds = spec.get("_type"), spec.get("_value", [])
+        if value is None or (kind == "choice" and value not in bounds) or \
+                (kind != "choice" and not (bounds[0] <= value <= bounds[1])):
+            return None
+        point[key] = value
+    return {"optimizer": point}
+
+
 def flatten_hparams(params: Mapping[str, Any]) -> dict[str, Any]:
     """``{"optimizer": {"_name": "sgd", "lr": ...}, ...}`` -> ``{"optimizer": "sgd", "lr": ...}``."""
     flat: dict[str, Any] = {}

@@ -262,7 +262,7 @@ def test_a_stage2_space_smaller_than_the_budget_ends_its_study_early(tmp_path):
         {"_name": "adam", "lr": {"_type": "choice", "_value": [0.001]}}]}}))
     config = SafsConfig(**SMALL, hpo_space=str(space), workspace=str(tmp_path / "ws"))
     pipeline = SafsPipeline.for_config(config)
-    jobs = drive(pipeline, 2, random.Random(0))
+    jobs = drive(pipeline, 1, random.Random(0))
     assert pipeline.finished and not pipeline.failure
     assert sum(j.stage == "hpo" for j in jobs) == 2  # one per study, not 2 x hpo_trials
     assert pipeline.total_if_known() == len(jobs)
@@ -277,7 +277,24 @@ def test_hpo_warm_start_feeds_the_ablation_study_to_the_safs_study(tmp_path):
     assert 0 < told_before <= len(default.history)
     assert [r["params"] for r in safs.prior] == [r["params"] for r in default.history[:told_before]]
     assert len(safs.history) == config.hpo_trials  # its own trials; the prior is never its best
-    assert all(r["params"] not in [p["params"] for p in safs.prior] for r in safs.history)
+    # the tuner's own suggestions avoid what the prior already measured (its first trial is the dense point)
+    assert all(r["params"] not in [p["params"] for p in safs.prior] for r in safs.history[len(safs.first):])
     restored = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices, pipeline.hpo_space,
                                             json.loads(json.dumps(pipeline.state_dict())))
     assert restored.hpo["safs"].prior == safs.prior
+
+
+def test_each_stage2_study_first_tries_the_dense_hyperparameters(tmp_path):
+    from nni_safs.space import nest_hparams
+    config = SafsConfig(**SMALL, workspace=str(tmp_path))
+    pipeline = SafsPipeline.for_config(config)
+    jobs = drive(pipeline, 2, random.Random(0))
+    for variant in ("default", "safs"):
+        first = next(j for j in jobs if j.stage == "hpo" and j.variant == variant)
+        assert first.params["hparams"] == {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4}
+        assert len([j for j in jobs if j.stage == "hpo" and j.variant == variant]) == config.hpo_trials
+    assert SafsPipeline.for_config(SafsConfig(**SMALL, hpo_default_first=False, workspace=str(tmp_path))
+                                   ).hpo["default"].first == []
+    space = pipeline.hpo_space  # a value outside the space's range cannot be a trial of it
+    assert nest_hparams({"optimizer": "adam", "lr": 5.0}, space) is None
+    assert nest_hparams({"optimizer": "rmsprop", "lr": 1e-3}, space) is None
