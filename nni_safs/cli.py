@@ -1,7 +1,8 @@
 """``safs``: what NNI's own ``nnictl`` does not do for a SAFS run.
 
 Verbs:
-  experiment CONFIG.yml   start the NNI experiment (nnictl create), follow it, print the table
+  experiment CONFIG.yml   start the NNI experiment (nnictl create; the manager on 127.0.0.1 unless
+                          --expose), follow it, print the table
   run CONFIG.yml          the same pipeline in this process, without the NNI manager
   results WORKSPACE       print the results table (``--json`` for the summary)
   export WORKSPACE -o F   write the found activations as a self-contained Python module
