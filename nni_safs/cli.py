@@ -71,13 +71,17 @@ def _get(port: int, path: str) -> Any:
         return json.loads(response.read().decode())
 
 
-def start_experiment(config_file: str | Path, port: int, host: str | None) -> str:
-    """``nnictl create`` with the manager listening on ``host`` (None: every interface); the id."""
+def _nnictl(*args: str, host: str | None = None) -> subprocess.CompletedProcess:
+    """Run nnictl from this venv; a manager it starts listens on ``host`` (None: every interface)."""
     from .manager_host import manager_env
     env = manager_env(host)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    created = subprocess.run([*NNICTL, "create", "--config", str(config_file), "--port", str(port)],
-                             env=env, capture_output=True, text=True)
+    return subprocess.run([*NNICTL, *args], env=env, capture_output=True, text=True)
+
+
+def start_experiment(config_file: str | Path, port: int, host: str | None) -> str:
+    """``nnictl create`` with the manager listening on ``host`` (None: every interface); the id."""
+    created = _nnictl("create", "--config", str(config_file), "--port", str(port), host=host)
     # nnictl lists a URL per interface whatever the manager listens on: print ours instead
     print("\n".join(line for line in created.stdout.strip().splitlines() if "http://" not in line))
     if created.returncode != 0:
@@ -100,8 +104,6 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     print(f"web portal: http://{host or LOOPBACK}:{args.port}  (experiment {experiment_id})", flush=True)
     if host == LOOPBACK:
         print(f"the manager listens on 127.0.0.1 only; from another machine: {tunnel_hint(args.port)}", flush=True)
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    nnictl = NNICTL
     status, last = "", ""
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
@@ -119,7 +121,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if (workspace / "results.md").exists():
         print((workspace / "results.md").read_text())
     if args.stop or status != "DONE":
-        subprocess.run([*nnictl, "stop", experiment_id], env=env, capture_output=True)
+        _nnictl("stop", experiment_id)
         print(f"experiment {experiment_id} stopped ({status or 'no status'})")
     else:
         print(f"the portal stays up for browsing; stop it with: nnictl stop {experiment_id}")
