@@ -74,8 +74,7 @@ class TunerStream:
         self.prior = [{"params": r["params"], "value": r["value"]} for r in prior or []]
         self.tuner = create_tuner(tuner_name, seed, n_trials)
         self.tuner.update_search_space(space)
-        if self.prior:
-            self.tuner.import_data([{"parameter": r["params"], "value": r["value"]} for r in self.prior])
+        self._observe(self.prior)
         self.asked: dict[int, dict] = {}  # stream-local id -> parameters, not yet told
         self.history: list[dict] = []  # {"id", "params", "value"} of told results
         self.next_id = 0
@@ -83,8 +82,7 @@ class TunerStream:
         for record in history or []:
             self.next_id = max(self.next_id, record["id"] + 1)
         self.history = list(history or [])
-        if self.history:
-            self.tuner.import_data([{"parameter": r["params"], "value": r["value"]} for r in self.history])
+        self._observe(self.history)
 
     @property
     def pending(self) -> int:
@@ -131,8 +129,13 @@ class TunerStream:
         self.history.append({"id": key, "params": params, "value": value})
         if key in self._live:
             self.tuner.receive_trial_result(key, params, value)
-        else:  # asked by the instance that ran before a resume
-            self.tuner.import_data([{"parameter": params, "value": value}])
+        else:  # a first trial, or one asked by the instance that ran before a resume
+            self._observe([{"params": params, "value": value}])
+
+    def _observe(self, records: list[dict]) -> None:
+        """Results the inner tuner did not suggest itself (a resume, a prior, a first trial)."""
+        if records:
+            self.tuner.import_data([{"parameter": r["params"], "value": r["value"]} for r in records])
 
     def best(self) -> dict | None:
         """The best told record; None while no trial has scored above 0 (all failed)."""
