@@ -1,6 +1,7 @@
 """The trial entry point (``python -m nni_safs.trial``), a thin adapter around the workspace.
 
-It reads its job from ``nni.get_next_parameter()``, loads the run's settings from the
+It reads its job from NNI (:mod:`nni_safs.trial_channel`: NNI's protocol without importing
+``nni`` where NNI 3.0 allows, so a trial pays for its epochs, not for imports), loads the run's settings from the
 workspace (``config.json``, written by the tuner), runs the job, reports one intermediate
 result per epoch (validation top-1) and a final dict whose ``default`` is the validation
 top-1. The final dict also names the job, ``parameter_id``, stage and genome it really ran:
@@ -24,21 +25,22 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import nni
 import psutil
 import torch
 
 from .activations import genome_from_string
-from .training import EpochRecord
 from .checkpoints import atomic_write
+from .trial_channel import TrialChannel, open_channel
+from .training import EpochRecord
 from .workspace import job_lock, job_marker, load_config, prepare, run_candidate
 
 _logger = logging.getLogger("nni_safs.trial")
 class _EpochReporter:
     """Per-epoch intermediate results to NNI and scalars to TensorBoard in the trial's output dir."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, channel: TrialChannel | None) -> None:
         self.tag = tag
+        self.channel = channel
         self.seconds = 0.0  # time spent reporting (part of the training time)
         self.writer = None
         output_dir = os.environ.get("NNI_OUTPUT_DIR")
@@ -48,7 +50,8 @@ class _EpochReporter:
 
     def __call__(self, record: EpochRecord) -> None:
         start = time.perf_counter()
-        nni.report_intermediate_result(record.val_acc)
+        if self.channel is not None:
+            self.channel.report(record.val_acc, final=False)
         print(f"[{self.tag}] epoch {record.epoch}: train loss {record.train_loss:.4f}, "
               f"val top-1 {record.val_acc:.2f}%, lr {record.lr:.3g}, {record.seconds:.1f}s", flush=True)
         if self.writer is not None:
@@ -119,16 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", help="run this job's parameters (a JSON file, e.g. copied from the "
                                          "portal) by hand instead of asking NNI")
     args = parser.parse_args(argv)
-    params = json.loads(Path(args.params).read_text()) if args.params else nni.get_next_parameter()
+    channel = None if args.params else open_channel()  # by hand: the results are printed, not reported
+    params = json.loads(Path(args.params).read_text()) if args.params else channel.next_parameters()
     if not params:
         print("nni_safs.trial runs inside an NNI experiment (nnictl create), or by hand with --params FILE; "
               "no parameters were received", file=sys.stderr)
         return 2
-    parameter_id = getattr(nni.trial, "_params", None) or {}
-    identity = {"parameter_id": parameter_id.get("parameter_id"), "job": params.get("job"),
+    identity = {"parameter_id": channel.parameter_id if channel else None, "job": params.get("job"),
                 "stage": params.get("stage"), "variant": params.get("variant", ""),
                 "genome": params.get("genome", "")}
-    reporter = _EpochReporter(f"{params.get('stage')} job {params.get('job')}")
+    reporter = _EpochReporter(f"{params.get('stage')} job {params.get('job')}", channel)
+
+    def report_final(value: dict[str, Any]) -> None:
+        if channel is not None:
+            channel.report(value, final=True)
+
     try:
         # One job, one evaluation: after `nnictl resume` NNI may re-run a job's trial while the
         # tuner re-issues it too. The second trial waits here for the first and re-reports its
@@ -141,16 +149,16 @@ def main(argv: list[str] | None = None) -> int:
                 _write_marker(params, {"trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "result": final})
     except Exception as err:  # report, then fail visibly
         traceback.print_exc(file=sys.stdout)  # trial.log, which the portal shows
-        nni.report_final_result({"default": 0.0, "failed": f"{type(err).__name__}: {err}", **identity})
+        report_final({"default": 0.0, "failed": f"{type(err).__name__}: {err}", **identity})
         return 1
     finally:
         reporter.close()
     if finished is not None:
         print(f"job {params.get('job')} already finished; reporting its result again", flush=True)
-        nni.report_final_result(finished)
+        report_final(finished)
         return 0
     start = time.perf_counter()
-    nni.report_final_result(final)
+    report_final(final)
     print(f"final: {json.dumps(final)}", flush=True)
     timings = {"startup": startup, **result.get("timings", {}),
                "reporting": reporter.seconds + time.perf_counter() - start}

@@ -23,7 +23,7 @@ from .checkpoints import atomic_write, load_checkpoint, save_checkpoint
 from .config import SafsConfig
 from .data import DataSplits, build_dataset, make_loaders
 from .models import build_model
-from .pruning import Masks, magnitude_prune, overall_density
+from .pruning import Masks, overall_density
 from .training import evaluate, fine_tune, resolve_device, seed_everything
 
 Log = Callable[[str], None]
@@ -188,6 +188,7 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
                             best_epoch=result.best_epoch, best_val_acc=result.best_val_acc)
         dense_val, _ = evaluate(model, val, device)
         dense_test, _ = evaluate(model, test, device)
+        from .pruning import magnitude_prune  # NNI's pruners: only prepare needs them
         masks = magnitude_prune(model, config.ratio, config.scope)
         pruned_val, _ = evaluate(model, val, device)
         pruned_test, _ = evaluate(model, test, device)

