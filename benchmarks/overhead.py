@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from report import write_report  # benchmarks/report.py (scripts run from this folder)
@@ -107,21 +111,18 @@ def loop_ratio(rounds: int, epochs: int) -> dict[str, float]:
 
 
 TUNER_PROBE = r"""
-import json, random, sys, time, tracemalloc, psutil
+import json, random, sys, time, psutil
 from nni_safs.tuner import SafsTuner
-workspace, n = sys.argv[1], int(sys.argv[2])
+workspace, n, marks = sys.argv[1], int(sys.argv[2]), [int(m) for m in sys.argv[3].split(",")]
 process = psutil.Process()
 tuner = SafsTuner(model="lenet5", dataset="mnist5k", workspace=workspace, search_steps=n, max_search_steps=n,
                   hpo_trials=2)
-sent = []
-tuner.generate_multiple_parameters([0], st_callback=lambda pid, p: sent.append(p))
-rss_start = process.memory_info().rss
-tracemalloc.start()
-rng, received, times, pid = random.Random(0), 0, [], 1
 pending = []
+tuner.generate_multiple_parameters([0], st_callback=lambda pid, p: pending.append(p))
+rss_start = process.memory_info().rss
+rng, times, pid = random.Random(0), [], 1
 tuner.receive_trial_result(0, "", {"default": 10.0, "job": 0})
-received += 1
-while received < n:
+while len(times) + 1 < n:
     pending += tuner.generate_multiple_parameters([pid], st_callback=lambda i, p: pending.append(p))
     pid += 1
     if not pending:
@@ -131,20 +132,62 @@ while received < n:
     tuner.receive_trial_result(pid, "", {"default": 50 + rng.random() * 10, "val_acc": 50, "test_acc": 50,
                                          "density": 0.01, "job": job["job"], "stage": job["stage"]})
     times.append(time.perf_counter() - start)
-    received += 1
-current, peak = tracemalloc.get_traced_memory()
-print(json.dumps({"results": received, "rss_start_mb": rss_start / 2**20, "rss_end_mb": process.memory_info().rss / 2**20,
-                  "traced_peak_mb": peak / 2**20, "state_kb": tuner._state_path().stat().st_size / 1024,
-                  "ms_per_result_first_50": 1000 * sum(times[:50]) / 50,
-                  "ms_per_result_last_50": 1000 * sum(times[-50:]) / 50}))
+state = tuner._state_path()
+print(json.dumps({"results": len(times) + 1, "rss_start_mb": rss_start / 2**20,
+                  "rss_end_mb": process.memory_info().rss / 2**20,
+                  "state_kb": sum(f.stat().st_size for f in state.parent.glob(state.name + "*")) / 1024,
+                  "ms_per_result": {m: 1000 * sum(times[min(m, len(times)) - 50:m]) / 50 for m in marks}}))
 """
 
 
-def tuner_memory(results: int) -> dict[str, float]:
-    workspace = WORKSPACE / "tuner"
-    out = subprocess.run([sys.executable, "-c", TUNER_PROBE, str(workspace), str(results)],
-                         capture_output=True, text=True, check=True)
+def tuner_cost(results: int, marks: list[int]) -> dict:
+    """Feed the tuner ``results`` results; the mean time one takes (its state saved) around each mark."""
+    with tempfile.TemporaryDirectory(prefix="safs-tuner-") as workspace:
+        out = subprocess.run([sys.executable, "-c", TUNER_PROBE, workspace, str(results), ",".join(map(str, marks))],
+                             capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def experiment_wall(ref: str | None, port: int) -> dict:
+    """The embedded default through ``safs experiment`` (a real nnictl experiment) at ``ref`` (a
+    git commit, checked out into a temporary worktree; None: this checkout), timed from the first
+    trial's start to the last trial's end, so set-up and NNI's own start-up are left out."""
+    repo = HERE.parent
+    with tempfile.TemporaryDirectory(prefix="safs-exp-") as tmp:
+        if ref is None:
+            code = repo
+            workspace = repo / "workspace" / "lenet5_mnist5k"
+            if workspace.exists():
+                raise SystemExit(f"error: {workspace} exists; the experiment must start from nothing (move it away)")
+        else:
+            code = Path(tmp) / "code"
+            subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(code), ref],
+                           check=True, capture_output=True)
+        env = {**os.environ, "PYTHONPATH": str(code), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        try:
+            out = subprocess.run([sys.executable, "-m", "nni_safs.cli", "experiment",
+                                  "experiment_configs/lenet5_mnist_safs.yml", "--port", str(port)],
+                                 cwd=code, env=env, capture_output=True, text=True, timeout=3600)
+            trials = _rest(port, "/trial-jobs")
+            subprocess.run([sys.executable, "-m", "nni.tools.nnictl.nnictl", "stop", "--port", str(port)],
+                           env=env, capture_output=True)
+            table = (code / "workspace" / "lenet5_mnist5k" / "results.md").read_text()
+        finally:
+            if ref is not None:
+                subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(code)],
+                               capture_output=True)
+            else:
+                shutil.rmtree(workspace, ignore_errors=True)
+    starts = [t["startTime"] for t in trials if t.get("startTime")]
+    ends = [t["endTime"] for t in trials if t.get("endTime")]
+    return {"ref": ref or "this checkout", "wall_s": (max(ends) - min(starts)) / 1000, "trials": len(trials),
+            "succeeded": sum(t["status"] == "SUCCEEDED" for t in trials), "done": "[DONE]" in out.stdout,
+            "table": table.split("\n\n")[0].strip()}
+
+
+def _rest(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni{path}", timeout=30) as response:
+        return json.loads(response.read())
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ from typing import Any, Mapping
 import torch
 
 from .activations import EXP_LIMIT, OPS, SRS_MIN_DENOMINATOR, SYMEXP_LIMIT, ActivationSlot, genome_to_string
-from .checkpoints import atomic_write, load_checkpoint
+from .atomic import atomic_write
+from .checkpoints import load_checkpoint
 
 # The body of ``forward(self, x)`` of each op; ``self.<name>`` are the op's own parameters,
 # named as in the catalog class (the generated __init__ takes them from it).

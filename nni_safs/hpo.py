@@ -18,6 +18,8 @@ from typing import Any
 from nni import NoMoreTrialError
 from nni.tools.package_utils.tuner_factory import _get_all_builtin_names, create_builtin_class_instance
 
+from .journal import LogView, assemble
+
 _logger = logging.getLogger(__name__)
 
 # Builtin names whose constructor takes optimize_mode (all of NNI's HPO tuners but GridSearch).
@@ -143,10 +145,16 @@ class TunerStream:
 
     def state_dict(self) -> dict:
         """JSON-ready; asked-but-untold ids are kept so their results can still be told."""
+        return assemble(self.state_head(), self.state_logs())
+
+    def state_head(self) -> dict:
+        """The state but the history (see :mod:`nni_safs.journal`)."""
         return {"tuner_name": self.tuner_name, "space": self.space, "n_trials": self.n_trials,
-                "seed": self.seed, "history": self.history, "prior": self.prior, "first": self.first,
-                "next_id": self.next_id,
+                "seed": self.seed, "prior": self.prior, "first": self.first, "next_id": self.next_id,
                 "asked": {str(k): v for k, v in self.asked.items()}}
+
+    def state_logs(self) -> dict[str, LogView]:
+        return {"history": LogView(self.history)}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "TunerStream":

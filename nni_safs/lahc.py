@@ -10,6 +10,8 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from .journal import LogView, assemble
+
 _STATE_VERSION = 2
 _INF = "inf"  # JSON has no infinity; energies of failed evaluations are stored as this string
 
@@ -246,6 +248,10 @@ class LateAcceptanceHillClimbing:
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable full state (RNG, in-flight and buffered results included) for resuming."""
+        return assemble(self.state_head(), self.state_logs())
+
+    def state_head(self) -> dict[str, Any]:
+        """The state but the trace: small, whatever the number of steps (see :mod:`nni_safs.journal`)."""
         version, internal, gauss_next = self._rng.getstate()
         return {
             "version": _STATE_VERSION,
@@ -267,9 +273,13 @@ class LateAcceptanceHillClimbing:
             "next_fold": self._next_fold,
             "idle": self._idle,
             "finished": self._finished,
-            "trace": [{**entry, "genome": dict(entry["genome"]), "energy": _enc(entry["energy"]),
-                       "history": [_enc(e) for e in entry["history"]]} for entry in self.trace],
         }
+
+    def state_logs(self) -> dict[str, LogView]:
+        """The parts of the state that only grow."""
+        return {"trace": LogView(self.trace, lambda entry: {
+            **entry, "genome": dict(entry["genome"]), "energy": _enc(entry["energy"]),
+            "history": [_enc(e) for e in entry["history"]]})}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> LateAcceptanceHillClimbing:

@@ -30,6 +30,7 @@ from .activations import Genome, genome_to_string, load_op_choices, slots
 from .config import SafsConfig
 from .data import check_dataset_files
 from .hpo import TunerStream, check_tuner_name
+from .journal import LogView, assemble
 from .lahc import LahcArguments, LateAcceptanceHillClimbing
 from .models import build_model
 from .space import activation_space, classic_space, flatten_hparams, load_hpo_space, nest_hparams
@@ -44,6 +45,11 @@ class Job:
     stage: str
     variant: str
     params: dict[str, Any]  # what the trial receives
+    stream_key: Any = None  # the job's id in the search or study that proposed it (search and hpo jobs)
+
+    def record(self) -> dict[str, Any]:
+        return {"id": self.id, "stage": self.stage, "variant": self.variant, "params": self.params,
+                "stream_key": self.stream_key}
 
 
 SCORE_KEYS = {"best": "val_acc", "late_mean": "late_val_acc"}  # search_score -> result key
@@ -76,7 +82,6 @@ class SafsPipeline:
                                    first=self._first_hpo_trials()),
             "safs": None,  # created once stage 1 has a winner
         }
-        self._stream_keys: dict[int, Any] = {}  # job id -> key in its stream
         self.requeued: list[int] = []  # issued jobs to hand out again
         self.resubmitted = 0  # trials beyond one per job (each counts against maxTrialNumber)
         self.extra_trial_jobs: set[int] = set()  # requeued jobs whose re-run is such a trial
@@ -182,7 +187,7 @@ class SafsPipeline:
         job = self._emit("search", self.config.search_algorithm, genome=genome, hparams=self.config.hparams,
                          epochs=self.config.search_epochs, train_scales=False,
                          data_fraction=self.config.search_data_fraction)
-        self._stream_keys[job.id] = key
+        job.stream_key = key
         return job
 
     def _ask_hpo(self, variant: str) -> Job | None:
@@ -202,7 +207,7 @@ class SafsPipeline:
         job = self._emit("hpo", variant, genome=genome, hparams=flatten_hparams(nested),
                          epochs=self.config.hpo_epochs, train_scales=True,
                          data_fraction=self.config.search_data_fraction)
-        self._stream_keys[job.id] = key
+        job.stream_key = key
         return job
 
     def _ask_final(self) -> Job | None:
@@ -247,13 +252,13 @@ class SafsPipeline:
             reason = (result or {}).get("failed") or "it ended without a result"
             self.failure = f"the prepare trial failed: {reason} (see its trial log)"
         elif job.stage == "search":
-            self.search.tell(self._stream_keys[job_id], fitness_of(result, SCORE_KEYS[self.config.search_score]))
+            self.search.tell(job.stream_key, fitness_of(result, SCORE_KEYS[self.config.search_score]))
             if self._search_finished() and self.search_best() is None and not self.failure:
                 self.failure = (f"every stage-1 candidate failed ({self.count('search')} evaluations scored 0; "
                                 "see their trial logs)")
         elif job.stage == "hpo":
             stream = self.hpo[job.variant]
-            stream.tell(self._stream_keys[job_id], fitness_of(result))
+            stream.tell(job.stream_key, fitness_of(result))
             if stream.finished and not stream.best() and not self.failure:
                 self.failure = (f"every trial of the stage-2 study '{job.variant}' failed "
                                 f"({stream.n_trials} trials scored 0; see their trial logs)")
@@ -284,28 +289,35 @@ class SafsPipeline:
 
     def state_dict(self) -> dict:
         """Everything needed to continue after a restart, as JSON-ready data."""
-        return {
-            "jobs": [{"id": j.id, "stage": j.stage, "variant": j.variant, "params": j.params} for j in self.jobs.values()],
-            "results": {str(k): v for k, v in self.results.items()},
-            "next_id": self.next_id, "failure": self.failure, "requeued": self.requeued,
-            "resubmitted": self.resubmitted, "extra_trial_jobs": sorted(self.extra_trial_jobs),
-            "stream_keys": {str(k): v for k, v in self._stream_keys.items()},
-            "search": self.search.state_dict(),
-            "hpo": {k: None if v is None else v.state_dict() for k, v in self.hpo.items()},
-        }
+        return assemble(self.state_head(), self.state_logs())
+
+    def state_head(self) -> dict:
+        """The state but the parts that only grow (see :mod:`nni_safs.journal`)."""
+        return {"next_id": self.next_id, "failure": self.failure, "requeued": self.requeued,
+                "resubmitted": self.resubmitted, "extra_trial_jobs": sorted(self.extra_trial_jobs),
+                "search": self.search.state_head(),
+                "hpo": {k: None if v is None else v.state_head() for k, v in self.hpo.items()}}
+
+    def state_logs(self) -> dict[str, LogView]:
+        """Jobs in issue order, results in the order they were told, and the optimizers' logs."""
+        logs = {"jobs": LogView(self.jobs.values(), Job.record), "results": LogView(self.results.items(), list),
+                **{f"search.{name}": log for name, log in self.search.state_logs().items()}}
+        for study, stream in self.hpo.items():
+            if stream is not None:
+                logs.update({f"hpo.{study}.{name}": log for name, log in stream.state_logs().items()})
+        return logs
 
     @classmethod
     def from_state_dict(cls, config: SafsConfig, slot_names: list[str], choices: list[str], hpo_space: dict,
                         state: dict) -> "SafsPipeline":
         pipeline = cls(config, slot_names, choices, hpo_space)
-        pipeline.jobs = {j["id"]: Job(j["id"], j["stage"], j["variant"], j["params"]) for j in state["jobs"]}
-        pipeline.results = {int(k): v for k, v in state["results"].items()}
+        pipeline.jobs = {j["id"]: Job(j["id"], j["stage"], j["variant"], j["params"], j["stream_key"])
+                         for j in state["jobs"]}
+        pipeline.results = {int(k): v for k, v in state["results"]}
         pipeline.next_id, pipeline.failure = state["next_id"], state["failure"]
-        pipeline.requeued = list(state.get("requeued", []))
-        pipeline.resubmitted = state.get("resubmitted", 0)
-        pipeline.extra_trial_jobs = set(state.get("extra_trial_jobs", []))
-        pipeline._stream_keys = {int(k): v for k, v in state["stream_keys"].items()}
-        search_cls = type(pipeline.search)
-        pipeline.search = search_cls.from_state_dict(state["search"])
+        pipeline.requeued = list(state["requeued"])
+        pipeline.resubmitted = state["resubmitted"]
+        pipeline.extra_trial_jobs = set(state["extra_trial_jobs"])
+        pipeline.search = type(pipeline.search).from_state_dict(state["search"])
         pipeline.hpo = {k: None if v is None else TunerStream.from_state_dict(v) for k, v in state["hpo"].items()}
         return pipeline

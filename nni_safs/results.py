@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .activations import genome_from_string
-from .checkpoints import atomic_write
+from .atomic import atomic_write
 from .config import SafsConfig
 from .pipeline import STAGES, SafsPipeline
 

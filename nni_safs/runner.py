@@ -8,14 +8,13 @@ or Ctrl-C left it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from .checkpoints import atomic_write
 from .config import SafsConfig
+from .journal import Journal
 from .pipeline import SafsPipeline
 from .results import write_results
 from .trial import run_job
@@ -28,12 +27,11 @@ def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progres
     """Run (or continue) every stage; returns the results table (also in the workspace)."""
     config = open_workspace(config, base_dir)
     pipeline = SafsPipeline.for_config(config)
-    state_path = Path(config.workspace) / STATE_FILE
-    if state_path.is_file():
-        state = json.loads(state_path.read_text())
-        if state["config"] == config.to_dict():
-            pipeline = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices,
-                                                    pipeline.hpo_space, state["pipeline"])
+    journal = Journal(Path(config.workspace) / STATE_FILE)
+    state = journal.load()
+    if state is not None:  # the workspace's config.json is write-once: same settings
+        pipeline = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices,
+                                                pipeline.hpo_space, state["pipeline"])
     low, high = pipeline.trial_bounds()
     jobs_bar = tqdm(total=high, desc="SAFS jobs", unit="job", disable=not progress, position=0)
     jobs_bar.update(len(pipeline.results))
@@ -45,8 +43,8 @@ def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progres
         jobs_bar.set_description(f"SAFS {job.stage}")
         jobs_bar.set_postfix_str(job.variant)
         pipeline.tell(job.id, _run_with_progress(job.params, progress))
-        atomic_write(state_path, lambda h: h.write(json.dumps(
-            {"config": config.to_dict(), "pipeline": pipeline.state_dict()}).encode()))
+        journal.save({"pipeline": pipeline.state_head()},
+                     {f"pipeline.{name}": log for name, log in pipeline.state_logs().items()})
         jobs_bar.update(1)
         total = pipeline.total_if_known()
         if total is not None:

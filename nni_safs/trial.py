@@ -29,7 +29,7 @@ import psutil
 import torch
 
 from .activations import genome_from_string
-from .checkpoints import atomic_write
+from .atomic import atomic_write
 from .trial_channel import TrialChannel, open_channel
 from .training import EpochRecord
 from .workspace import job_lock, job_marker, load_config, prepare, run_candidate

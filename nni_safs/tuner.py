@@ -12,7 +12,7 @@ A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
 * the pipeline's own jobs and results (saved with the pipeline state).
 
 The state is saved after every result (to NNI's checkpoint directory, or the workspace when
-run without NNI) and restored by ``nnictl resume``; results of trials that finished while
+run without NNI; a snapshot plus an append-only journal, :mod:`nni_safs.journal`) and restored by ``nnictl resume``; results of trials that finished while
 the tuner was down arrive through ``import_data`` and are folded in the same way.
 
 Minimal config (``experiment_configs/lenet5_mnist_safs.yml`` has the full, documented one)::
@@ -32,8 +32,8 @@ from typing import Any
 from nni.tuner import Tuner
 
 from . import manager_api
-from .checkpoints import atomic_write
 from .config import SafsConfig
+from .journal import Journal, LogView
 from .pipeline import SafsPipeline
 from .results import write_results
 from .workspace import job_marker, open_workspace
@@ -69,6 +69,7 @@ class SafsTuner(Tuner):
         self.st_callback = None
         self.reported_total: int | None = None
         self._failure_logged = False
+        self._state: Journal | None = None
         low, high = self.pipeline.trial_bounds()
         _logger.info("SAFS pipeline: %s..%s trials; workspace %s", low, high, self.config.workspace)
         manager_api.check_max_trial_number(low, high)
@@ -140,23 +141,30 @@ class SafsTuner(Tuner):
         directory = self.get_checkpoint_path() or self.config.workspace
         return Path(directory) / STATE_FILE
 
+    def _journal(self) -> Journal:
+        path = self._state_path()
+        if self._state is None or self._state.path != path:
+            self._state = Journal(path)
+        return self._state
+
     def save_checkpoint(self) -> None:
-        state = {"pipeline": self.pipeline.state_dict(), "parameter_jobs": self.parameter_jobs,
-                 "config": self.config.to_dict()}
-        atomic_write(self._state_path(), lambda h: h.write(json.dumps(state).encode()))
+        """After every change: costs what changed, not the whole state (:mod:`nni_safs.journal`)."""
+        head = {"pipeline": self.pipeline.state_head(), "config": self.config.to_dict()}
+        logs = {"parameter_jobs": LogView(self.parameter_jobs.items(), list),
+                **{f"pipeline.{name}": log for name, log in self.pipeline.state_logs().items()}}
+        self._journal().save(head, logs)
 
     def load_checkpoint(self) -> None:
-        path = self._state_path()
-        if not path.is_file():
-            _logger.warning("no SAFS state at %s: starting the pipeline from the beginning", path)
+        state = self._journal().load()
+        if state is None:
+            _logger.warning("no SAFS state at %s: starting the pipeline from the beginning", self._state_path())
             return
-        state = json.loads(path.read_text())
         if state["config"] != self.config.to_dict():
-            raise ValueError(f"{path} was saved with other classArgs; resume with the original config")
+            raise ValueError(f"{self._state_path()} was saved with other classArgs; resume with the original config")
         p = self.pipeline
         self.pipeline = SafsPipeline.from_state_dict(self.config, p.slot_names, p.choices, p.hpo_space,
                                                      state["pipeline"])
-        self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"].items()}
+        self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"]}
         recorded = manager_api.trial_jobs()
         for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
             marker = job_marker(self.config.workspace, job_id)

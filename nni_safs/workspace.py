@@ -19,7 +19,8 @@ from filelock import FileLock
 from torch import nn
 
 from .activations import apply_genome, get_genome, set_scales_trainable
-from .checkpoints import atomic_write, load_checkpoint, save_checkpoint
+from .atomic import atomic_write
+from .checkpoints import load_checkpoint, save_checkpoint
 from .config import SafsConfig
 from .data import DataSplits, build_dataset, make_loaders
 from .models import build_model

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from nni_safs.checkpoints import CheckpointMismatchError, atomic_write, load_checkpoint, save_checkpoint
+from nni_safs.atomic import atomic_write
+from nni_safs.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
 
 
 def test_roundtrip_with_metadata(tmp_path):

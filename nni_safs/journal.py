@@ -1,0 +1,130 @@
+"""A JSON state saved by appending what changed: a snapshot plus a journal of changes.
+
+The SAFS state (the tuner's and the in-process runner's) is a small *head*, replaced at every
+save, and *logs*: collections that only ever grow (jobs issued, results told, the search
+trace, each study's history). Rewriting the whole state after every result costs O(results)
+per result (61 ms at 500 results); :class:`Journal` appends one line with the head and each
+log's new items instead, and folds the journal into a new snapshot once it outgrows it, so a
+save costs O(1) amortized however long the experiment. A crash loses nothing that was saved:
+each line is flushed and synced, a torn last line (a crash mid-write) is ignored, and a line
+already folded into the snapshot (a crash between the two writes) is skipped by its number.
+
+A log is named by its path in the state (``"pipeline.search.trace"``); :func:`assemble` puts
+head and logs together into the dict ``load`` returns, which is what ``state_dict()`` gives.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+
+from .atomic import atomic_write
+
+
+class LogView(Sequence):
+    """An append-only collection (a list, or a dict's items in insertion order) as a sequence of
+    JSON-ready items, encoded only when read: the journal reads just the new tail."""
+
+    def __init__(self, items: Collection, encode: Callable[[Any], Any] = lambda item: item) -> None:
+        self.items, self.encode = items, encode
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self.items))
+            return [self.encode(item) for item in itertools.islice(self.items, start, stop, step)]
+        return self[index:index + 1 or None][0]
+
+    def __iter__(self) -> Iterator:
+        return (self.encode(item) for item in self.items)
+
+
+def assemble(head: Mapping[str, Any], logs: Mapping[str, Sequence]) -> dict[str, Any]:
+    """The full state: ``head`` with each log's items placed at its dotted path."""
+    state = json.loads(json.dumps(head))  # a copy: the caller's head is not changed
+    for path, items in logs.items():
+        *parents, name = path.split(".")
+        node = state
+        for key in parents:
+            node = node[key]
+        node[name] = list(items)
+    return state
+
+
+class CorruptStateError(ValueError):
+    """A saved state that cannot be read back (not a crash's torn last line)."""
+
+
+class Journal:
+    """``path`` holds the snapshot, ``path`` + ``.journal`` the changes since."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.journal_path = self.path.with_name(self.path.name + ".journal")
+        self._seq = 0  # number of the last save
+        self._written: dict[str, int] = {}  # items of each log already saved
+        self._snapshot_bytes = 0
+        self._journal_bytes = 0
+
+    def exists(self) -> bool:
+        return self.path.is_file() or self.journal_path.is_file()
+
+    def save(self, head: Mapping[str, Any], logs: Mapping[str, Sequence]) -> None:
+        shrunk = any(len(items) < self._written.get(path, 0) for path, items in logs.items())
+        if shrunk or not self.path.is_file() or self._journal_bytes > max(self._snapshot_bytes, 1 << 16):
+            self._snapshot(head, logs)
+            return
+        self._seq += 1
+        line = {"seq": self._seq, "head": head,
+                "append": {path: items[self._written.get(path, 0):] for path, items in logs.items()
+                           if path not in self._written or len(items) > self._written[path]}}
+        data = (json.dumps(line) + "\n").encode()
+        with open(self.journal_path, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._journal_bytes += len(data)
+        self._written.update({path: len(items) for path, items in logs.items()})
+
+    def _snapshot(self, head: Mapping[str, Any], logs: Mapping[str, Sequence]) -> None:
+        self._seq += 1
+        data = json.dumps({"seq": self._seq, "head": head, "logs": {p: list(items) for p, items in logs.items()}})
+        atomic_write(self.path, lambda handle: handle.write(data.encode()))
+        self.journal_path.unlink(missing_ok=True)  # every line is in the snapshot now
+        self._snapshot_bytes, self._journal_bytes = len(data), 0
+        self._written = {path: len(items) for path, items in logs.items()}
+
+    def load(self) -> dict[str, Any] | None:
+        """The last saved state (None when nothing was saved); later saves continue from it."""
+        if not self.path.is_file():
+            return None
+        try:
+            snapshot = json.loads(self.path.read_text())
+            seq, head, logs = snapshot["seq"], snapshot["head"], snapshot["logs"]
+        except (ValueError, KeyError) as err:
+            raise CorruptStateError(f"{self.path} is not a SAFS state snapshot ({err})") from None
+        self._snapshot_bytes, self._journal_bytes = self.path.stat().st_size, 0
+        lines = self.journal_path.read_bytes().splitlines(keepends=True) if self.journal_path.is_file() else []
+        for number, raw in enumerate(lines):
+            try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("no end of line")
+                line = json.loads(raw)
+            except ValueError:
+                if number == len(lines) - 1:  # torn by a crash mid-write: that save never completed
+                    os.truncate(self.journal_path, self._journal_bytes)  # later lines start clean
+                    break
+                raise CorruptStateError(f"{self.journal_path}: line {number + 1} is damaged") from None
+            self._journal_bytes += len(raw)
+            if line["seq"] <= seq:  # already in the snapshot (a crash between snapshot and clean-up)
+                continue
+            seq, head = line["seq"], line["head"]
+            for path, items in line["append"].items():
+                logs.setdefault(path, []).extend(items)
+        self._seq = seq
+        self._written = {path: len(items) for path, items in logs.items()}
+        return assemble(head, logs)
