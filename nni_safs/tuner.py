@@ -12,8 +12,9 @@ A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
 * the pipeline's own jobs and results (saved with the pipeline state).
 
 The state is saved after every result (to NNI's checkpoint directory, or the workspace when
-run without NNI; a snapshot plus an append-only journal, :mod:`nni_safs.journal`) and restored by ``nnictl resume``; results of trials that finished while
-the tuner was down arrive through ``import_data`` and are folded in the same way.
+run without NNI; a snapshot plus an append-only journal, :mod:`nni_safs.journal`) and
+restored by ``nnictl resume``; results of trials that finished while the tuner was down
+arrive through ``import_data`` and are folded in the same way.
 
 Minimal config (``experiment_configs/lenet5_mnist_safs.yml`` has the full, documented one)::
 
