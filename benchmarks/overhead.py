@@ -198,7 +198,7 @@ def experiment_wall(ref: str | None, port: int) -> dict:
     return {"ref": ref or "this checkout", "wall_s": (max(ends) - min(starts)) / 1000, "trials": len(trials),
             "trial_s": sum(durations), "job_s": sum(f.get("seconds", 0.0) for f in finals),
             "succeeded": sum(t["status"] == "SUCCEEDED" for t in trials), "done": "[DONE]" in out.stdout,
-            "table": table.split("\n\n")[0].strip()}
+            "table": table.strip()}
 
 
 def _rest(port: int, path: str):
@@ -258,7 +258,7 @@ def main() -> None:
         lines += [f"| {r['ref']} | {r['wall_s']:.0f} | {r['trials']} | {r['succeeded']} | {r['trial_s']:.0f} | "
                   f"{r['job_s']:.0f} |" for r in runs]
         lines += ["", f"**{100 * (1 - after['wall_s'] / before['wall_s']):.0f}% faster** (target >= 35%); "
-                  f"tables identical: **{before['table'] == after['table']}**.", "", after["table"]]
+                  f"results tables identical: **{before['table'] == after['table']}**.", "", after["table"]]
     write_report(lines, args.output)
 
 

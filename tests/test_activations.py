@@ -118,3 +118,30 @@ def test_catalog_choices_are_data(tmp_path):
     own.write_text("choices: [unclosed\n")
     with pytest.raises(ValueError, match="does not parse"):
         load_op_choices(own)
+
+
+@pytest.mark.parametrize("op", op_names())
+def test_frozen_unit_scales_are_skipped_without_changing_a_bit(op):
+    torch.manual_seed(0)
+    slot = ActivationSlot(op)
+    x = torch.randn(64, 6, 8, 8, requires_grad=True)
+    assert slot._unit_scales()  # dense training, baseline, stage 1: op(x) itself
+    fast = slot(x)
+    (grad_fast,) = torch.autograd.grad(fast.sum(), x)
+    full = slot.alpha * slot.op(slot.beta * x)  # the formula, multiplications included
+    (grad_full,) = torch.autograd.grad(full.sum(), x)
+    assert torch.equal(fast, full) and torch.equal(grad_fast, grad_full)
+
+
+def test_scales_that_are_not_one_or_that_train_are_always_applied():
+    slot = ActivationSlot("relu")
+    x = torch.tensor([1.0, -1.0, 2.0])
+    slot.load_state_dict({**slot.state_dict(), "alpha": torch.tensor(3.0)})  # e.g. a stage-2 checkpoint
+    assert torch.equal(slot(x), torch.tensor([3.0, 0.0, 6.0]))
+    with torch.no_grad():
+        slot.alpha.fill_(1.0)  # edited in place: seen again
+    assert torch.equal(slot(x), torch.tensor([1.0, 0.0, 2.0])) and slot._unit_scales()
+    set_scales_trainable(slot, True)
+    assert not slot._unit_scales()  # stage 2: alpha and beta take part in autograd
+    slot(x).sum().backward()
+    assert slot.alpha.grad is not None and slot.beta.grad is not None
