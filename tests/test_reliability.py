@@ -114,7 +114,7 @@ def test_a_second_trial_of_a_running_job_waits_and_re_reports_its_result(tmp_pat
     stdout, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr
     assert "already finished" in stdout and "epoch 1" not in stdout
-    assert "'default': 12.5" in stdout  # the first trial's result, reported again
+    assert '"default": 12.5' in stdout  # the first trial's result, reported again
 
 
 def test_a_second_trial_runs_the_job_when_the_first_died(tmp_path):
@@ -187,7 +187,7 @@ def test_a_workspace_refuses_other_settings_and_names_the_keys(tmp_path):
 
 
 def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspace_usable(tmp_path, monkeypatch,
-                                                                                        capsys, caplog):
+                                                                                        capsys):
     from nni_safs import trial
     from nni_safs.data.splits import TransformSubset
     config, path = write_job(tmp_path, stage="final", variant="safs")
@@ -201,8 +201,9 @@ def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspac
 
     monkeypatch.setattr(TransformSubset, "__getitem__", flaky)
     assert trial.main(["--params", str(path)]) == 1
-    assert "OSError: input/output error reading the dataset" in capsys.readouterr().out  # trial.log
-    assert "'failed': 'OSError: input/output error reading the dataset'" in caplog.text  # the reported result
+    out = capsys.readouterr().out  # trial.log
+    assert "OSError: input/output error reading the dataset" in out  # the traceback
+    assert '"failed": "OSError: input/output error reading the dataset"' in out  # the reported result
     workspace = tmp_path / "ws"
     assert "result" not in json.loads((workspace / "jobs" / "7.json").read_text())
     assert not (workspace / "final_safs.pt").exists() and not list(workspace.glob("*.tmp"))
