@@ -91,12 +91,15 @@ def start_experiment(config_file: str | Path, port: int, host: str | None) -> st
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .manager_host import LOOPBACK, tunnel_hint
+    from .manager_host import LOOPBACK, remote_reach_problem, tunnel_hint
     from .pipeline import SafsPipeline
     from .workspace import open_workspace
     config, base = load_run_config(args.config)
-    SafsPipeline.for_config(open_workspace(config, base))  # bad names, paths, files: before NNI starts
     host = None if args.expose else LOOPBACK
+    problem = remote_reach_problem(yaml.safe_load(Path(args.config).read_text()) or {}, host)
+    if problem:
+        raise ValueError(problem)
+    SafsPipeline.for_config(open_workspace(config, base))  # bad names, paths, files: before NNI starts
     if host is None:
         print("warning: --expose: the NNI manager listens on every interface, and its REST API has no "
               "authentication (anyone who reaches this machine can stop trials and read logs)", file=sys.stderr)

@@ -13,16 +13,18 @@ For ``nnictl create`` run by hand::
 
 Only loopback is offered besides NNI's own every-interface behaviour: NNI's dispatcher and
 its REST clients reach the manager through localhost, so one other interface alone would cut
-them off.
+them off. Remote trial machines connect back to the manager too: ``remote_reach_problem`` says
+when a config's machines could not.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import socket
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 PRELOAD = Path(__file__).with_name("listen_host.js")
 LOOPBACK = "127.0.0.1"
@@ -42,6 +44,38 @@ def manager_env(host: str | None, env: Mapping[str, str] | None = None) -> dict[
         result["NODE_OPTIONS"] = f"{options} {require}".strip()
     result["NNI_SAFS_LISTEN_HOST"] = host
     return result
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def remote_reach_problem(experiment: Mapping[str, Any], host: str | None) -> str | None:
+    """Why the remote machines of an NNI experiment config could not reach a manager listening
+    on ``host`` (None: every interface), or None.
+
+    NNI 3.0's remote training service tells each machine to connect back to ``nniManagerIp``,
+    and to ``localhost`` (the machine itself) when it is unset: the experiment would fail only
+    once the workers start, with the reason deep in the manager's log.
+    """
+    services = experiment.get("trainingService") or []
+    for service in services if isinstance(services, list) else [services]:  # a list: NNI's hybrid mode
+        if not isinstance(service, Mapping) or service.get("platform") != "remote":
+            continue
+        ip = service.get("nniManagerIp") or experiment.get("nniManagerIp")  # the service's own wins
+        hosts = [str(machine.get("host")) for machine in service.get("machineList") or []]
+        elsewhere = [h for h in hosts if not _is_loopback(h)]
+        if elsewhere and (ip is None or _is_loopback(ip)):
+            told = "nniManagerIp is unset, so NNI 3.0 tells" if ip is None else f"nniManagerIp {ip} tells"
+            return (f"{told} the remote machines ({', '.join(elsewhere)}) to connect back to themselves instead "
+                    f"of the NNI manager: set nniManagerIp to this machine's address as they reach it")
+        if ip is not None and not _is_loopback(ip) and host is not None and _is_loopback(host):
+            return (f"remote machines connect back to the NNI manager at nniManagerIp {ip}, but it would listen "
+                    f"on {host} only: add --expose (its REST API has no authentication: a trusted network only)")
+    return None
 
 
 def tunnel_hint(port: int) -> str:

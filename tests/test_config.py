@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nni_safs.cli import load_run_config, main
 from nni_safs.config import SafsConfig
@@ -61,6 +62,29 @@ def test_every_shipped_experiment_config_is_valid():
     for path in configs:
         config, base = load_run_config(path)
         assert base == REPO, path
+
+
+def test_the_remote_example_is_valid_for_nni_and_safs_experiment_checks_its_manager_address(tmp_path, capsys):
+    from nni.experiment.config import ExperimentConfig
+
+    from nni_safs.manager_host import LOOPBACK, remote_reach_problem
+    path = REPO / "experiment_configs" / "remote_shared_storage_example.yml"
+    example = yaml.safe_load(path.read_text())
+    key = tmp_path / "id_ed25519"
+    key.write_text("")
+    for machine in example["trainingService"]["machineList"]:
+        machine["sshKeyFile"] = str(key)  # NNI requires the key file to exist
+    ExperimentConfig(**example).validate()  # NNI's own schema knows every key
+    assert remote_reach_problem(example, None) is None  # --expose
+    assert "listen on 127.0.0.1 only: add --expose" in remote_reach_problem(example, LOOPBACK)
+    assert main(["experiment", str(path)]) == 2  # refused before anything starts
+    assert "add --expose" in capsys.readouterr().err
+    for ip in (None, "127.0.0.1"):
+        example["nniManagerIp"] = ip
+        assert "to connect back to themselves" in remote_reach_problem(example, None)
+    example["trainingService"]["machineList"] = [{"host": "127.0.0.1", "user": "u"}]
+    assert remote_reach_problem(example, LOOPBACK) is None  # machines on this host reach a loopback manager
+    assert remote_reach_problem(yaml.safe_load((path.parent / "lenet5_mnist_safs.yml").read_text()), LOOPBACK) is None
 
 
 def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):

@@ -1,6 +1,9 @@
-"""Real NNI experiments (nnictl create / stop / resume), checked through NNI's REST API."""
+"""Real NNI experiments (nnictl create / stop / resume; local, and remote over a loopback sshd),
+checked through NNI's REST API."""
+import getpass
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -293,3 +296,88 @@ def test_a_stage2_study_whose_every_trial_raises_ends_done_with_the_reason(exper
     assert hpo and all("lr' must be a positive number" in m["failed"] for m in hpo)
     assert not [m for m in exp.final_metrics() if m["stage"] == "final"]
     assert exp.get("/experiment")["params"]["maxTrialNumber"] == len(trials)
+
+
+@pytest.fixture
+def loopback_sshd(tmp_path):
+    """An OpenSSH server on 127.0.0.1 only, for this test alone: (NNI machineList entry, its HOME).
+
+    Its own port, config, host key and a throwaway key pair; root may log in with that key only
+    when the test runs as root. The sessions get their own HOME, so the "remote machine's"
+    ``~/nni-experiments`` is not the manager's.
+    """
+    sshd = shutil.which("sshd", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if sshd is None:
+        pytest.skip("needs sshd, Debian package openssh-server (.ci/run installs it when run as root)")
+    ssh = tmp_path / "ssh"
+    ssh.mkdir()
+    for key in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / key)], check=True)
+    shutil.copy(ssh / "user_key.pub", ssh / "authorized_keys")
+    home = tmp_path / "remote_home"
+    home.mkdir()
+    root = os.geteuid() == 0
+    user = "root" if root else getpass.getuser()
+    port = free_port()
+    (ssh / "sshd_config").write_text(f"""\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {ssh / "host_key"}
+AuthorizedKeysFile {ssh / "authorized_keys"}
+AllowUsers {user}
+PermitRootLogin {"prohibit-password" if root else "no"}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile none
+Subsystem sftp internal-sftp
+# NNI 3.0 runs `pip install nni --upgrade` on every machine it starts a worker on: no index here
+SetEnv HOME={home} PIP_NO_INDEX=1
+""")  # StrictModes no: the key files live under /tmp, which every user may write to
+    if root:  # sshd's privilege separation directory, which its service unit creates at start
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    log = tmp_path / "sshd.log"
+    with log.open("w") as stderr:
+        server = subprocess.Popen([sshd, "-D", "-e", "-f", str(ssh / "sshd_config")], stderr=stderr)
+    try:
+        deadline = time.monotonic() + 20
+        while not _answers("127.0.0.1", port):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield {"host": "127.0.0.1", "port": port, "user": user, "sshKeyFile": str(ssh / "user_key"),
+               "pythonPath": str(Path(sys.executable).parent)}, home
+    finally:  # NNI's trial keeper daemon there ends with the manager's connection
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_remote_training_service_runs_the_default_over_ssh(loopback_sshd, experiment, monkeypatch):
+    """The cluster path: `safs experiment` with NNI's remote training service, the workspace on
+    "shared storage" (an absolute path both machines see) and the manager on loopback.
+
+    loopback_sshd comes first: fixtures end in reverse order, so the experiment stops before sshd.
+    """
+    from nni_safs.cli import main
+    machine, remote_home = loopback_sshd
+    exp = experiment()
+    config = yaml.safe_load((REPO / "experiment_configs" / "lenet5_mnist_safs.yml").read_text())
+    class_args = {**config["tuner"]["classArgs"], **TINY, "search_init": "random", "final_seeds": 1,
+                  "workspace": str(exp.workspace)}  # within UPPER_BOUND: no uniform start genomes, one seed
+    config["tuner"].update(codeDirectory=str(REPO), classArgs=class_args)
+    config.update(trialCodeDirectory=str(REPO), maxTrialNumber=UPPER_BOUND, maxExperimentDuration="20m",
+                  nniManagerIp="127.0.0.1", trainingService={"platform": "remote", "machineList": [machine]})
+    exp.config.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("HOME", str(exp.home))
+    monkeypatch.setenv("NNI_CONFIG_DIR", str(exp.home / "nni-config"))
+    assert main(["experiment", str(exp.config), "--port", str(exp.port), "--poll", "2", "--timeout", "300"]) == 0, \
+        exp.dispatcher_log()
+    trials = exp.get("/trial-jobs")
+    assert trials and all(t["status"] == "SUCCEEDED" for t in trials), [t["status"] for t in trials]
+    summary = json.loads((exp.workspace / "summary.json").read_text())
+    assert summary["finished"] and not summary["failure"]
+    assert sum(summary["trials_per_stage"].values()) == len(trials)
+    # every trial ran on the "remote machine": its output directories are under the ssh session's HOME
+    experiment_id = exp.get("/experiment")["id"]
+    remote_trials = remote_home.glob(f"nni-experiments/{experiment_id}/environments/*/trials/*")
+    assert sorted(t.name for t in remote_trials) == sorted(t["trialJobId"] for t in trials)
