@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from .journal import LogView, assemble
 
@@ -41,9 +41,10 @@ class LahcArguments:
             raise ValueError(f"LahcArguments.idle_fraction must be in [0, 1), got {self.idle_fraction!r}")
 
 
-@dataclass
-class Candidate:
-    """A genome handed out for evaluation; ids 0..m-1 are the m initial genomes, step k has id m + k."""
+class Candidate(NamedTuple):
+    """A genome handed out for evaluation; ids 0..m-1 are the m initial genomes, step k has id m + k.
+
+    A (key, params) pair, as every :class:`~nni_safs.optimizer.Optimizer` hands out."""
 
     id: int
     genome: dict[str, str]
@@ -190,6 +191,11 @@ class LateAcceptanceHillClimbing:
         if self._best is None or self._best_fitness is None:
             return None
         return dict(self._best), self._best_fitness
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(fewest, most) evaluations: the initial genomes, then min_steps..max_steps steps."""
+        return len(self.initial) + self.args.min_steps, len(self.initial) + self.args.max_steps
 
     @property
     def current(self) -> dict[str, str]:

@@ -29,9 +29,10 @@ from typing import Any
 from .activations import Genome, genome_to_string, load_op_choices, slots
 from .config import SafsConfig
 from .data import check_dataset_files
-from .hpo import TunerStream, check_tuner_name
+from .nni_tuners import TunerStream, check_tuner_name
 from .journal import LogView, assemble
 from .lahc import LahcArguments, LateAcceptanceHillClimbing
+from .optimizer import Optimizer
 from .models import build_model
 from .space import activation_space, classic_space, flatten_hparams, load_hpo_space, nest_hparams
 
@@ -76,15 +77,12 @@ class SafsPipeline:
         self.results: dict[int, dict | None] = {}
         self.next_id = 0
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
-        self.search = self._new_search()
+        self.search: Optimizer = self._new_search()
         self.hpo: dict[str, TunerStream | None] = {
             "default": TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1,
                                    first=self._first_hpo_trials()),
             "safs": None,  # created once stage 1 has a winner
         }
-        self.requeued: list[int] = []  # issued jobs to hand out again
-        self.resubmitted = 0  # trials beyond one per job (each counts against maxTrialNumber)
-        self.extra_trial_jobs: set[int] = set()  # requeued jobs whose re-run is such a trial
 
     @classmethod
     def for_config(cls, config: SafsConfig) -> "SafsPipeline":
@@ -97,7 +95,7 @@ class SafsPipeline:
         return cls(config, slot_names, load_op_choices(config.op_choices), load_hpo_space(config.hpo_space))
 
     # -- stage-1 algorithm -------------------------------------------------------------
-    def _new_search(self):
+    def _new_search(self) -> Optimizer:
         c = self.config
         if c.search_algorithm == "lahc":
             args = LahcArguments(history=c.search_history, min_steps=c.search_steps,
@@ -107,21 +105,6 @@ class SafsPipeline:
             return LateAcceptanceHillClimbing(self.slot_names, self.choices, args, seed=c.seed, initial=initial)
         space = classic_space(activation_space(self.slot_names, self.choices))
         return TunerStream(c.search_algorithm, space, c.search_steps, c.seed)
-
-    def _search_ask(self) -> tuple[Any, dict] | None:
-        if isinstance(self.search, LateAcceptanceHillClimbing):
-            candidate = self.search.ask()
-            return None if candidate is None else (candidate.id, candidate.genome)
-        return self.search.ask()
-
-    def _search_finished(self) -> bool:
-        return self.search.finished
-
-    def search_best(self) -> tuple[dict[str, str], float] | None:
-        if isinstance(self.search, LateAcceptanceHillClimbing):
-            return self.search.best
-        best = self.search.best()
-        return None if best is None else (best["params"], best["value"])
 
     def _first_hpo_trials(self) -> list[dict]:
         """The dense hyperparameters as each study's first trial, when the space can express them."""
@@ -148,26 +131,9 @@ class SafsPipeline:
         ids = [j.id for j in self.jobs.values() if j.stage == stage and variant in (None, j.variant)]
         return bool(ids) and all(i in self.results for i in ids)
 
-    def requeue(self, job_id: int, extra_trial: bool = True) -> None:
-        """Hand an issued job out again (its trial was lost: e.g. cancelled before a resume).
-
-        ``extra_trial``: the lost trial was already counted (NNI recorded it), so the re-run
-        is one trial more than one per job; a job NNI never submitted is not.
-        """
-        if job_id in self.jobs and job_id not in self.results and job_id not in self.requeued:
-            self.requeued.append(job_id)
-            if extra_trial:
-                self.extra_trial_jobs.add(job_id)
-
     def ask(self) -> Job | None:
         if self.failure:
             return None
-        while self.requeued:
-            job_id = self.requeued.pop(0)
-            if job_id not in self.results:  # its result may have been replayed meanwhile
-                self.resubmitted += job_id in self.extra_trial_jobs
-                self.extra_trial_jobs.discard(job_id)
-                return self.jobs[job_id]
         if not self.count("prepare"):
             return self._emit("prepare", "", epochs=self.config.dense_epochs)
         if not self._done("prepare"):
@@ -180,7 +146,7 @@ class SafsPipeline:
         return job or self._ask_final()
 
     def _ask_search(self) -> Job | None:
-        asked = self._search_ask()
+        asked = self.search.ask()
         if asked is None:
             return None
         key, genome = asked
@@ -193,7 +159,7 @@ class SafsPipeline:
     def _ask_hpo(self, variant: str) -> Job | None:
         stream = self.hpo[variant]
         if stream is None:
-            if not self._search_finished() or self.search_best() is None:
+            if not self.search.finished or self.search.best is None:
                 return None
             prior = self.hpo["default"].history if self.config.hpo_warm_start else None
             stream = self.hpo[variant] = TunerStream(self.config.hpo_tuner, self.hpo_space,
@@ -203,7 +169,7 @@ class SafsPipeline:
         if asked is None:
             return None
         key, nested = asked
-        genome = None if variant == "default" else self.search_best()[0]
+        genome = None if variant == "default" else self.search.best[0]
         job = self._emit("hpo", variant, genome=genome, hparams=flatten_hparams(nested),
                          epochs=self.config.hpo_epochs, train_scales=True,
                          data_fraction=self.config.search_data_fraction)
@@ -212,14 +178,14 @@ class SafsPipeline:
 
     def _ask_final(self) -> Job | None:
         c = self.config
-        best = self.search_best() if self._search_finished() else None
+        best = self.search.best if self.search.finished else None
         ready: dict[str, tuple[Genome | None, dict, bool]] = {}  # variant -> genome, hparams, train_scales
         if best:
             ready["stage1"] = (best[0], c.hparams, False)
         for variant, study, genome in (("stage2", "default", None), ("safs", "safs", best and best[0])):
             stream = self.hpo[study]
-            if stream is not None and stream.finished and stream.best():
-                ready[variant] = (genome, flatten_hparams(stream.best()["params"]), True)
+            if stream is not None and stream.finished and stream.best:
+                ready[variant] = (genome, flatten_hparams(stream.best[0]), True)
         for variant in FINAL_VARIANTS:
             done = self.count("final", variant)
             if variant in ready and done < len(self.seeds):
@@ -253,33 +219,30 @@ class SafsPipeline:
             self.failure = f"the prepare trial failed: {reason} (see its trial log)"
         elif job.stage == "search":
             self.search.tell(job.stream_key, fitness_of(result, SCORE_KEYS[self.config.search_score]))
-            if self._search_finished() and self.search_best() is None and not self.failure:
+            if self.search.finished and self.search.best is None and not self.failure:
                 self.failure = (f"every stage-1 candidate failed ({self.count('search')} evaluations scored 0; "
                                 "see their trial logs)")
         elif job.stage == "hpo":
             stream = self.hpo[job.variant]
             stream.tell(job.stream_key, fitness_of(result))
-            if stream.finished and not stream.best() and not self.failure:
+            if stream.finished and not stream.best and not self.failure:
                 self.failure = (f"every trial of the stage-2 study '{job.variant}' failed "
                                 f"({stream.n_trials} trials scored 0; see their trial logs)")
 
     # -- bookkeeping -----------------------------------------------------------------------
     def trial_bounds(self) -> tuple[int, int]:
-        """(fewest, most) trials the whole pipeline can take with this config."""
-        c = self.config
+        """(fewest, most) jobs the whole pipeline can take with this config."""
         fixed = self._trials_outside_search()
-        if c.search_algorithm == "lahc":
-            start = len(self.search.initial) if isinstance(self.search, LateAcceptanceHillClimbing) else 1
-            return fixed + start + c.search_steps, fixed + start + c.max_search_steps
-        return fixed + c.search_steps, fixed + c.search_steps
+        low, high = self.search.bounds
+        return fixed + low, fixed + high
 
     def total_if_known(self) -> int | None:
-        """The exact trial count once stage 1 is over (used to end the NNI experiment)."""
+        """The exact job count once stage 1 is over (the tuner ends the NNI experiment with it)."""
         if self.failure:
-            return len(self.jobs) + self.resubmitted
-        if not self._search_finished():
+            return len(self.jobs)
+        if not self.search.finished:
             return None
-        return self._trials_outside_search() + self.count("search") + self.resubmitted
+        return self._trials_outside_search() + self.count("search")
 
     def _trials_outside_search(self) -> int:
         """prepare + baselines + both stage-2 studies + the final jobs (a study over a space smaller
@@ -293,9 +256,7 @@ class SafsPipeline:
 
     def state_head(self) -> dict:
         """The state but the parts that only grow (see :mod:`nni_safs.journal`)."""
-        return {"next_id": self.next_id, "failure": self.failure, "requeued": self.requeued,
-                "resubmitted": self.resubmitted, "extra_trial_jobs": sorted(self.extra_trial_jobs),
-                "search": self.search.state_head(),
+        return {"next_id": self.next_id, "failure": self.failure, "search": self.search.state_head(),
                 "hpo": {k: None if v is None else v.state_head() for k, v in self.hpo.items()}}
 
     def state_logs(self) -> dict[str, LogView]:
@@ -315,9 +276,6 @@ class SafsPipeline:
                          for j in state["jobs"]}
         pipeline.results = {int(k): v for k, v in state["results"]}
         pipeline.next_id, pipeline.failure = state["next_id"], state["failure"]
-        pipeline.requeued = list(state["requeued"])
-        pipeline.resubmitted = state["resubmitted"]
-        pipeline.extra_trial_jobs = set(state["extra_trial_jobs"])
         pipeline.search = type(pipeline.search).from_state_dict(state["search"])
         pipeline.hpo = {k: None if v is None else TunerStream.from_state_dict(v) for k, v in state["hpo"].items()}
         return pipeline

@@ -54,16 +54,16 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
         found = _job_results(pipeline, stage, variant)
         if found:
             columns[key] = _column(found)
-    best = pipeline.search_best()
-    hpo_best = {variant: (stream.best() if stream else None) for variant, stream in pipeline.hpo.items()}
+    best = pipeline.search.best
+    hpo_best = {variant: (stream.best if stream else None) for variant, stream in pipeline.hpo.items()}
     stages = {
         "search": {"algorithm": config.search_algorithm, "evaluations": pipeline.count("search"),
                    "best_val_acc": best[1] if best else None,
                    "genome": best[0] if best else None,
                    "trace": getattr(pipeline.search, "trace", None)},
         "hpo": {variant: {"trials": stream.next_id if stream else 0,
-                          "best_val_acc": best_record["value"] if best_record else None,
-                          "hparams": best_record["params"] if best_record else None}
+                          "best_val_acc": best_record[1] if best_record else None,
+                          "hparams": best_record[0] if best_record else None}
                 for variant, stream, best_record in ((v, pipeline.hpo[v], hpo_best[v]) for v in pipeline.hpo)},
     }
     trials = {stage: pipeline.count(stage) for stage in STAGES}

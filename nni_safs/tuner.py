@@ -9,6 +9,9 @@ A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
 * ``credits``: parameter ids of refused requests. Stage boundaries are barriers: when no job
   can start yet, the request is refused and its id kept; the job is sent later through the
   ``st_callback`` as soon as a result unlocks work, so no slot of ``trialConcurrency`` idles.
+* ``requeued``: jobs whose trial was lost while the tuner was down (cancelled before a resume),
+  handed out again before new work; ``resubmitted`` counts the re-runs NNI had already
+  counted a trial for, so the maxTrialNumber the tuner sets stays exact.
 * the pipeline's own jobs and results (saved with the pipeline state).
 
 The state is saved after every result (to NNI's checkpoint directory, or the workspace when
@@ -71,6 +74,9 @@ class SafsTuner(Tuner):
         self.reported_total: int | None = None
         self._failure_logged = False
         self._state: Journal | None = None
+        self.requeued: list[int] = []  # issued jobs to hand out again
+        self.resubmitted = 0  # trials beyond one per job (each counts against maxTrialNumber)
+        self.extra_trial_jobs: set[int] = set()  # requeued jobs whose re-run is such a trial
         low, high = self.pipeline.trial_bounds()
         _logger.info("SAFS pipeline: %s..%s trials; workspace %s", low, high, self.config.workspace)
         manager_api.check_max_trial_number(low, high)
@@ -86,7 +92,7 @@ class SafsTuner(Tuner):
             self.st_callback = kwargs["st_callback"]
         served = []  # NNI pairs served[i] with parameter_id_list[i]: serve a prefix
         for index, parameter_id in enumerate(parameter_id_list):
-            job = self.pipeline.ask()
+            job = self._next_job()
             if job is None:  # a barrier: keep the refused ids, pay them through st_callback
                 self.credits.extend(parameter_id_list[index:])
                 break
@@ -150,7 +156,8 @@ class SafsTuner(Tuner):
 
     def save_checkpoint(self) -> None:
         """After every change: costs what changed, not the whole state (:mod:`nni_safs.journal`)."""
-        head = {"pipeline": self.pipeline.state_head(), "config": self.config.to_dict()}
+        head = {"pipeline": self.pipeline.state_head(), "config": self.config.to_dict(), "requeued": self.requeued,
+                "resubmitted": self.resubmitted, "extra_trial_jobs": sorted(self.extra_trial_jobs)}
         logs = {"parameter_jobs": LogView(self.parameter_jobs.items(), list),
                 **{f"pipeline.{name}": log for name, log in self.pipeline.state_logs().items()}}
         self._journal().save(head, logs)
@@ -166,6 +173,8 @@ class SafsTuner(Tuner):
         self.pipeline = SafsPipeline.from_state_dict(self.config, p.slot_names, p.choices, p.hpo_space,
                                                      state["pipeline"])
         self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"]}
+        self.requeued, self.resubmitted = list(state["requeued"]), state["resubmitted"]
+        self.extra_trial_jobs = set(state["extra_trial_jobs"])
         recorded = manager_api.trial_jobs()
         for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
             marker = job_marker(self.config.workspace, job_id)
@@ -174,7 +183,7 @@ class SafsTuner(Tuner):
                 self.pipeline.tell(job_id, finished)
             elif recorded is not None and not recorded.get(job_id, set()) & IN_FLIGHT_STATES:
                 # NNI will not re-run it; a trial it already recorded makes the re-run an extra trial
-                self.pipeline.requeue(job_id, extra_trial=job_id in recorded)
+                self.requeue(job_id, extra_trial=job_id in recorded)
         _logger.info("resumed SAFS pipeline: %d jobs issued, %d results", len(self.pipeline.jobs),
                      len(self.pipeline.results))
 
@@ -198,6 +207,7 @@ class SafsTuner(Tuner):
         self._pay_credits()
         self.save_checkpoint()
         total = self.pipeline.total_if_known()
+        total = None if total is None else total + self.resubmitted
         if self.pipeline.finished:  # nothing more will be issued: end exactly at what NNI ran
             total = manager_api.recorded_trial_count() or total
         if total is not None and total != self.reported_total:
@@ -206,9 +216,31 @@ class SafsTuner(Tuner):
         if self.pipeline.finished:
             self.write_results()
 
+    def requeue(self, job_id: int, extra_trial: bool = True) -> None:
+        """Hand an issued job out again (its trial was lost: e.g. cancelled before a resume).
+
+        ``extra_trial``: the lost trial was already counted (NNI recorded it), so the re-run
+        is one trial more than one per job; a job NNI never submitted is not.
+        """
+        p = self.pipeline
+        if job_id in p.jobs and job_id not in p.results and job_id not in self.requeued:
+            self.requeued.append(job_id)
+            if extra_trial:
+                self.extra_trial_jobs.add(job_id)
+
+    def _next_job(self):
+        """A requeued job first (unless its result came in meanwhile), else the pipeline's next."""
+        while self.requeued:
+            job_id = self.requeued.pop(0)
+            if job_id not in self.pipeline.results:
+                self.resubmitted += job_id in self.extra_trial_jobs
+                self.extra_trial_jobs.discard(job_id)
+                return self.pipeline.jobs[job_id]
+        return self.pipeline.ask()
+
     def _pay_credits(self) -> None:
         while self.credits and self.st_callback is not None:
-            job = self.pipeline.ask()
+            job = self._next_job()
             if job is None:
                 return
             parameter_id = self.credits.pop(0)

@@ -51,7 +51,7 @@ def test_pipeline_completes_without_deadlock(tmp_path, concurrency, algorithm):
     assert low <= len(jobs) <= high
     # every job after prepare started only once prepare had a result (the barrier)
     safs_hpo = [j for j in jobs if j.stage == "hpo" and j.variant == "safs"]
-    best_genome, _ = pipeline.search_best()
+    best_genome, _ = pipeline.search.best
     assert all(j.params["genome"] and j.params["train_scales"] for j in safs_hpo)
     final = {j.variant: j for j in jobs if j.stage == "final"}
     assert final["stage2"].params["genome"] == ""  # the ReLU ablation
@@ -195,20 +195,26 @@ def test_unwritable_workspace_is_rejected_up_front(tmp_path):
 
 
 def test_requeued_jobs_count_extra_trials_only_when_nni_had_recorded_one(tmp_path):
-    pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+    tuner = SafsTuner(**SMALL, workspace=str(tmp_path / "ws"))
+    nni = FakeNni()
     rng = random.Random(0)
-    prepare = pipeline.ask()
-    pipeline.tell(prepare.id, fake_result(prepare, rng))
-    lost_unsubmitted, lost_cancelled = pipeline.ask(), pipeline.ask()
-    pipeline.requeue(lost_unsubmitted.id, extra_trial=False)  # NNI never submitted its trial
-    pipeline.requeue(lost_cancelled.id, extra_trial=True)  # NNI recorded a cancelled trial for it
-    reissued = [pipeline.ask(), pipeline.ask()]
-    assert [job.id for job in reissued] == [lost_unsubmitted.id, lost_cancelled.id]
-    assert pipeline.resubmitted == 1
-    for job in reissued:
-        pipeline.tell(job.id, fake_result(job, rng))
-    drive(pipeline, 1, rng, shuffle=False)
-    assert pipeline.total_if_known() == len(pipeline.jobs) + 1
+    prepare = tuner.generate_multiple_parameters([0], st_callback=nni)[0]
+    tuner.receive_trial_result(0, prepare, {"default": 20.0, "job": prepare["job"]})
+    lost_unsubmitted, lost_cancelled = tuner.generate_multiple_parameters([1, 2], st_callback=nni)
+    tuner.requeue(lost_unsubmitted["job"], extra_trial=False)  # NNI never submitted its trial
+    tuner.requeue(lost_cancelled["job"], extra_trial=True)  # NNI recorded a cancelled trial for it
+    reissued = tuner.generate_multiple_parameters([3, 4], st_callback=nni)
+    assert [p["job"] for p in reissued] == [lost_unsubmitted["job"], lost_cancelled["job"]]
+    assert tuner.resubmitted == 1
+    pid = 5
+    for params in reissued:
+        tuner.receive_trial_result(-1, params, fake_result(tuner.pipeline.jobs[params["job"]], rng))
+    while not tuner.pipeline.finished:
+        for params in tuner.generate_multiple_parameters([pid], st_callback=nni) + [p for _, p in nni.sent]:
+            tuner.receive_trial_result(pid, params, fake_result(tuner.pipeline.jobs[params["job"]], rng))
+        nni.sent.clear()
+        pid += 1
+    assert tuner.reported_total == len(tuner.pipeline.jobs) + 1
 
 
 def test_final_seeds_and_uniform_start_shape_the_pipeline(tmp_path):
@@ -260,7 +266,7 @@ def test_a_late_divergence_keeps_the_score_of_the_epochs_before_it(tmp_path):
 
 
 def test_tpe_starts_model_based_search_after_a_fifth_of_the_budget():
-    from nni_safs.hpo import create_tuner
+    from nni_safs.nni_tuners import create_tuner
     assert create_tuner("TPE", seed=0, budget=8).args.n_startup_jobs == 2
     assert create_tuner("TPE", seed=0, budget=20).args.n_startup_jobs == 4
 

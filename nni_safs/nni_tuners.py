@@ -1,10 +1,11 @@
-"""Drive one of NNI's built-in tuners in-process as an ask/tell stream.
+"""NNI's built-in tuners driven in-process as ask/tell optimizers (:class:`TunerStream`).
 
-Stage 2 (and the stage-1 alternatives Evolution, TPE, Random) reuse NNI's own algorithms
-instead of re-implementing them: the SAFS tuner owns a private instance, feeds it the search
-space, asks it for ``n_trials`` parameter sets and tells it each result. When the inner
-tuner cannot answer yet (Evolution before its population has been evaluated), the stream
-says "wait" rather than failing.
+Stage 2's studies and the stage-1 alternatives (Evolution, TPE, Random, ...) reuse NNI's own
+algorithms instead of re-implementing them: the pipeline owns a private tuner instance per
+search or study, feeds it the space, asks it for ``n_trials`` parameter sets and tells it each
+result. A stream follows the same :class:`~nni_safs.optimizer.Optimizer` protocol as LAHC.
+When the inner tuner cannot answer yet (Evolution before its population has been evaluated),
+the stream says "wait" rather than failing.
 
 On resume the inner tuner is rebuilt and the finished (parameters, value) history replayed
 into it, so no evaluation is repeated; its future suggestions may differ from the ones the
@@ -139,9 +140,16 @@ class TunerStream:
         if records:
             self.tuner.import_data([{"parameter": r["params"], "value": r["value"]} for r in records])
 
-    def best(self) -> dict | None:
-        """The best told record; None while no trial has scored above 0 (all failed)."""
-        return max((r for r in self.history if r["value"] > 0), key=lambda r: r["value"], default=None)
+    @property
+    def best(self) -> tuple[dict, float] | None:
+        """(params, value) of the best told trial; None while none has scored above 0 (all failed)."""
+        record = max((r for r in self.history if r["value"] > 0), key=lambda r: r["value"], default=None)
+        return None if record is None else (record["params"], record["value"])
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(fewest, most) evaluations the stream asks for (fewer when the space is smaller)."""
+        return self.n_trials, self.n_trials
 
     def state_dict(self) -> dict:
         """JSON-ready; asked-but-untold ids are kept so their results can still be told."""

@@ -1,0 +1,38 @@
+"""The one protocol the pipeline drives a search or a study through.
+
+Stage 1 runs LAHC (:class:`~nni_safs.lahc.LateAcceptanceHillClimbing`) or one of NNI's
+built-in tuners (:class:`~nni_safs.nni_tuners.TunerStream`); each stage-2 study is a
+TunerStream. Both hand out ``(key, params)`` pairs and are told ``(key, value)``, so the
+pipeline never asks which one it holds.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .journal import LogView
+
+
+class Optimizer(Protocol):
+    def ask(self) -> tuple[Any, dict] | None:
+        """The next (key, params) to evaluate; None while it waits on results or is done asking."""
+
+    def tell(self, key: Any, value: float) -> None:
+        """The value of an evaluation it asked for (0 for a failed one)."""
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will be asked, and ``best`` is final (LAHC ignores results still in flight)."""
+
+    @property
+    def best(self) -> tuple[dict, float] | None:
+        """(params, value) of the best successful evaluation so far."""
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(fewest, most) evaluations it asks for in all."""
+
+    def state_head(self) -> dict:
+        """The small part of its state (see :mod:`nni_safs.journal`)."""
+
+    def state_logs(self) -> dict[str, LogView]:
+        """The parts of its state that only grow."""
