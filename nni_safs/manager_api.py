@@ -5,8 +5,10 @@ NNI 3.0 never ends an experiment whose tuner has no more trials: it waits until
 evaluations, so once the tuner knows the exact total it sets ``maxTrialNumber`` to it
 (the same request ``nnictl update trialnum`` makes), and the experiment ends DONE.
 
-The manager's port comes from ``NNI_TUNER_COMMAND_CHANNEL`` (``ws://localhost:PORT/...``),
-which NNI sets for the dispatcher. Outside NNI every function here does nothing.
+:class:`ManagerClient` is what the tuner is given (tests pass one pointing at a fake
+manager); :meth:`ManagerClient.from_environment` finds the manager's port in
+``NNI_TUNER_COMMAND_CHANNEL`` (``ws://localhost:PORT/...``), which NNI sets for the
+dispatcher. Outside NNI (no URL) every method does nothing and reads return None.
 """
 from __future__ import annotations
 
@@ -22,134 +24,131 @@ from urllib.parse import urlparse
 _logger = logging.getLogger("nni_safs.manager_api")
 
 
-def _base_url() -> str | None:
-    channel = os.environ.get("NNI_TUNER_COMMAND_CHANNEL")
-    if not channel:
-        return None
-    url = urlparse(channel)
-    prefix = url.path.rsplit("/tuner", 1)[0].rstrip("/")
-    return f"http://127.0.0.1:{url.port}{prefix}/api/v1/nni"
+class ManagerClient:
+    """The NNI manager's REST API at ``base_url`` (``http://127.0.0.1:PORT/api/v1/nni``); None: no manager."""
 
+    def __init__(self, base_url: str | None) -> None:
+        self.base_url = base_url
 
-def _request(method: str, path: str, body: dict | None = None) -> dict | None:
-    base = _base_url()
-    if base is None:
-        return None
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read().decode()
-    return json.loads(text) if text else {}
+    @classmethod
+    def from_environment(cls) -> "ManagerClient":
+        channel = os.environ.get("NNI_TUNER_COMMAND_CHANNEL")
+        if not channel:
+            return cls(None)
+        url = urlparse(channel)
+        prefix = url.path.rsplit("/tuner", 1)[0].rstrip("/")
+        return cls(f"http://127.0.0.1:{url.port}{prefix}/api/v1/nni")
 
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict | None:
+        if self.base_url is None:
+            return None
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+        return json.loads(text) if text else {}
 
-def _get(path: str) -> Any:
-    """GET from the manager; None outside NNI or when the manager does not answer (logged)."""
-    try:
-        return _request("GET", path)
-    except Exception as err:
-        _logger.warning("could not read %s from the NNI manager: %s", path, err)
-        return None
+    def _get(self, path: str) -> Any:
+        """GET from the manager; None outside NNI or when the manager does not answer (logged)."""
+        try:
+            return self._request("GET", path)
+        except Exception as err:
+            _logger.warning("could not read %s from the NNI manager: %s", path, err)
+            return None
 
+    def base_directory(self) -> str | None:
+        """Where relative classArgs paths point under NNI: the tuner's ``codeDirectory``, else
+        the ``trialCodeDirectory`` (both absolute, as nnictl resolved them)."""
+        profile = self._get("/experiment")
+        if profile is None:
+            return None
+        params = profile["params"]
+        return (params.get("tuner") or {}).get("codeDirectory") or params.get("trialCodeDirectory")
 
-def base_directory() -> str | None:
-    """Where relative classArgs paths point under NNI: the tuner's ``codeDirectory``, else
-    the ``trialCodeDirectory`` (both absolute, as nnictl resolved them)."""
-    profile = _get("/experiment")
-    if profile is None:
-        return None
-    params = profile["params"]
-    return (params.get("tuner") or {}).get("codeDirectory") or params.get("trialCodeDirectory")
+    def trial_statuses(self) -> dict[str, str] | None:
+        """trialJobId -> status (SUCCEEDED, FAILED, USER_CANCELED, ...) of every trial; None outside NNI."""
+        trials = self._get("/trial-jobs")
+        return None if trials is None else {t["trialJobId"]: t["status"] for t in trials}
 
+    def trial_jobs(self) -> dict[int, set[str]] | None:
+        """SAFS job id -> statuses of the trials NNI recorded for it; None outside NNI.
 
-def trial_statuses() -> dict[str, str] | None:
-    """trialJobId -> status (SUCCEEDED, FAILED, USER_CANCELED, ...) of every trial; None outside NNI."""
-    trials = _get("/trial-jobs")
-    return None if trials is None else {t["trialJobId"]: t["status"] for t in trials}
+        WAITING/RUNNING ones are re-submitted by ``nnictl resume`` itself; every recorded trial
+        counts against ``maxTrialNumber``. (NNI may pair a trial with another trial's parameters,
+        but the set of parameters it recorded is still the set it ran.)
+        """
+        trials = self._get("/trial-jobs")
+        if trials is None:
+            return None
+        jobs: dict[int, set[str]] = {}
+        for trial in trials:
+            if trial.get("hyperParameters"):
+                params = json.loads(trial["hyperParameters"][0]).get("parameters")
+                if isinstance(params, dict) and "job" in params:
+                    jobs.setdefault(int(params["job"]), set()).add(trial["status"])
+        return jobs
 
+    def recorded_trial_count(self) -> int | None:
+        """How many trials NNI has recorded (each counts against ``maxTrialNumber``)."""
+        trials = self._get("/trial-jobs")
+        return None if trials is None else len(trials)
 
-def trial_jobs() -> dict[int, set[str]] | None:
-    """SAFS job id -> statuses of the trials NNI recorded for it; None outside NNI.
+    def set_max_trial_number(self, total: int) -> None:
+        """Make the experiment end after exactly ``total`` trials."""
+        try:
+            profile = self._request("GET", "/experiment")
+            if profile is None:
+                return
+            if profile["params"].get("maxTrialNumber") == total:
+                return
+            profile["params"]["maxTrialNumber"] = total
+            self._request("PUT", "/experiment?update_type=MAX_TRIAL_NUM", profile)
+            _logger.info("SAFS needs exactly %d trials: maxTrialNumber set to %d", total, total)
+        except Exception as err:  # never let bookkeeping kill the dispatcher
+            _logger.warning("could not set maxTrialNumber to %d (%s); the experiment may wait "
+                            "in TUNER_NO_MORE_TRIAL until stopped", total, err)
 
-    WAITING/RUNNING ones are re-submitted by ``nnictl resume`` itself; every recorded trial
-    counts against ``maxTrialNumber``. (NNI may pair a trial with another trial's parameters,
-    but the set of parameters it recorded is still the set it ran.)
-    """
-    trials = _get("/trial-jobs")
-    if trials is None:
-        return None
-    jobs: dict[int, set[str]] = {}
-    for trial in trials:
-        if trial.get("hyperParameters"):
-            params = json.loads(trial["hyperParameters"][0]).get("parameters")
-            if isinstance(params, dict) and "job" in params:
-                jobs.setdefault(int(params["job"]), set()).add(trial["status"])
-    return jobs
-
-
-def recorded_trial_count() -> int | None:
-    """How many trials NNI has recorded (each counts against ``maxTrialNumber``)."""
-    trials = _get("/trial-jobs")
-    return None if trials is None else len(trials)
-
-
-def set_max_trial_number(total: int) -> None:
-    """Make the experiment end after exactly ``total`` trials."""
-    try:
-        profile = _request("GET", "/experiment")
+    def check_max_trial_number(self, low: int, high: int) -> None:
+        """Log at start when maxTrialNumber cannot fit the pipeline."""
+        profile = self._get("/experiment")
         if profile is None:
             return
-        if profile["params"].get("maxTrialNumber") == total:
+        configured = profile["params"].get("maxTrialNumber")
+        if configured is None or configured < high:
+            _logger.warning("maxTrialNumber is %s but the SAFS pipeline may need up to %d trials (at least %d); "
+                            "set maxTrialNumber: %d. The tuner lowers it to the exact count once stage 1 ends.",
+                            configured, high, low, high)
+        else:
+            _logger.info("maxTrialNumber %s; the tuner will lower it to the exact count (%d..%d) once stage 1 ends",
+                         configured, low, high)
+
+    def exit_with_manager(self, poll_seconds: float = 2.0) -> None:
+        """End this dispatcher process when the NNI manager that started it dies.
+
+        After the manager is killed (``kill -9``) NNI 3.0 leaves its dispatcher running; it then
+        reconnects to the manager that ``nnictl resume`` starts on the same port, beside the new
+        dispatcher, and the experiment errors ("new epoch start"). The tuner saves its state after
+        every change, so leaving at once loses nothing.
+        """
+        if self.base_url is None:
             return
-        profile["params"]["maxTrialNumber"] = total
-        _request("PUT", "/experiment?update_type=MAX_TRIAL_NUM", profile)
-        _logger.info("SAFS needs exactly %d trials: maxTrialNumber set to %d", total, total)
-    except Exception as err:  # never let bookkeeping kill the dispatcher
-        _logger.warning("could not set maxTrialNumber to %d (%s); the experiment may wait "
-                        "in TUNER_NO_MORE_TRIAL until stopped", total, err)
+        import psutil
+        manager = psutil.Process().parent()  # NNI starts us through /bin/sh -c: find the node process
+        while manager is not None and "main.js" not in " ".join(manager.cmdline()):
+            manager = manager.parent()
+        if manager is None:
+            _logger.warning("could not find the NNI manager process; not watching it")
+            return
 
+        def watch() -> None:
+            try:
+                while manager.is_running() and manager.status() != psutil.STATUS_ZOMBIE:
+                    time.sleep(poll_seconds)
+            except psutil.NoSuchProcess:
+                pass
+            _logger.warning("the NNI manager is gone; the SAFS dispatcher exits (state saved; use nnictl resume)")
+            logging.shutdown()
+            os._exit(0)
 
-def check_max_trial_number(low: int, high: int) -> None:
-    """Log at start when maxTrialNumber cannot fit the pipeline."""
-    profile = _get("/experiment")
-    if profile is None:
-        return
-    configured = profile["params"].get("maxTrialNumber")
-    if configured is None or configured < high:
-        _logger.warning("maxTrialNumber is %s but the SAFS pipeline may need up to %d trials (at least %d); "
-                        "set maxTrialNumber: %d. The tuner lowers it to the exact count once stage 1 ends.",
-                        configured, high, low, high)
-    else:
-        _logger.info("maxTrialNumber %s; the tuner will lower it to the exact count (%d..%d) once stage 1 ends",
-                     configured, low, high)
-
-
-def exit_with_manager(poll_seconds: float = 2.0) -> None:
-    """End this dispatcher process when the NNI manager that started it dies.
-
-    After the manager is killed (``kill -9``) NNI 3.0 leaves its dispatcher running; it then
-    reconnects to the manager that ``nnictl resume`` starts on the same port, beside the new
-    dispatcher, and the experiment errors ("new epoch start"). The tuner saves its state after
-    every change, so leaving at once loses nothing.
-    """
-    if _base_url() is None:
-        return
-    import psutil
-    manager = psutil.Process().parent()  # NNI starts us through /bin/sh -c: find the node process
-    while manager is not None and "main.js" not in " ".join(manager.cmdline()):
-        manager = manager.parent()
-    if manager is None:
-        _logger.warning("could not find the NNI manager process; not watching it")
-        return
-
-    def watch() -> None:
-        try:
-            while manager.is_running() and manager.status() != psutil.STATUS_ZOMBIE:
-                time.sleep(poll_seconds)
-        except psutil.NoSuchProcess:
-            pass
-        _logger.warning("the NNI manager is gone; the SAFS dispatcher exits (state saved; use nnictl resume)")
-        logging.shutdown()
-        os._exit(0)
-
-    threading.Thread(target=watch, name="safs-manager-watch", daemon=True).start()
+        threading.Thread(target=watch, name="safs-manager-watch", daemon=True).start()

@@ -35,9 +35,9 @@ from typing import Any
 
 from nni.tuner import Tuner
 
-from . import manager_api
 from .config import SafsConfig
 from .journal import Journal, LogView
+from .manager_api import ManagerClient
 from .pipeline import SafsPipeline
 from .results import write_results
 from .workspace import job_marker, open_workspace
@@ -64,9 +64,11 @@ def _guarded(method):
 class SafsTuner(Tuner):
     """The SAFS pipeline as an NNI tuner; ``classArgs`` are the keys of :class:`SafsConfig`."""
 
-    def __init__(self, **class_args: Any) -> None:
+    def __init__(self, *, manager: ManagerClient | None = None, **class_args: Any) -> None:
+        """``manager``: the NNI manager's REST API (default: the one that started this dispatcher)."""
+        self.manager = manager or ManagerClient.from_environment()
         config = SafsConfig.from_dict(class_args)
-        self.config = open_workspace(config, manager_api.base_directory())
+        self.config = open_workspace(config, self.manager.base_directory())
         self.pipeline = SafsPipeline.for_config(self.config)
         self.parameter_jobs: dict[int, int] = {}
         self.credits: list[int] = []
@@ -79,8 +81,8 @@ class SafsTuner(Tuner):
         self.extra_trial_jobs: set[int] = set()  # requeued jobs whose re-run is such a trial
         low, high = self.pipeline.trial_bounds()
         _logger.info("SAFS pipeline: %s..%s trials; workspace %s", low, high, self.config.workspace)
-        manager_api.check_max_trial_number(low, high)
-        manager_api.exit_with_manager()
+        self.manager.check_max_trial_number(low, high)
+        self.manager.exit_with_manager()
 
     # -- NNI callbacks ---------------------------------------------------------------------
     def update_search_space(self, search_space: dict) -> None:
@@ -116,7 +118,7 @@ class SafsTuner(Tuner):
         """
         if success:
             return
-        statuses = manager_api.trial_statuses()
+        statuses = self.manager.trial_statuses()
         dead = []
         for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
             marker = job_marker(self.config.workspace, job_id)
@@ -175,7 +177,7 @@ class SafsTuner(Tuner):
         self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"]}
         self.requeued, self.resubmitted = list(state["requeued"]), state["resubmitted"]
         self.extra_trial_jobs = set(state["extra_trial_jobs"])
-        recorded = manager_api.trial_jobs()
+        recorded = self.manager.trial_jobs()
         for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
             marker = job_marker(self.config.workspace, job_id)
             finished = json.loads(marker.read_text()).get("result") if marker.is_file() else None
@@ -209,10 +211,10 @@ class SafsTuner(Tuner):
         total = self.pipeline.total_if_known()
         total = None if total is None else total + self.resubmitted
         if self.pipeline.finished:  # nothing more will be issued: end exactly at what NNI ran
-            total = manager_api.recorded_trial_count() or total
+            total = self.manager.recorded_trial_count() or total
         if total is not None and total != self.reported_total:
             self.reported_total = total
-            manager_api.set_max_trial_number(total)
+            self.manager.set_max_trial_number(total)
         if self.pipeline.finished:
             self.write_results()
 
