@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from nni_safs.overrides import apply_overrides
 from report import write_report  # benchmarks/report.py (scripts run from this folder)
 
 HERE = Path(__file__).resolve().parent
@@ -37,17 +38,6 @@ COLUMNS = (("dense", "dense"), ("baseline", "magnitude pruning"), ("stage1", "st
 
 def budgets(config_file: Path) -> dict:
     return dict(yaml.safe_load(config_file.read_text())["tuner"]["classArgs"])
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """``key=value`` pairs, values read as YAML (``final_seeds=3``, ``search_init=random``)."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
 
 
 def run_one(args: tuple[dict, str, int, str]) -> dict:
@@ -107,7 +97,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=HERE / "results" / "reproduce_lenet5.md")
     args = parser.parse_args()
 
-    class_args = {**budgets(args.config), **parse_overrides(args.set)}
+    class_args = apply_overrides(budgets(args.config), args.set)
     work = [(class_args, scope, seed, str(args.workspaces)) for scope in args.scopes for seed in args.seeds]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

@@ -8,7 +8,8 @@ Verbs:
   export WORKSPACE -o F   write the found activations as a self-contained Python module
   plot WORKSPACE -o DIR   draw activation curves, layer sparsity and the search trace
 
-CONFIG is an NNI experiment YAML (its ``tuner.classArgs`` are used) or a YAML of classArgs.
+CONFIG is an NNI experiment YAML (its ``tuner.classArgs`` are used) or a YAML of classArgs;
+``--set KEY=VALUE`` (experiment, run) changes a key without editing the file.
 """
 from __future__ import annotations
 
@@ -17,24 +18,22 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import yaml
 
 from .config import SafsConfig
+from .overrides import EXPERIMENT_FIELDS, apply_overrides
 
 
-def load_run_config(path: str | Path) -> tuple[SafsConfig, Path]:
-    """(settings, the directory a relative workspace is resolved against).
-
-    For an NNI experiment YAML that is the tuner's ``codeDirectory``, else the
-    ``trialCodeDirectory`` (as the tuner itself resolves it), so ``safs run`` and
-    ``nnictl create`` on one file share a workspace.
-    """
+def read_config(path: str | Path, overrides: Sequence[str] = (), experiment: bool = False) -> dict[str, Any]:
+    """The content of a config file with ``--set`` overrides applied (see :mod:`nni_safs.overrides`);
+    ``experiment``: NNI experiment fields may be overridden too."""
     file = Path(path)
     if not file.is_file():
         raise SystemExit(f"error: config file {str(file)!r} does not exist")
@@ -42,6 +41,25 @@ def load_run_config(path: str | Path) -> tuple[SafsConfig, Path]:
         data = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as err:
         raise SystemExit(f"error: {file} does not parse as YAML: {err}")
+    try:
+        return apply_overrides(data, overrides, experiment)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+
+
+def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SafsConfig, Path]:
+    """(settings, the directory a relative workspace is resolved against).
+
+    For an NNI experiment YAML that is the tuner's ``codeDirectory``, else the
+    ``trialCodeDirectory`` (as the tuner itself resolves it), so ``safs run`` and
+    ``nnictl create`` on one file share a workspace.
+    """
+    return settings_of(path, read_config(path, overrides), overrides)
+
+
+def settings_of(path: str | Path, data: dict[str, Any], overrides: Sequence[str] = ()) -> tuple[SafsConfig, Path]:
+    """:func:`load_run_config` on content already read (and overridden) from ``path``."""
+    file = Path(path)
     if "tuner" in data:
         tuner = data["tuner"] or {}
         base = (file.parent / (tuner.get("codeDirectory") or data.get("trialCodeDirectory") or ".")).resolve()
@@ -53,12 +71,13 @@ def load_run_config(path: str | Path) -> tuple[SafsConfig, Path]:
     try:
         return SafsConfig.from_dict(class_args), base
     except ValueError as err:
-        raise SystemExit(f"error: {file}: {err}")
+        where = f"{file} with " + " ".join(f"--set {o}" for o in overrides) if overrides else str(file)
+        raise SystemExit(f"error: {where}: {err}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .runner import run_pipeline
-    config, base = load_run_config(args.config)
+    config, base = load_run_config(args.config, args.set)
     print(run_pipeline(config, base, progress=not args.quiet))
     return _exit_code(Path(config.workspace))
 
@@ -90,20 +109,39 @@ def start_experiment(config_file: str | Path, port: int, host: str | None) -> st
     return _get(port, "/experiment")["id"]
 
 
+@contextmanager
+def _config_file(original: Path, data: dict[str, Any] | None) -> Iterator[Path]:
+    """The file to give ``nnictl create``: ``original``, or ``data`` (its content, overridden)
+    written beside it, so NNI resolves its relative paths exactly as the original's; removed
+    once the manager has read it."""
+    if data is None:
+        yield original
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{original.stem}.", suffix=".set.yml", dir=original.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(data, f, sort_keys=False)
+        yield Path(name)
+    finally:
+        os.unlink(name)
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .manager_host import LOOPBACK, remote_reach_problem, tunnel_hint
     from .pipeline import SafsPipeline
     from .workspace import open_workspace
-    config, base = load_run_config(args.config)
+    data = read_config(args.config, args.set, experiment=True)
+    config, base = settings_of(args.config, data, args.set)
     host = None if args.expose else LOOPBACK
-    problem = remote_reach_problem(yaml.safe_load(Path(args.config).read_text()) or {}, host)
+    problem = remote_reach_problem(data, host)
     if problem:
         raise ValueError(problem)
     SafsPipeline.for_config(open_workspace(config, base))  # bad names, paths, files: before NNI starts
     if host is None:
         print("warning: --expose: the NNI manager listens on every interface, and its REST API has no "
               "authentication (anyone who reaches this machine can stop trials and read logs)", file=sys.stderr)
-    experiment_id = start_experiment(args.config, args.port, host)
+    with _config_file(Path(args.config), data if args.set else None) as config_file:
+        experiment_id = start_experiment(config_file, args.port, host)
     print(f"web portal: http://{host or LOOPBACK}:{args.port}  (experiment {experiment_id})", flush=True)
     if host == LOOPBACK:
         print(f"the manager listens on 127.0.0.1 only; from another machine: {tunnel_hint(args.port)}", flush=True)
@@ -173,6 +211,12 @@ def _explain_missing(workspace: Path):
         raise FileNotFoundError(f"{err}; {run_status(workspace)}") from None
 
 
+def _add_set_option(parser: argparse.ArgumentParser, keys: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override {keys} of CONFIG without editing it; the value is read as YAML "
+                             "(repeatable: --set dense_epochs=1 --set device=cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=6 * 3600, help="give up after this many seconds")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between status checks")
     p.add_argument("--stop", action="store_true", help="stop the NNI manager when the experiment ends")
+    _add_set_option(p, "a classArg, or one of the experiment fields " + ", ".join(EXPERIMENT_FIELDS))
     p.add_argument("--expose", action="store_true",
                    help="let the NNI manager (portal, REST API) listen on every interface, NNI's own behaviour; "
                         "by default it listens on 127.0.0.1 only (its REST API has no authentication)")
@@ -192,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("run", help="run the pipeline in-process (no NNI manager), sequentially")
     p.add_argument("config", help="NNI experiment YAML or a YAML of classArgs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_set_option(p, "a classArg")
     p.set_defaults(func=cmd_run)
 
     p = verbs.add_parser("results", help="print the results table of a finished run")

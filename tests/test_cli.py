@@ -1,10 +1,10 @@
 """`safs run` end to end on the embedded digits, then results / export / plot on its workspace."""
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from nni_safs.checkpoints import load_checkpoint
 from nni_safs.cli import main
@@ -18,18 +18,28 @@ TINY = dict(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", batch
             max_search_steps=4, hpo_trials=2, hpo_epochs=1)
 
 
+DEFAULT = Path(__file__).resolve().parents[1] / "experiment_configs" / "lenet5_mnist_safs.yml"
+
+
+def run_args(workspace: Path) -> list[str]:
+    """`safs run` on the embedded default, shrunk to TINY budgets with --set."""
+    settings = {**TINY, "search_init": "random", "final_seeds": 1, "workspace": str(workspace)}
+    return ["run", str(DEFAULT), "--quiet", *(f"--set={key}={value}" for key, value in settings.items())]
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    config = root / "run.yml"
-    config.write_text(yaml.safe_dump({**TINY, "workspace": str(root / "ws")}))
-    assert main(["run", str(config), "--quiet"]) == 0
-    return root / "ws"
+    workspace = tmp_path_factory.mktemp("cli") / "ws"
+    assert main(run_args(workspace)) == 0
+    return workspace
 
 
 def test_run_writes_every_column(finished_run, capsys):
     summary = json.loads((finished_run / "summary.json").read_text())
     assert summary["finished"] and not summary["failure"]
+    # the --set budgets, not the file's (dense 20, hpo 8 trials, uniform start)
+    assert {k: summary["config"][k] for k in TINY} == TINY and summary["config"]["search_init"] == "random"
+    assert summary["trials_per_stage"]["hpo"] == 2 * TINY["hpo_trials"]
     assert set(summary["columns"]) == {"dense", "baseline", "stage1", "stage2", "safs"}
     assert summary["columns"]["dense"]["test_acc"] > 50.0
     assert main(["results", str(finished_run)]) == 0
@@ -41,7 +51,7 @@ def test_run_writes_every_column(finished_run, capsys):
 
 def test_rerun_continues_instead_of_repeating(finished_run, capsys):
     before = (finished_run / "summary.json").read_text()
-    assert main(["run", str(finished_run.parent / "run.yml"), "--quiet"]) == 0
+    assert main(run_args(finished_run)) == 0
     assert json.loads((finished_run / "summary.json").read_text())["jobs"] == json.loads(before)["jobs"]
 
 

@@ -3,9 +3,7 @@
 File-backed datasets are exercised on tiny fakes written in the real formats (idx for MNIST,
 pickled batches for CIFAR-10 and ImageNet16), never on downloads.
 """
-import hashlib
 import math
-import pickle
 import struct
 
 import numpy as np
@@ -21,6 +19,8 @@ from nni_safs.data.imagenet16 import IMAGENET16_MEAN, IMAGENET16_STD, ImageNet16
 from nni_safs.data.splits import TensorImages, split_indices
 from nni_safs.data.vision import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
 
+from datafiles import imagenet16_batch, write_cifar10, write_imagenet16, write_pickle
+
 
 def labels_of(dataset):
     return [int(dataset[i][1]) for i in range(len(dataset))]
@@ -34,12 +34,6 @@ def to_uint8(image, mean, std):
     """Undo ToTensor + Normalize to recover the stored pixel values (C x H x W)."""
     mean, std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
     return (image * std + mean).mul(255).round().to(torch.int64)
-
-
-def write_pickle(path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(obj, f)
 
 
 # --------------------------------------------------------------------------- mnist5k
@@ -245,27 +239,10 @@ def cifar_root(tmp_path, monkeypatch):
     torchvision checks each file against the official md5; fakes cannot match it, so the test
     points those expected checksums at the fakes (the loader itself keeps full verification).
     """
-    folder = tmp_path / CIFAR10.base_folder
-    rng = np.random.default_rng(0)
-
-    def batch(ids):
-        data = rng.integers(0, 256, (len(ids), 3072), dtype=np.uint8)
-        data[:, 0] = ids
-        return {"batch_label": "fake", "data": data, "labels": [i % 10 for i in ids],
-                "filenames": [f"{i}.png" for i in ids]}
-
-    for k in range(5):
-        write_pickle(folder / f"data_batch_{k + 1}", batch(range(10 * k, 10 * k + 10)))
-    write_pickle(folder / "test_batch", batch(range(100, 110)))
-    write_pickle(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)],
-                                           "num_cases_per_batch": 10, "num_vis": 3072})
-
-    def md5(name):
-        return hashlib.md5((folder / name).read_bytes()).hexdigest()
-
-    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5(n)] for n, _ in CIFAR10.train_list])
-    monkeypatch.setattr(CIFAR10, "test_list", [[n, md5(n)] for n, _ in CIFAR10.test_list])
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(CIFAR10.meta["filename"])})
+    md5 = write_cifar10(tmp_path, per_batch=10, test_ids=range(100, 110))
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5[n]] for n, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, "test_list", [[n, md5[n]] for n, _ in CIFAR10.test_list])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5[CIFAR10.meta["filename"]]})
     return tmp_path
 
 
@@ -301,24 +278,10 @@ def test_cifar10_corrupted_file_is_reported(cifar_root):
 # --------------------------------------------------------------------------- imagenet16 (pickles)
 
 
-def imagenet16_batch(ids, labels):
-    """Rows: red plane = sample id, green plane = pixel position (row-major), blue = 9."""
-    n = len(ids)
-    red = np.repeat(np.asarray(ids, dtype=np.uint8)[:, None], 256, axis=1)
-    green = np.tile(np.arange(256, dtype=np.uint8), (n, 1))
-    blue = np.full((n, 256), 9, dtype=np.uint8)
-    return {"data": np.concatenate([red, green, blue], axis=1), "labels": list(labels)}
-
-
 @pytest.fixture
 def imagenet16_root(tmp_path):
     """10 train batches of 6 rows (ids 0..59) and a val_data of 12 (ids 100..111); labels 1..200."""
-    for k in range(10):
-        ids = range(6 * k, 6 * k + 6)
-        write_pickle(tmp_path / f"train_data_batch_{k + 1}",
-                     imagenet16_batch(ids, [1 + (37 * i) % 200 for i in ids]))
-    ids = range(100, 112)
-    write_pickle(tmp_path / "val_data", imagenet16_batch(ids, [1 + (53 * i) % 200 for i in ids]))
+    write_imagenet16(tmp_path, per_batch=6, val_ids=range(100, 112))
     return tmp_path
 
 
