@@ -11,11 +11,9 @@ from nni_safs.cli import main
 from nni_safs.config import SafsConfig
 from nni_safs.workspace import load_data, new_model
 
-pytestmark = pytest.mark.slow
+from conftest import TINY
 
-TINY = dict(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", batch_size=256, dense_epochs=4,
-            baseline_epochs=2, final_epochs=2, search_epochs=1, search_data_fraction=0.3, search_steps=3,
-            max_search_steps=4, hpo_trials=2, hpo_epochs=1)
+pytestmark = pytest.mark.slow
 
 
 DEFAULT = Path(__file__).resolve().parents[1] / "experiment_configs" / "lenet5_mnist_safs.yml"

@@ -15,19 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import TINY, free_port
+
 pytestmark = pytest.mark.nni
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(model="lenet5", dataset="mnist5k", device="cpu", threads=1, scope="lamp", batch_size=256,
-            dense_epochs=4, baseline_epochs=2, final_epochs=2, search_epochs=1, search_data_fraction=0.3,
-            search_steps=3, max_search_steps=4, hpo_trials=2, hpo_epochs=1)
 UPPER_BOUND = 2 + (4 + 1) + 2 * 2 + 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Experiment:

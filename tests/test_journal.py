@@ -8,7 +8,7 @@ from nni_safs.config import SafsConfig
 from nni_safs.journal import CorruptStateError, Journal, LogView, assemble
 from nni_safs.pipeline import SafsPipeline
 
-from test_pipeline import SMALL, fake_result
+from conftest import SMALL, fake_result
 
 
 def grow(journal, steps, head, logs):

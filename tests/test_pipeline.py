@@ -8,31 +8,7 @@ from nni_safs.config import SafsConfig
 from nni_safs.pipeline import FINAL_VARIANTS, SafsPipeline
 from nni_safs.tuner import SafsTuner
 
-SMALL = dict(model="lenet5", dataset="mnist5k", search_steps=4, max_search_steps=6, hpo_trials=3)
-
-
-def fake_result(job, rng):
-    """A plausible final dict: genomes with more 'swish' score higher, so the search has a signal."""
-    genome = job.params["genome"]
-    score = 50 + 5 * genome.count("swish") + rng.random()
-    return {"default": score, "val_acc": score, "test_acc": score - 1, "density": 0.01,
-            "job": job.id, "stage": job.stage, "genome": genome}
-
-
-def drive(pipeline, concurrency, rng, shuffle=True):
-    """Keep `concurrency` jobs in flight, finishing them in random order, like NNI would."""
-    running, log = [], []
-    while not pipeline.finished:
-        while len(running) < concurrency:
-            job = pipeline.ask()
-            if job is None:
-                break
-            running.append(job)
-            log.append(job)
-        assert running, "deadlock: nothing running and nothing to ask"
-        done = running.pop(rng.randrange(len(running)) if shuffle else 0)
-        pipeline.tell(done.id, fake_result(done, rng))
-    return log
+from conftest import SMALL, drive, fake_result
 
 
 @pytest.mark.parametrize("concurrency", [1, 2, 5])

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from datafiles import write_cifar10, write_imagenet16
-from test_experiment_nni import free_port
+from conftest import free_port
 
 pytestmark = pytest.mark.nni
 

@@ -15,7 +15,7 @@ from nni_safs.manager_api import ManagerClient
 from nni_safs.tuner import SafsTuner
 from nni_safs.workspace import job_marker
 
-from test_pipeline import SMALL
+from conftest import SMALL
 
 
 class FakeManagerState:

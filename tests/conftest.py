@@ -1,0 +1,41 @@
+"""What several test files share: small configs, scripted results, a driver, a free port."""
+import random
+import socket
+
+# budgets for the stage machine alone (no training)
+SMALL = dict(model="lenet5", dataset="mnist5k", search_steps=4, max_search_steps=6, hpo_trials=3)
+# the embedded default with budgets a real run finishes in a minute (safs run, nnictl)
+TINY = dict(model="lenet5", dataset="mnist5k", device="cpu", threads=1, scope="lamp", batch_size=256,
+            dense_epochs=4, baseline_epochs=2, final_epochs=2, search_epochs=1, search_data_fraction=0.3,
+            search_steps=3, max_search_steps=4, hpo_trials=2, hpo_epochs=1)
+
+
+def fake_result(job, rng: random.Random) -> dict:
+    """A plausible final dict: genomes with more 'swish' score higher, so the search has a signal."""
+    genome = job.params["genome"]
+    score = 50 + 5 * genome.count("swish") + rng.random()
+    return {"default": score, "val_acc": score, "test_acc": score - 1, "density": 0.01,
+            "job": job.id, "stage": job.stage, "genome": genome}
+
+
+def drive(pipeline, concurrency: int, rng: random.Random, shuffle: bool = True) -> list:
+    """Keep `concurrency` jobs in flight, finishing them in random order, like NNI would."""
+    running, log = [], []
+    while not pipeline.finished:
+        while len(running) < concurrency:
+            job = pipeline.ask()
+            if job is None:
+                break
+            running.append(job)
+            log.append(job)
+        assert running, "deadlock: nothing running and nothing to ask"
+        done = running.pop(rng.randrange(len(running)) if shuffle else 0)
+        pipeline.tell(done.id, fake_result(done, rng))
+    return log
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
