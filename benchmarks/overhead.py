@@ -9,7 +9,7 @@
 (c) the tuner's time per received result, state saving included, at 50 / 500 / 5,000
     results (target <= 10 ms at 5,000);
 (d) with ``--experiment-ref REF``: the embedded default's real nnictl experiment at commit REF
-    and at this checkout, one after the other (wall time, trial count, identical tables).
+    and at HEAD, one after the other (wall time, trial count, identical tables).
 
     python benchmarks/overhead.py                           # (a)-(c), ~2 minutes
     python benchmarks/overhead.py --experiment-ref 8aa1d54  # and (d), ~15 minutes more
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -161,21 +160,15 @@ def tuner_cost(results: int, marks: list[int]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def experiment_wall(ref: str | None, port: int) -> dict:
-    """The embedded default through ``safs experiment`` (a real nnictl experiment) at ``ref`` (a
-    git commit, checked out into a temporary worktree; None: this checkout), timed from the first
-    trial's start to the last trial's end, so set-up and NNI's own start-up are left out."""
+def experiment_wall(ref: str, port: int) -> dict:
+    """The embedded default through ``safs experiment`` (a real nnictl experiment) at commit ``ref``,
+    checked out into a temporary worktree (so edits made meanwhile do not leak in), timed from
+    the first trial's start to the last trial's end: set-up and NNI's own start-up are left out."""
     repo = HERE.parent
     with tempfile.TemporaryDirectory(prefix="safs-exp-") as tmp:
-        if ref is None:
-            code = repo
-            workspace = repo / "workspace" / "lenet5_mnist5k"
-            if workspace.exists():
-                raise SystemExit(f"error: {workspace} exists; the experiment must start from nothing (move it away)")
-        else:
-            code = Path(tmp) / "code"
-            subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(code), ref],
-                           check=True, capture_output=True)
+        code = Path(tmp) / "code"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(code), ref],
+                       check=True, capture_output=True)
         env = {**os.environ, "PYTHONPATH": str(code), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         try:
             out = subprocess.run([sys.executable, "-m", "nni_safs.cli", "experiment",
@@ -187,15 +180,11 @@ def experiment_wall(ref: str | None, port: int) -> dict:
                            env=env, capture_output=True)
             table = (code / "workspace" / "lenet5_mnist5k" / "results.md").read_text()
         finally:
-            if ref is not None:
-                subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(code)],
-                               capture_output=True)
-            else:
-                shutil.rmtree(workspace, ignore_errors=True)
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(code)], capture_output=True)
     starts = [t["startTime"] for t in trials if t.get("startTime")]
     ends = [t["endTime"] for t in trials if t.get("endTime")]
     durations = [(t["endTime"] - t["startTime"]) / 1000 for t in trials if t.get("endTime") and t.get("startTime")]
-    return {"ref": ref or "this checkout", "wall_s": (max(ends) - min(starts)) / 1000, "trials": len(trials),
+    return {"ref": ref, "wall_s": (max(ends) - min(starts)) / 1000, "trials": len(trials),
             "trial_s": sum(durations), "job_s": sum(f.get("seconds", 0.0) for f in finals),
             "succeeded": sum(t["status"] == "SUCCEEDED" for t in trials), "done": "[DONE]" in out.stdout,
             "table": table.strip()}
@@ -213,8 +202,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--results", type=int, default=5000, help="results fed to the tuner for (c)")
     parser.add_argument("--experiment-ref", default=None,
-                        help="also run the embedded default's experiment at this git commit and at this checkout "
-                             "(about 15 minutes), e.g. the commit before a change")
+                        help="also run the embedded default's experiment at this git commit and at HEAD (committed "
+                             "code only; about 15 minutes), e.g. the commit before a change")
     parser.add_argument("--port", type=int, default=8093, help="NNI port for (d)")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "overhead.md")
     args = parser.parse_args()
@@ -249,7 +238,9 @@ def main() -> None:
               f"{tuner['state_kb']:.0f} KB; tuner RSS {tuner['rss_start_mb']:.0f} MB -> {tuner['rss_end_mb']:.0f} MB. "
               "Target: <= 10 ms at 5,000 (before: 5.5 ms at 50, 61 ms at 500)."]
     if args.experiment_ref:
-        runs = [experiment_wall(args.experiment_ref, args.port), experiment_wall(None, args.port)]
+        head = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        runs = [experiment_wall(args.experiment_ref, args.port), experiment_wall(head, args.port)]
         before, after = runs
         lines += ["", "## (d) The embedded default's experiment (`safs experiment`, a real nnictl experiment)", "",
                   "Wall time from the first trial's start to the last trial's end (set-up and NNI's start-up "
