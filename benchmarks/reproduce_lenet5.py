@@ -27,13 +27,12 @@ from pathlib import Path
 import yaml
 
 from nni_safs.overrides import apply_overrides
+from nni_safs.results import TABLE
 from report import write_report  # benchmarks/report.py (scripts run from this folder)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PAPER = {"dense": 98.49, "baseline": 46.69, "stage1": 61.63, "stage2": 60.2, "safs": 62.22}
-COLUMNS = (("dense", "dense"), ("baseline", "magnitude pruning"), ("stage1", "stage 1"),
-           ("stage2", "stage 2"), ("safs", "SAFS"))
 
 
 def budgets(config_file: Path) -> dict:
@@ -53,16 +52,16 @@ def run_one(args: tuple[dict, str, int, str]) -> dict:
     summary = json.loads((Path(config.workspace) / "summary.json").read_text())
     return {"scope": scope, "seed": seed, "minutes": (time.perf_counter() - start) / 60,
             "trials": sum(summary["trials_per_stage"].values()),
-            **{key: (summary["columns"].get(key) or {}).get("test_acc") for key, _ in COLUMNS}}
+            **{key: (summary["columns"].get(key) or {}).get("test_acc") for key, _ in TABLE}}
 
 
 def table(rows: list[dict], scopes: list[str]) -> list[str]:
-    lines = ["| scope | seeds | " + " | ".join(title for _, title in COLUMNS) + " | trials | minutes |",
-             "|---" * (len(COLUMNS) + 4) + "|"]
+    lines = ["| scope | seeds | " + " | ".join(title for _, title in TABLE) + " | trials | minutes |",
+             "|---" * (len(TABLE) + 4) + "|"]
     for scope in scopes:
         mine = [r for r in rows if r["scope"] == scope]
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in TABLE:
             values = [r[key] for r in mine if isinstance(r[key], (int, float))]
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.2f} ± {sd:.2f}" if values else "-")
@@ -70,7 +69,7 @@ def table(rows: list[dict], scopes: list[str]) -> list[str]:
                      f" | {statistics.mean(r['trials'] for r in mine):.0f} |"
                      f" {statistics.mean(r['minutes'] for r in mine):.1f} |")
     lines.append("| paper (layer, 200-epoch budgets, full MNIST) | - | " +
-                 " | ".join(f"{PAPER[key]:.2f}" for key, _ in COLUMNS) + " | - | - |")
+                 " | ".join(f"{PAPER[key]:.2f}" for key, _ in TABLE) + " | - | - |")
     lines += ["", "| scope | stage 1 - magnitude pruning, per seed | seeds >= +5 | SAFS - magnitude pruning | "
               "SAFS - stage 2 |", "|---|---|---|---|---|"]
     for scope in scopes:

@@ -22,12 +22,12 @@ jobs are in. It knows nothing of NNI.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from .activations import Genome, genome_to_string, load_op_choices, slots
 from .config import SafsConfig
+from .contract import FINAL_VARIANTS, OWN_ACTIVATION, SAFS, JobResult, JobSpec, Stage
 from .data import check_dataset_files
 from .nni_tuners import TunerStream, check_tuner_name
 from .journal import LogView, assemble
@@ -36,35 +36,35 @@ from .optimizer import Optimizer
 from .models import build_model
 from .space import activation_space, classic_space, flatten_hparams, load_hpo_space, nest_hparams
 
-STAGES = ("prepare", "baseline", "search", "hpo", "final")
-FINAL_VARIANTS = ("stage1", "stage2", "safs")
-
-
 @dataclass
 class Job:
-    id: int
-    stage: str
-    variant: str
-    params: dict[str, Any]  # what the trial receives
-    stream_key: Any = None  # the job's id in the search or study that proposed it (search and hpo jobs)
+    """An issued job: its spec, and its key in the search or study that proposed it."""
+
+    spec: JobSpec
+    stream_key: Any = None  # search and hpo jobs
+
+    @property
+    def id(self) -> int:
+        return self.spec.job
+
+    @property
+    def stage(self) -> Stage:
+        return self.spec.stage
+
+    @property
+    def variant(self) -> str:
+        return self.spec.variant
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """What the trial receives."""
+        return self.spec.to_params()
 
     def record(self) -> dict[str, Any]:
-        return {"id": self.id, "stage": self.stage, "variant": self.variant, "params": self.params,
-                "stream_key": self.stream_key}
+        return {"params": self.params, "stream_key": self.stream_key}
 
 
-SCORE_KEYS = {"best": "val_acc", "late_mean": "late_val_acc"}  # search_score -> result key
-
-
-def fitness_of(result: dict | None, key: str = "default") -> float:
-    """The score a stage optimizes (validation top-1 by default); a failed job scores 0.
-
-    A diverged job keeps the score of its epochs before the divergence (the paper's best epoch).
-    """
-    if not result or result.get("failed"):
-        return 0.0
-    value = result.get(key, result.get("default", 0.0))
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
+SCORE_KEYS = {"best": None, "late_mean": "late_val_acc"}  # search_score -> the result metric scored
 
 
 class SafsPipeline:
@@ -79,9 +79,9 @@ class SafsPipeline:
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
         self.search: Optimizer = self._new_search()
         self.hpo: dict[str, TunerStream | None] = {
-            "default": TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1,
+            OWN_ACTIVATION: TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1,
                                    first=self._first_hpo_trials()),
-            "safs": None,  # created once stage 1 has a winner
+            SAFS: None,  # created once stage 1 has a winner
         }
 
     @classmethod
@@ -122,7 +122,7 @@ class SafsPipeline:
         everything_in = len(self.results) == len(self.jobs)
         if self.failure:
             return everything_in
-        return everything_in and self.count("final") == len(FINAL_VARIANTS) * len(self.seeds)
+        return everything_in and self.count(Stage.FINAL) == len(FINAL_VARIANTS) * len(self.seeds)
 
     def count(self, stage: str, variant: str | None = None) -> int:
         return sum(1 for j in self.jobs.values() if j.stage == stage and variant in (None, j.variant))
@@ -134,15 +134,15 @@ class SafsPipeline:
     def ask(self) -> Job | None:
         if self.failure:
             return None
-        if not self.count("prepare"):
-            return self._emit("prepare", "", epochs=self.config.dense_epochs)
-        if not self._done("prepare"):
+        if not self.count(Stage.PREPARE):
+            return self._emit(Stage.PREPARE, "", epochs=self.config.dense_epochs)
+        if not self._done(Stage.PREPARE):
             return None
-        if self.count("baseline") < len(self.seeds):
-            return self._emit("baseline", "default", genome=None, hparams=self.config.hparams,
+        if self.count(Stage.BASELINE) < len(self.seeds):
+            return self._emit(Stage.BASELINE, OWN_ACTIVATION, genome=None, hparams=self.config.hparams,
                               epochs=self.config.baseline_epochs, train_scales=False,
-                              seed=self.seeds[self.count("baseline")])
-        job = self._ask_search() or self._ask_hpo("default") or self._ask_hpo("safs")
+                              seed=self.seeds[self.count(Stage.BASELINE)])
+        job = self._ask_search() or self._ask_hpo(OWN_ACTIVATION) or self._ask_hpo(SAFS)
         return job or self._ask_final()
 
     def _ask_search(self) -> Job | None:
@@ -150,7 +150,7 @@ class SafsPipeline:
         if asked is None:
             return None
         key, genome = asked
-        job = self._emit("search", self.config.search_algorithm, genome=genome, hparams=self.config.hparams,
+        job = self._emit(Stage.SEARCH, self.config.search_algorithm, genome=genome, hparams=self.config.hparams,
                          epochs=self.config.search_epochs, train_scales=False,
                          data_fraction=self.config.search_data_fraction)
         job.stream_key = key
@@ -161,7 +161,7 @@ class SafsPipeline:
         if stream is None:
             if not self.search.finished or self.search.best is None:
                 return None
-            prior = self.hpo["default"].history if self.config.hpo_warm_start else None
+            prior = self.hpo[OWN_ACTIVATION].history if self.config.hpo_warm_start else None
             stream = self.hpo[variant] = TunerStream(self.config.hpo_tuner, self.hpo_space,
                                                      self.config.hpo_trials, self.config.seed + 2, prior=prior,
                                                      first=self._first_hpo_trials())
@@ -169,8 +169,8 @@ class SafsPipeline:
         if asked is None:
             return None
         key, nested = asked
-        genome = None if variant == "default" else self.search.best[0]
-        job = self._emit("hpo", variant, genome=genome, hparams=flatten_hparams(nested),
+        genome = None if variant == OWN_ACTIVATION else self.search.best[0]
+        job = self._emit(Stage.HPO, variant, genome=genome, hparams=flatten_hparams(nested),
                          epochs=self.config.hpo_epochs, train_scales=True,
                          data_fraction=self.config.search_data_fraction)
         job.stream_key = key
@@ -182,49 +182,46 @@ class SafsPipeline:
         ready: dict[str, tuple[Genome | None, dict, bool]] = {}  # variant -> genome, hparams, train_scales
         if best:
             ready["stage1"] = (best[0], c.hparams, False)
-        for variant, study, genome in (("stage2", "default", None), ("safs", "safs", best and best[0])):
+        for variant, study, genome in (("stage2", OWN_ACTIVATION, None), (SAFS, SAFS, best and best[0])):
             stream = self.hpo[study]
             if stream is not None and stream.finished and stream.best:
                 ready[variant] = (genome, flatten_hparams(stream.best[0]), True)
         for variant in FINAL_VARIANTS:
-            done = self.count("final", variant)
+            done = self.count(Stage.FINAL, variant)
             if variant in ready and done < len(self.seeds):
                 genome, hparams, train_scales = ready[variant]
-                return self._emit("final", variant, genome=genome, hparams=hparams, epochs=c.final_epochs,
+                return self._emit(Stage.FINAL, variant, genome=genome, hparams=hparams, epochs=c.final_epochs,
                                   train_scales=train_scales, seed=self.seeds[done])
         return None
 
-    def _emit(self, stage: str, variant: str, genome: dict | None = None, hparams: dict | None = None,
+    def _emit(self, stage: Stage, variant: str, genome: dict | None = None, hparams: dict | None = None,
               epochs: int = 1, train_scales: bool = False, data_fraction: float = 1.0,
               seed: int | None = None) -> Job:
-        params = {"stage": stage, "variant": variant, "job": self.next_id, "workspace": self.config.workspace,
-                  "genome": genome_to_string(genome) if genome else "", "hparams": hparams or {},
-                  "train_scales": train_scales, "epochs": epochs, "data_fraction": data_fraction,
-                  "seed": self.config.seed if seed is None else seed}
-        job = Job(self.next_id, stage, variant, params)
+        job = Job(JobSpec(self.next_id, stage, variant, self.config.workspace,
+                          genome_to_string(genome) if genome else "", dict(hparams or {}), train_scales, epochs,
+                          data_fraction, self.config.seed if seed is None else seed))
         self.jobs[job.id] = job
         self.next_id += 1
         return job
 
-    def tell(self, job_id: int, result: dict | None) -> None:
-        """Record a job's final result (``None`` or ``{"failed": ...}`` for a failed trial)."""
+    def tell(self, job_id: int, result: JobResult) -> None:
+        """Record a job's outcome (a failed or lost job too: it scores 0)."""
         if job_id not in self.jobs:
             raise KeyError(f"unknown job {job_id}")
         if job_id in self.results:
             return  # a duplicate report (e.g. replayed on resume): already folded
         job = self.jobs[job_id]
         self.results[job_id] = result
-        if job.stage == "prepare" and (result is None or result.get("failed")):
-            reason = (result or {}).get("failed") or "it ended without a result"
-            self.failure = f"the prepare trial failed: {reason} (see its trial log)"
-        elif job.stage == "search":
-            self.search.tell(job.stream_key, fitness_of(result, SCORE_KEYS[self.config.search_score]))
+        if job.stage == Stage.PREPARE and not result.succeeded:
+            self.failure = f"the prepare trial failed: {result.reason or result.status.value} (see its trial log)"
+        elif job.stage == Stage.SEARCH:
+            self.search.tell(job.stream_key, result.fitness(SCORE_KEYS[self.config.search_score]))
             if self.search.finished and self.search.best is None and not self.failure:
-                self.failure = (f"every stage-1 candidate failed ({self.count('search')} evaluations scored 0; "
+                self.failure = (f"every stage-1 candidate failed ({self.count(Stage.SEARCH)} evaluations scored 0; "
                                 "see their trial logs)")
-        elif job.stage == "hpo":
+        elif job.stage == Stage.HPO:
             stream = self.hpo[job.variant]
-            stream.tell(job.stream_key, fitness_of(result))
+            stream.tell(job.stream_key, result.fitness())
             if stream.finished and not stream.best and not self.failure:
                 self.failure = (f"every trial of the stage-2 study '{job.variant}' failed "
                                 f"({stream.n_trials} trials scored 0; see their trial logs)")
@@ -242,7 +239,7 @@ class SafsPipeline:
             return len(self.jobs)
         if not self.search.finished:
             return None
-        return self._trials_outside_search() + self.count("search")
+        return self._trials_outside_search() + self.count(Stage.SEARCH)
 
     def _trials_outside_search(self) -> int:
         """prepare + baselines + both stage-2 studies + the final jobs (a study over a space smaller
@@ -261,7 +258,8 @@ class SafsPipeline:
 
     def state_logs(self) -> dict[str, LogView]:
         """Jobs in issue order, results in the order they were told, and the optimizers' logs."""
-        logs = {"jobs": LogView(self.jobs.values(), Job.record), "results": LogView(self.results.items(), list),
+        logs = {"jobs": LogView(self.jobs.values(), Job.record),
+                "results": LogView(self.results.values(), JobResult.to_dict),
                 **{f"search.{name}": log for name, log in self.search.state_logs().items()}}
         for study, stream in self.hpo.items():
             if stream is not None:
@@ -272,9 +270,10 @@ class SafsPipeline:
     def from_state_dict(cls, config: SafsConfig, slot_names: list[str], choices: list[str], hpo_space: dict,
                         state: dict) -> "SafsPipeline":
         pipeline = cls(config, slot_names, choices, hpo_space)
-        pipeline.jobs = {j["id"]: Job(j["id"], j["stage"], j["variant"], j["params"], j["stream_key"])
-                         for j in state["jobs"]}
-        pipeline.results = {int(k): v for k, v in state["results"]}
+        jobs = [Job(JobSpec.from_params(j["params"]), j["stream_key"]) for j in state["jobs"]]
+        pipeline.jobs = {job.id: job for job in jobs}
+        results = [JobResult.from_dict(r) for r in state["results"]]
+        pipeline.results = {result.job: result for result in results}
         pipeline.next_id, pipeline.failure = state["next_id"], state["failure"]
         pipeline.search = type(pipeline.search).from_state_dict(state["search"])
         pipeline.hpo = {k: None if v is None else TunerStream.from_state_dict(v) for k, v in state["hpo"].items()}

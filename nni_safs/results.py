@@ -13,51 +13,50 @@ from typing import Any
 from .activations import genome_from_string
 from .atomic import atomic_write
 from .config import SafsConfig
-from .pipeline import STAGES, SafsPipeline
+from .contract import COLUMNS, JobResult, JobSpec, Stage
+from .pipeline import SafsPipeline
 
-COLUMNS = (("dense", "dense"), ("baseline", "magnitude pruning"), ("stage1", "stage 1"),
-           ("stage2", "stage 2"), ("safs", "SAFS"))
-
-
-def _job_results(pipeline: SafsPipeline, stage: str, variant: str | None = None) -> list[tuple[dict, dict]]:
-    """(params, result) of every job of ``stage`` (and ``variant``) that has a result, in job order."""
-    return [(job.params, pipeline.results[job.id]) for job in pipeline.jobs.values()
-            if job.stage == stage and variant in (None, job.variant) and pipeline.results.get(job.id) is not None]
+TABLE = (("dense", "dense"), *((c.key, c.title) for c in COLUMNS))  # (summary key, title) left to right
 
 
-def _column(found: list[tuple[dict, dict]]) -> dict[str, Any]:
+def _job_results(pipeline: SafsPipeline, stage: Stage, variant: str | None = None) -> list[tuple[JobSpec, JobResult]]:
+    """(spec, result) of every job of ``stage`` (and ``variant``) that has a result, in job order."""
+    return [(job.spec, pipeline.results[job.id]) for job in pipeline.jobs.values()
+            if job.stage == stage and variant in (None, job.variant) and job.id in pipeline.results]
+
+
+def _column(found: list[tuple[JobSpec, JobResult]]) -> dict[str, Any]:
     """One table column over its fine-tuning seeds: mean, standard deviation, every run."""
-    params = found[0][0]
-    accs = [r["test_acc"] for _, r in found if isinstance(r.get("test_acc"), (int, float)) and not r.get("failed")]
-    vals = [r["val_acc"] for _, r in found if isinstance(r.get("val_acc"), (int, float))]
+    spec = found[0][0]
+    accs = [r.metrics["test_acc"] for _, r in found if r.succeeded and isinstance(r.metrics.get("test_acc"), (int, float))]
+    vals = [r.metrics["val_acc"] for _, r in found if r.succeeded and isinstance(r.metrics.get("val_acc"), (int, float))]
     return {"test_acc": statistics.mean(accs) if accs else None,
             "test_acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "test_accs": accs, "seeds": [p.get("seed") for p, _ in found],
+            "test_accs": accs, "seeds": [s.seed for s, _ in found],
             "val_acc": statistics.mean(vals) if vals else None,
-            "density": found[0][1].get("density"), "genome": params["genome"],
-            "hparams": params["hparams"], "train_scales": params["train_scales"],
-            "epochs": params["epochs"], "jobs": [p["job"] for p, _ in found],
-            "failed": "; ".join(filter(None, (r.get("failed") or r.get("failure") or "" for _, r in found)))}
+            "density": found[0][1].metrics.get("density"), "genome": spec.genome,
+            "hparams": spec.hparams, "train_scales": spec.train_scales,
+            "epochs": spec.epochs, "jobs": [s.job for s, _ in found],
+            "failed": "; ".join(r.reason for _, r in found if r.reason)}
 
 
 def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
     """Every stage's best and the table's figures, from what the trials reported."""
     config: SafsConfig = pipeline.config
     columns: dict[str, Any] = {}
-    prepared = _job_results(pipeline, "prepare")
+    prepared = _job_results(pipeline, Stage.PREPARE)
     if prepared:
-        figures = prepared[0][1]
+        figures = prepared[0][1].metrics
         columns["dense"] = {"test_acc": figures.get("dense_test_acc"), "val_acc": figures.get("dense_val_acc"),
                             "density": 1.0}
-    for key, (stage, variant) in {"baseline": ("baseline", None), "stage1": ("final", "stage1"),
-                                  "stage2": ("final", "stage2"), "safs": ("final", "safs")}.items():
-        found = _job_results(pipeline, stage, variant)
+    for column in COLUMNS:
+        found = _job_results(pipeline, column.stage, column.variant)
         if found:
-            columns[key] = _column(found)
+            columns[column.key] = _column(found)
     best = pipeline.search.best
     hpo_best = {variant: (stream.best if stream else None) for variant, stream in pipeline.hpo.items()}
     stages = {
-        "search": {"algorithm": config.search_algorithm, "evaluations": pipeline.count("search"),
+        "search": {"algorithm": config.search_algorithm, "evaluations": pipeline.count(Stage.SEARCH),
                    "best_val_acc": best[1] if best else None,
                    "genome": best[0] if best else None,
                    "trace": getattr(pipeline.search, "trace", None)},
@@ -66,10 +65,11 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
                           "hparams": best_record[0] if best_record else None}
                 for variant, stream, best_record in ((v, pipeline.hpo[v], hpo_best[v]) for v in pipeline.hpo)},
     }
-    trials = {stage: pipeline.count(stage) for stage in STAGES}
+    trials = {stage.value: pipeline.count(stage) for stage in Stage}
     return {"config": config.to_dict(), "columns": columns, "stages": stages, "trials_per_stage": trials,
             "finished": pipeline.finished, "failure": pipeline.failure,
-            "jobs": [{**job.params, "result": pipeline.results.get(job.id)} for job in pipeline.jobs.values()]}
+            "jobs": [{**job.params, "result": pipeline.results[job.id].to_dict() if job.id in pipeline.results else None}
+                     for job in pipeline.jobs.values()]}
 
 
 def _fmt(value: Any) -> str:
@@ -80,17 +80,17 @@ def format_table(summary: dict[str, Any]) -> str:
     """A markdown table in the layout of the paper's, plus the chosen op per slot."""
     columns = summary["columns"]
     config = summary["config"]
-    head = "| model (data) | " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|---" * (len(COLUMNS) + 1) + "|"
+    head = "| model (data) | " + " | ".join(title for _, title in TABLE) + " |"
+    rule = "|---" * (len(TABLE) + 1) + "|"
     base = (columns.get("baseline") or {}).get("test_acc")
     cells = []
-    for key, _ in COLUMNS:
+    for key, _ in TABLE:
         column = columns.get(key) or {}
         acc = column.get("test_acc")
         cell = _fmt(acc)
         if len(column.get("test_accs", [])) > 1:
             cell += f" ± {column['test_acc_sd']:.2f}"
-        if key in ("stage1", "stage2", "safs") and isinstance(acc, (int, float)) and isinstance(base, (int, float)):
+        if key not in ("dense", "baseline") and isinstance(acc, (int, float)) and isinstance(base, (int, float)):
             cell += f" ({acc - base:+.2f})"
         cells.append(cell)
     row = f"| {config['model']} ({config['dataset']}) | " + " | ".join(cells) + " |"

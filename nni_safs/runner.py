@@ -1,7 +1,7 @@
 """Run the whole SAFS pipeline in this process, without the NNI manager.
 
 Same stage machine (:class:`~nni_safs.pipeline.SafsPipeline`) and same job code
-(:func:`nni_safs.trial.run_job`) as an NNI experiment, one job after another: for quick
+(:func:`nni_safs.jobs.run_job`) as an NNI experiment, one job after another: for quick
 runs, notebooks, benchmarks and machines where the NNI manager is not wanted. The state is
 saved after every job, so running it again on the same workspace continues where a crash
 or Ctrl-C left it.
@@ -9,15 +9,15 @@ or Ctrl-C left it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tqdm.auto import tqdm
 
 from .config import SafsConfig
+from .contract import JobResult, JobSpec
+from .jobs import run_job
 from .journal import Journal
 from .pipeline import SafsPipeline
 from .results import write_results
-from .trial import run_job
 from .workspace import open_workspace
 
 STATE_FILE = "safs_runner_state.json"
@@ -42,7 +42,7 @@ def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progres
             raise RuntimeError("the pipeline is waiting on results although no job is running (a bug)")
         jobs_bar.set_description(f"SAFS {job.stage}")
         jobs_bar.set_postfix_str(job.variant)
-        pipeline.tell(job.id, _run_with_progress(job.params, progress))
+        pipeline.tell(job.id, _run_with_progress(job.spec, progress))
         journal.save({"pipeline": pipeline.state_head()},
                      {f"pipeline.{name}": log for name, log in pipeline.state_logs().items()})
         jobs_bar.update(1)
@@ -53,8 +53,8 @@ def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progres
     return write_results(pipeline)
 
 
-def _run_with_progress(params: dict[str, Any], progress: bool) -> dict[str, Any]:
-    bar = tqdm(total=int(params["epochs"]), desc=f"  {params['stage']} job {params['job']}", unit="epoch",
+def _run_with_progress(spec: JobSpec, progress: bool) -> JobResult:
+    bar = tqdm(total=spec.epochs, desc=f"  {spec.stage.value} job {spec.job}", unit="epoch",
                leave=False, disable=not progress, position=1)
 
     def on_epoch(record) -> None:
@@ -62,9 +62,9 @@ def _run_with_progress(params: dict[str, Any], progress: bool) -> dict[str, Any]
         bar.update(1)
 
     try:
-        return run_job(params, on_epoch=on_epoch)
+        return run_job(spec, on_epoch=on_epoch)
     except Exception as err:  # one failing job must not end the run
-        tqdm.write(f"job {params['job']} ({params['stage']}) failed: {type(err).__name__}: {err}")
-        return {"default": 0.0, "failed": f"{type(err).__name__}: {err}", "job": params["job"]}
+        tqdm.write(f"job {spec.job} ({spec.stage.value}) failed: {type(err).__name__}: {err}")
+        return JobResult.failed(spec, f"{type(err).__name__}: {err}")
     finally:
         bar.close()

@@ -36,6 +36,7 @@ from typing import Any
 from nni.tuner import Tuner
 
 from .config import SafsConfig
+from .contract import JobResult, Status
 from .journal import Journal, LogView
 from .manager_api import ManagerClient
 from .pipeline import SafsPipeline
@@ -130,7 +131,8 @@ class SafsTuner(Tuner):
                 dead.append(job_id)
         for job_id in dead:
             _logger.warning("job %s ended without a result; scoring it as a failed evaluation", job_id)
-            self.pipeline.tell(job_id, {"failed": "the trial ended without reporting a result"})
+            self.pipeline.tell(job_id, JobResult.failed(self.pipeline.jobs[job_id].spec,
+                                                        "the trial ended without reporting a result", Status.LOST))
         if dead:
             self._after_change()
 
@@ -142,7 +144,7 @@ class SafsTuner(Tuner):
             if isinstance(params, dict) and "job" in params and isinstance(value, dict):
                 job_id = int(params["job"])
                 if job_id in self.pipeline.jobs and job_id not in self.pipeline.results:
-                    self.pipeline.tell(job_id, value)
+                    self.pipeline.tell(job_id, JobResult.from_dict(value, self.pipeline.jobs[job_id].spec))
         self._after_change()
 
     # -- persistence ---------------------------------------------------------------------------
@@ -182,7 +184,7 @@ class SafsTuner(Tuner):
             marker = job_marker(self.config.workspace, job_id)
             finished = json.loads(marker.read_text()).get("result") if marker.is_file() else None
             if finished is not None:  # reported while the tuner was going down
-                self.pipeline.tell(job_id, finished)
+                self.pipeline.tell(job_id, JobResult.from_dict(finished, self.pipeline.jobs[job_id].spec))
             elif recorded is not None and not recorded.get(job_id, set()) & IN_FLIGHT_STATES:
                 # NNI will not re-run it; a trial it already recorded makes the re-run an extra trial
                 self.requeue(job_id, extra_trial=job_id in recorded)
@@ -197,8 +199,8 @@ class SafsTuner(Tuner):
         if job_id is None or int(job_id) not in self.pipeline.jobs:
             _logger.warning("result of unknown job (parameter %s): %r", parameter_id, value)
             return
-        result = value if isinstance(value, dict) else {"default": value}
-        self.pipeline.tell(int(job_id), result)
+        job = self.pipeline.jobs[int(job_id)]
+        self.pipeline.tell(job.id, JobResult.from_dict(value, job.spec))
         self._after_change()
 
     def _after_change(self) -> None:

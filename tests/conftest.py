@@ -2,6 +2,8 @@
 import random
 import socket
 
+from nni_safs.contract import JobResult
+
 # budgets for the stage machine alone (no training)
 SMALL = dict(model="lenet5", dataset="mnist5k", search_steps=4, max_search_steps=6, hpo_trials=3)
 # the embedded default with budgets a real run finishes in a minute (safs run, nnictl)
@@ -10,12 +12,12 @@ TINY = dict(model="lenet5", dataset="mnist5k", device="cpu", threads=1, scope="l
             search_steps=3, max_search_steps=4, hpo_trials=2, hpo_epochs=1)
 
 
-def fake_result(job, rng: random.Random) -> dict:
-    """A plausible final dict: genomes with more 'swish' score higher, so the search has a signal."""
+def fake_result(job, rng: random.Random) -> JobResult:
+    """A plausible result: genomes with more 'swish' score higher, so the search has a signal."""
     genome = job.params["genome"]
     score = 50 + 5 * genome.count("swish") + rng.random()
-    return {"default": score, "val_acc": score, "test_acc": score - 1, "density": 0.01,
-            "job": job.id, "stage": job.stage, "genome": genome}
+    return JobResult.from_dict({"default": score, "val_acc": score, "test_acc": score - 1, "density": 0.01},
+                               job.spec)
 
 
 def drive(pipeline, concurrency: int, rng: random.Random, shuffle: bool = True) -> list:

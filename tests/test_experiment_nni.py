@@ -221,9 +221,10 @@ def test_a_killed_trial_is_a_failed_evaluation_and_the_search_goes_on(experiment
     assert sorted(s for s in statuses if s != "SUCCEEDED") in (["FAILED"], ["USER_CANCELED"]), statuses
     summary = json.loads((exp.workspace / "summary.json").read_text())
     results = {job["job"]: job["result"] for job in summary["jobs"]}
-    assert results[victim]["failed"] == "the trial ended without reporting a result"
+    assert results[victim]["status"] == "lost"
+    assert results[victim]["reason"] == "the trial ended without reporting a result"
     assert summary["finished"] and not summary["failure"]
-    assert all(results[j] and not results[j].get("failed") for j in results if j != victim)
+    assert all(results[j] and results[j]["status"] == "ok" for j in results if j != victim)
 
 
 def test_a_failed_prepare_stops_the_experiment_with_its_reason(experiment):
@@ -286,7 +287,7 @@ def test_a_stage2_study_whose_every_trial_raises_ends_done_with_the_reason(exper
     assert "SAFS stops: every trial of the stage-2 study" in exp.dispatcher_log()
     trials = exp.get("/trial-jobs")
     hpo = [m for m in exp.final_metrics() if m["stage"] == "hpo"]
-    assert hpo and all("lr' must be a positive number" in m["failed"] for m in hpo)
+    assert hpo and all(m["status"] == "failed" and "lr' must be a positive number" in m["reason"] for m in hpo)
     assert not [m for m in exp.final_metrics() if m["stage"] == "final"]
     assert exp.get("/experiment")["params"]["maxTrialNumber"] == len(trials)
 

@@ -5,6 +5,7 @@ import random
 import pytest
 
 from nni_safs.config import SafsConfig
+from nni_safs.contract import JobResult, Stage, Status
 from nni_safs.pipeline import FINAL_VARIANTS, SafsPipeline
 from nni_safs.tuner import SafsTuner
 
@@ -41,7 +42,7 @@ def test_prepare_is_a_barrier_and_its_failure_stops_everything(tmp_path):
     first = pipeline.ask()
     assert first.stage == "prepare"
     assert pipeline.ask() is None and not pipeline.finished
-    pipeline.tell(first.id, {"default": 0.0, "failed": "RuntimeError: disk full"})
+    pipeline.tell(first.id, JobResult.failed(first.spec, "RuntimeError: disk full"))
     assert pipeline.finished and "disk full" in pipeline.failure
     assert pipeline.ask() is None
     assert pipeline.total_if_known() == 1
@@ -184,10 +185,10 @@ def test_requeued_jobs_count_extra_trials_only_when_nni_had_recorded_one(tmp_pat
     assert tuner.resubmitted == 1
     pid = 5
     for params in reissued:
-        tuner.receive_trial_result(-1, params, fake_result(tuner.pipeline.jobs[params["job"]], rng))
+        tuner.receive_trial_result(-1, params, fake_result(tuner.pipeline.jobs[params["job"]], rng).to_dict())
     while not tuner.pipeline.finished:
         for params in tuner.generate_multiple_parameters([pid], st_callback=nni) + [p for _, p in nni.sent]:
-            tuner.receive_trial_result(pid, params, fake_result(tuner.pipeline.jobs[params["job"]], rng))
+            tuner.receive_trial_result(pid, params, fake_result(tuner.pipeline.jobs[params["job"]], rng).to_dict())
         nni.sent.clear()
         pid += 1
     assert tuner.reported_total == len(tuner.pipeline.jobs) + 1
@@ -218,7 +219,7 @@ def _drive_with(pipeline, result_of):
 def test_a_stage1_whose_every_candidate_failed_ends_the_pipeline_with_the_reason(tmp_path):
     pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
     rng = random.Random(0)
-    _drive_with(pipeline, lambda job: {"default": 0.0, "failed": "ValueError: boom", "job": job.id}
+    _drive_with(pipeline, lambda job: JobResult.failed(job.spec, "ValueError: boom")
                 if job.stage == "search" else fake_result(job, rng))
     assert "every stage-1 candidate failed" in pipeline.failure
     assert pipeline.count("final") == 0 and pipeline.ask() is None
@@ -228,17 +229,21 @@ def test_a_stage1_whose_every_candidate_failed_ends_the_pipeline_with_the_reason
 def test_a_stage2_study_whose_every_trial_failed_ends_the_pipeline_with_the_reason(tmp_path):
     pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
     rng = random.Random(0)
-    _drive_with(pipeline, lambda job: {"default": 0.0, "failed": "RuntimeError: boom", "job": job.id}
+    _drive_with(pipeline, lambda job: JobResult.failed(job.spec, "RuntimeError: boom")
                 if job.stage == "hpo" and job.variant == "default" else fake_result(job, rng))
     assert "every trial of the stage-2 study 'default' failed" in pipeline.failure
     assert pipeline.count("final", "stage2") == 0
 
 
 def test_a_late_divergence_keeps_the_score_of_the_epochs_before_it(tmp_path):
-    from nni_safs.pipeline import fitness_of
-    assert fitness_of({"default": 61.5, "val_acc": 61.5, "diverged": True, "failure": "loss nan"}) == 61.5
-    assert fitness_of({"default": 0.0, "failed": "RuntimeError"}) == 0.0
-    assert fitness_of({"default": 50.0, "late_val_acc": 40.0}, "late_val_acc") == 40.0
+    diverged = JobResult(3, Stage.SEARCH, Status.DIVERGED, 61.5, "loss nan", metrics={"val_acc": 61.5})
+    assert diverged.fitness() == 61.5 and diverged.succeeded
+    assert JobResult(3, Stage.SEARCH, Status.FAILED, 0.0, "RuntimeError").fitness() == 0.0
+    assert JobResult(3, Stage.SEARCH, Status.OK, 50.0, metrics={"late_val_acc": 40.0}).fitness("late_val_acc") == 40.0
+    lost = JobResult(3, Stage.SEARCH, Status.LOST, 55.0)  # whatever it claims, a lost job scores 0
+    assert lost.fitness() == 0.0 and not lost.succeeded
+    # the dict NNI carries round-trips, status and reason included
+    assert JobResult.from_dict(diverged.to_dict()) == diverged
 
 
 def test_tpe_starts_model_based_search_after_a_fifth_of_the_budget():

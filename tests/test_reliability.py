@@ -161,7 +161,8 @@ def test_the_baseline_keeps_the_models_own_activation(tmp_path):
 def test_a_late_divergence_reports_the_best_epoch_before_it(tmp_path, monkeypatch):
     import math
     from nni_safs import training
-    from nni_safs.trial import run_job
+    from nni_safs.contract import JobSpec, Status
+    from nni_safs.jobs import run_job
     _, path = write_job(tmp_path, epochs=4)
     real, calls = training._train_epoch, []
 
@@ -170,9 +171,9 @@ def test_a_late_divergence_reports_the_best_epoch_before_it(tmp_path, monkeypatc
         return math.nan if len(calls) == 3 else real(*args)
 
     monkeypatch.setattr(training, "_train_epoch", diverging)
-    result = run_job(json.loads(path.read_text()))
-    assert result["diverged"] and "epoch 3" in result["failure"]
-    assert result["epochs"] == 2 and result["default"] == result["val_acc"] > 0
+    result = run_job(JobSpec.from_params(json.loads(path.read_text())))
+    assert result.status == Status.DIVERGED and "epoch 3" in result.reason
+    assert result.metrics["epochs"] == 2 and result.score == result.metrics["val_acc"] > 0
 
 
 def test_a_workspace_refuses_other_settings_and_names_the_keys(tmp_path):
@@ -203,7 +204,7 @@ def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspac
     assert trial.main(["--params", str(path)]) == 1
     out = capsys.readouterr().out  # trial.log
     assert "OSError: input/output error reading the dataset" in out  # the traceback
-    assert '"failed": "OSError: input/output error reading the dataset"' in out  # the reported result
+    assert '"status": "failed", "reason": "OSError: input/output error reading the dataset"' in out  # reported
     workspace = tmp_path / "ws"
     assert "result" not in json.loads((workspace / "jobs" / "7.json").read_text())
     assert not (workspace / "final_safs.pt").exists() and not list(workspace.glob("*.tmp"))

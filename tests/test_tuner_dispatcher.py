@@ -11,6 +11,7 @@ from nni.common import dump, load
 from nni.runtime.msg_dispatcher import MsgDispatcher
 from nni.runtime.tuner_command_channel import CommandType
 
+from nni_safs.contract import Status
 from nni_safs.manager_api import ManagerClient
 from nni_safs.tuner import SafsTuner
 from nni_safs.workspace import job_marker
@@ -127,7 +128,8 @@ def test_a_trial_that_died_is_found_through_its_marker_even_when_nni_names_anoth
     manager.trials = [{"trialJobId": "Tdead", "status": "FAILED"}, {"trialJobId": "Tb", "status": "RUNNING"}]
     nni.trial_end(b["parameter_id"], "Tdead", "FAILED")
     tuner = nni.dispatcher.tuner
-    assert tuner.pipeline.results[job_a] == {"failed": "the trial ended without reporting a result"}
+    lost = tuner.pipeline.results[job_a]
+    assert lost.status == Status.LOST and lost.reason == "the trial ended without reporting a result"
     assert b["parameters"]["job"] not in tuner.pipeline.results  # still running, not blamed
 
 

@@ -1,0 +1,134 @@
+"""The job contract: what a trial is asked to run and what it reports, typed once.
+
+A job is a :class:`JobSpec` and its outcome a :class:`JobResult` with an explicit
+:class:`Status` (as Optuna's ``TrialState``). They become plain dicts only at the edges: the
+parameters NNI hands a trial and the final result it reports (NNI's ``default`` is the
+score), and the saved state. Stage and variant names, and the paper column each final
+variant fills, are defined here and nowhere else.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Stage(str, Enum):
+    PREPARE = "prepare"    # dense training + one-shot pruning into the workspace (one job)
+    BASELINE = "baseline"  # magnitude pruning: the pruned net, own activation, dense hyperparameters
+    SEARCH = "search"      # stage 1: a genome per job
+    HPO = "hpo"            # stage 2: fine-tuning hyperparameters with trainable activation scales
+    FINAL = "final"        # the final budget for each of the paper's columns
+
+
+class Status(str, Enum):
+    OK = "ok"              # evaluated; the score is its best validation top-1
+    DIVERGED = "diverged"  # the loss turned NaN/inf; the score is the best epoch before that
+    FAILED = "failed"      # the trial raised; score 0
+    LOST = "lost"          # the trial ended without reporting (killed); score 0
+
+
+OWN_ACTIVATION = "default"  # variant: the model's own activation (ReLU; swish for EfficientNet-B0)
+SAFS = "safs"               # variant: the stage-1 winner with stage-2 hyperparameters
+STUDIES = (OWN_ACTIVATION, SAFS)  # the two stage-2 studies: the ablation and SAFS itself
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the paper's results table and the jobs that fill it."""
+
+    key: str     # in summary.json
+    title: str   # in results.md
+    stage: Stage
+    variant: str
+
+
+COLUMNS = (Column("baseline", "magnitude pruning", Stage.BASELINE, OWN_ACTIVATION),
+           Column("stage1", "stage 1", Stage.FINAL, "stage1"),
+           Column("stage2", "stage 2", Stage.FINAL, "stage2"),
+           Column(SAFS, "SAFS", Stage.FINAL, SAFS))
+FINAL_VARIANTS = tuple(c.variant for c in COLUMNS if c.stage is Stage.FINAL)
+
+
+@dataclass
+class JobSpec:
+    """What one trial runs (NNI's parameters for it, as :meth:`to_params`)."""
+
+    job: int
+    stage: Stage
+    variant: str
+    workspace: str
+    genome: str = ""          # "slot=op;..." ("": the model's own activations)
+    hparams: dict[str, Any] = field(default_factory=dict)
+    train_scales: bool = False
+    epochs: int = 1
+    data_fraction: float = 1.0
+    seed: int = 0
+
+    def to_params(self) -> dict[str, Any]:
+        return {**asdict(self), "stage": self.stage.value}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> JobSpec:
+        missing = [name for name in ("job", "stage", "workspace") if name not in params]
+        if missing:
+            raise ValueError(f"job parameters lack {', '.join(missing)} (got {sorted(params)}): "
+                             "not parameters made by the SAFS tuner")
+        known = {name: params[name] for name in cls.__dataclass_fields__ if name in params}
+        return cls(**{**known, "stage": Stage(params["stage"]), "variant": params.get("variant", "")})
+
+
+@dataclass
+class JobResult:
+    """What a job produced: a status, the score the stage optimizes, and its measurements."""
+
+    job: int
+    stage: Stage
+    status: Status = Status.OK
+    score: float = 0.0        # best validation top-1 (0 when failed or lost)
+    reason: str = ""          # why it failed, diverged or was lost
+    variant: str = ""
+    genome: str = ""
+    parameter_id: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)  # val_acc, test_acc, density, epochs, timings, ...
+
+    @classmethod
+    def failed(cls, spec: JobSpec | dict[str, Any], reason: str, status: Status = Status.FAILED) -> JobResult:
+        """A job that produced nothing (a trial that raised, or one that died: ``Status.LOST``)."""
+        spec = spec if isinstance(spec, JobSpec) else JobSpec.from_params(spec)
+        return cls(spec.job, spec.stage, status, 0.0, reason, spec.variant, spec.genome)
+
+    @property
+    def succeeded(self) -> bool:
+        """It has measurements (a diverged job has those of its epochs before the divergence)."""
+        return self.status in (Status.OK, Status.DIVERGED)
+
+    def fitness(self, key: str | None = None) -> float:
+        """The score, or the metric ``key`` (e.g. ``late_val_acc``); 0 unless it succeeded."""
+        value = self.score if key is None else self.metrics.get(key, self.score)
+        ok = self.succeeded and isinstance(value, (int, float)) and math.isfinite(value)
+        return float(value) if ok else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The final result NNI receives (``default`` is the score), flat as the portal shows it."""
+        return {**self.metrics, "default": self.score, "status": self.status.value, "reason": self.reason,
+                "job": self.job, "stage": self.stage.value, "variant": self.variant, "genome": self.genome,
+                "parameter_id": self.parameter_id}
+
+    @classmethod
+    def from_dict(cls, value: Any, spec: JobSpec | None = None) -> JobResult:
+        """A reported final result (a dict from :meth:`to_dict`, or a bare score); identity fields
+        it lacks are taken from ``spec``, the job it answers."""
+        data = dict(value) if isinstance(value, dict) else {"default": value}
+        if spec is not None:
+            data = {"job": spec.job, "stage": spec.stage, "variant": spec.variant, "genome": spec.genome, **data}
+        score = data.get("default")
+        return cls(job=int(data["job"]), stage=Stage(data["stage"]), status=Status(data.get("status", Status.OK)),
+                   score=float(score) if isinstance(score, (int, float)) else 0.0, reason=data.get("reason", ""),
+                   variant=data.get("variant", ""), genome=data.get("genome", ""),
+                   parameter_id=data.get("parameter_id"),
+                   metrics={k: v for k, v in data.items() if k not in _OWN_KEYS})
+
+
+_OWN_KEYS = {"default", "status", "reason", "job", "stage", "variant", "genome", "parameter_id"}
