@@ -10,12 +10,17 @@ polled with GET (the manager holds a poll for a second; 408: poll again, 410: th
 is closed), the parameter record and
 metrics travel as JSON strings inside the command (``nni.dump`` of plain data is plain JSON).
 Any other launch (the remote training service's file channel, a standalone run) goes
-through NNI's own trial API (:class:`NniChannel`), so nothing depends on this shortcut.
+through NNI's own trial API (:class:`NniChannel`), so nothing depends on this shortcut. As
+``import nni`` would, opening the HTTP channel sends the trial's output to ``trial.log``.
 """
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any, Protocol
@@ -104,7 +109,41 @@ class NniChannel:
             self._nni.report_intermediate_result(value)
 
 
+class _TrialLog(io.TextIOBase):
+    """What ``import nni`` does for a local trial: its prints and log records go, timestamped,
+    to ``$NNI_OUTPUT_DIR/trial.log`` (the portal's "View trial log"; ``trial.stdout`` stays empty)."""
+
+    def __init__(self, file: io.TextIOBase) -> None:
+        self.file = file
+        self.pending = ""  # the start of a line not ended yet
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.file.write("".join(f"[{stamp}] PRINT {line}\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write("\n")
+        self.file.flush()
+
+
+def _log_to_trial_log(output_dir: str) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    log_file = open(os.path.join(output_dir, "trial.log"), "a", buffering=1)
+    handler = logging.StreamHandler(log_file)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s (%(name)s) %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    sys.stdout = _TrialLog(log_file)
+
+
 def open_channel() -> TrialChannel:
     """The channel this trial was launched with (see the module docstring)."""
     url = os.environ.get(CHANNEL_ENV, "")
-    return HttpChannel(url) if url.startswith("http://") else NniChannel()
+    if not url.startswith("http://"):
+        return NniChannel()
+    if os.environ.get("NNI_OUTPUT_DIR"):
+        _log_to_trial_log(os.environ["NNI_OUTPUT_DIR"])
+    return HttpChannel(url)

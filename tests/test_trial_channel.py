@@ -76,3 +76,27 @@ def test_launches_without_an_http_channel_use_nnis_own_trial_api(monkeypatch):
     assert isinstance(open_channel(), NniChannel)  # e.g. the remote training service's file channel
     monkeypatch.setenv("NNI_TRIAL_COMMAND_CHANNEL", "http://127.0.0.1:1/env/x/trial")
     assert isinstance(open_channel(), HttpChannel)
+
+
+def test_a_local_trial_logs_to_trial_log_as_import_nni_would(tmp_path, monkeypatch):
+    import logging
+    import sys
+    monkeypatch.setenv("NNI_TRIAL_COMMAND_CHANNEL", "http://127.0.0.1:1/env/x/trial")
+    monkeypatch.setenv("NNI_OUTPUT_DIR", str(tmp_path / "out"))
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # restored after the test
+    try:
+        open_channel()
+        print("epoch 1: val top-1 50.00%")
+        print("two", "parts", end="")
+        print(" joined")
+        logging.getLogger("nni_safs.x").warning("careful")
+        sys.stdout.flush()
+    finally:
+        for handler in root.handlers[len(handlers):]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    lines = (tmp_path / "out" / "trial.log").read_text().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        "PRINT epoch 1: val top-1 50.00%", "PRINT two parts joined", "WARNING (nni_safs.x) careful"]
