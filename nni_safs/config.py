@@ -11,22 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .data import DATASETS
-from .models import MODELS
+from .models import MODELS, model_facts
 from .plugins import import_plugins
 from .pruning import SCOPES
 from .training import OPTIMIZERS, SCHEDULERS
-
-# Dense (and baseline) fine-tuning hyperparameters of the paper's setups (Loni et al. 2023).
-PAPER_HPARAMS: dict[str, dict[str, Any]] = {
-    "lenet5": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"},
-    "vgg16": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
-              "scheduler": "step_halving", "step_size": 20},
-    "resnet18": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
-                 "scheduler": "step_halving", "step_size": 20},
-    "efficientnet_b0": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
-                        "scheduler": "step_halving", "step_size": 20},
-}
-FALLBACK_HPARAMS = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"}
 
 STAGE1_ALGORITHMS = ("lahc", "evolution", "tpe", "random")
 SEARCH_INITS = ("random", "uniform")
@@ -52,7 +40,7 @@ class SafsConfig:
     threads: int = 0  # torch CPU threads per trial; 0 keeps torch's default
     ratio: float = 0.99  # fraction of Conv/Linear weights pruned
     scope: str = "layer"  # layer (paper: same ratio per layer) | global | lamp
-    train_hparams: dict[str, Any] | None = None  # dense/baseline/final hyperparameters; None: the paper's for the model
+    train_hparams: dict[str, Any] | None = None  # dense/baseline/final hyperparameters; None: those registered with the model
     dense_epochs: int = 200
     baseline_epochs: int = 200  # fine-tuning of the pruned ReLU net with train_hparams
     final_epochs: int = 200  # fine-tuning of the winner (and of each ablation)
@@ -92,7 +80,11 @@ class SafsConfig:
         """The dense/baseline fine-tuning hyperparameters in effect."""
         if self.train_hparams is not None:
             return dict(self.train_hparams)
-        return dict(PAPER_HPARAMS.get(self.model, FALLBACK_HPARAMS))
+        registered = model_facts(self.model).hparams
+        if registered is None:
+            raise ValueError(f"model {self.model!r} was registered without training hyperparameters: set "
+                             "train_hparams, or pass hparams= to register_model")
+        return dict(registered)
 
     def validate(self) -> None:
         if not isinstance(self.plugins, list) or not all(isinstance(m, str) for m in self.plugins):

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from .activations import ActivationSlot  # noqa: E402
 from .checkpoints import load_checkpoint  # noqa: E402
 from .export import rebuild_slots  # noqa: E402
-from .models import build_model  # noqa: E402
+from .models import build_model, model_facts  # noqa: E402
 from .pruning.masks import weight_name  # noqa: E402
 
 # workspace file -> what writes it, for the error when it is missing
@@ -35,7 +35,6 @@ PRODUCERS = {
 }
 # the model to plot: SAFS, else stage 1 alone (the SAFS final may have failed or not run yet)
 MODEL_CHECKPOINTS = ("final_safs.pt", "final_stage1.pt")
-IMAGE_SIZES = {"lenet5": 28, "efficientnet_b0": 16}  # others: CIFAR's 32
 CURVE_RANGE = (-5.0, 5.0)
 
 
@@ -81,7 +80,7 @@ def feeding_layers(model_name: str, state: Mapping[str, torch.Tensor]) -> dict[s
         in_channels = next(w.shape[1] for w in weights if w.dim() == 4)
         num_classes = next(w.shape[0] for w in reversed(weights) if w.dim() == 2)
         model = build_model(model_name, num_classes=num_classes, in_channels=in_channels).eval()
-        size = IMAGE_SIZES.get(model_name, 32)
+        size = model_facts(model_name).image_size
         return _trace_feeding(model, torch.zeros(1, in_channels, size, size))
     except Exception as err:  # a figure without sparsity beats no figure
         warnings.warn(f"cannot pair activation slots with layers for {model_name!r}: {err}")

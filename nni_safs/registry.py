@@ -1,11 +1,13 @@
 """A name -> builder table shared by the model, dataset and operator catalogs.
 
-Modelled on timm's ``@register_model``: a user adds an entry with one decorated function in
-their own code, and an unknown name fails with the list of the known ones.
+Modelled on timm's ``@register_model`` (and its ``default_cfgs``): a user adds an entry with
+one decorated function in their own code, together with the facts the rest of the package
+needs about it (a model's training defaults and input size, a dataset's files), and an
+unknown name fails with the list of the known ones.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -16,15 +18,22 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._facts: dict[str, Any] = {}
 
-    def register(self, name: str, *, overwrite: bool = False) -> Callable[[T], T]:
-        """Decorator adding ``entry`` under ``name``; refuses silent replacement."""
+    def register(self, name: str, *, overwrite: bool = False, facts: Any = None) -> Callable[[T], T]:
+        """Decorator adding ``entry`` (and its ``facts``) under ``name``; refuses silent replacement."""
         def add(entry: T) -> T:
             if name in self._entries and not overwrite:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = entry
+            self._facts[name] = facts
             return entry
         return add
+
+    def facts(self, name: str) -> Any:
+        """What was registered about ``name`` besides its builder."""
+        self.check(name)
+        return self._facts[name]
 
     def get(self, name: str) -> T:
         try:

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from nni_safs.activations import ActivationSlot, apply_genome, get_genome, slots
-from nni_safs.models import build_model, list_models, register_model
+from nni_safs.config import SafsConfig
+from nni_safs.models import build_model, list_models, model_facts, register_model
 
 
 @pytest.mark.parametrize("name,shape,num_slots,convs", [
@@ -47,9 +48,14 @@ def test_default_acts_and_registry():
     with pytest.raises(ValueError, match="unknown model 'vgg19'.*lenet5"):
         build_model("vgg19")
 
-    @register_model("tiny_test_mlp")
-    def tiny(num_classes=10, in_channels=1, image_size=28, act="relu"):
+    @register_model("tiny_test_mlp", in_channels=1, image_size=28)
+    def tiny(num_classes, in_channels, image_size, act):
         return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, 8), ActivationSlot(act),
                              nn.Linear(8, num_classes))
     assert "tiny_test_mlp" in list_models()
     assert build_model("tiny_test_mlp", num_classes=3)(torch.randn(2, 1, 28, 28)).shape == (2, 3)
+    # what a model is registered with is what the rest of the package knows of it
+    assert model_facts("lenet5").image_size == 28 and model_facts("efficientnet_b0").act == "swish"
+    with pytest.raises(ValueError, match="'tiny_test_mlp' was registered without training hyperparameters"):
+        _ = SafsConfig(model="tiny_test_mlp", dataset="mnist5k").hparams
+    assert SafsConfig(model="tiny_test_mlp", dataset="mnist5k", train_hparams={"optimizer": "adam", "lr": 0.01}).hparams

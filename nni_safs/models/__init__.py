@@ -1,26 +1,53 @@
 """Model registry: the paper's networks with every activation replaced by a named slot.
 
 ``build_model(name, num_classes, ...)`` builds a registered model; a user adds one with
-``@register_model("name")`` on a builder ``(num_classes, in_channels, image_size, act) -> nn.Module``
-whose activations are :class:`~nni_safs.activations.ActivationSlot` modules.
+``@register_model("name", hparams=..., in_channels=..., image_size=..., act=...)`` on a builder
+``(num_classes, in_channels, image_size, act) -> nn.Module`` whose activations are
+:class:`~nni_safs.activations.ActivationSlot` modules. What is registered with it is what the
+rest of the package knows about the model: its dense fine-tuning hyperparameters (the
+``train_hparams`` default), its own activation, and the input it expects.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
 from ..registry import Registry
 
 MODELS: Registry = Registry("model")
-register_model = MODELS.register
+# the paper's dense fine-tuning of VGG-16, ResNet-18 and EfficientNet-B0 (Loni et al. 2023)
+PAPER_SGD = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "step_halving", "step_size": 20}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    hparams: Mapping[str, Any] | None  # dense/baseline fine-tuning hyperparameters; None: none known
+    in_channels: int
+    image_size: int
+    act: str  # the model's own activation (the baseline's and the ablation's)
+
+
+def register_model(name: str, *, in_channels: int, image_size: int, act: str = "relu",
+                   hparams: Mapping[str, Any] | None = None, overwrite: bool = False) -> Callable:
+    """Decorator registering a builder with its facts: the input it expects (no default: a
+    model is not silently given CIFAR's), its own activation, and its dense fine-tuning
+    hyperparameters (without them the config's ``train_hparams`` must give them)."""
+    facts = ModelFacts(dict(hparams) if hparams is not None else None, in_channels, image_size, act)
+    return MODELS.register(name, overwrite=overwrite, facts=facts)
+
+
+def model_facts(name: str) -> ModelFacts:
+    return MODELS.facts(name)
 
 
 def build_model(name: str, num_classes: int = 10, in_channels: int | None = None,
                 image_size: int | None = None, act: str | None = None) -> nn.Module:
-    """Build ``name``; ``None`` arguments take the model's own defaults (e.g. its paper act)."""
-    builder = MODELS.get(name)
-    kwargs = {k: v for k, v in dict(in_channels=in_channels, image_size=image_size, act=act).items()
-              if v is not None}
-    return builder(num_classes=num_classes, **kwargs)
+    """Build ``name``; ``None`` arguments take the model's registered facts (e.g. its paper act)."""
+    builder, facts = MODELS.get(name), model_facts(name)
+    return builder(num_classes=num_classes, in_channels=in_channels or facts.in_channels,
+                   image_size=image_size or facts.image_size, act=act or facts.act)
 
 
 def list_models() -> list[str]:

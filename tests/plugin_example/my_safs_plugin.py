@@ -6,7 +6,8 @@ from nni_safs.data import DATASETS, register_dataset
 from nni_safs.models import register_model
 
 
-@register_model("plugin_mlp")
+@register_model("plugin_mlp", hparams={"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4}, in_channels=1,
+                image_size=28)
 def plugin_mlp(num_classes=10, in_channels=1, image_size=28, act="relu"):
     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, 64), ActivationSlot(act),
                          nn.Linear(64, 32), ActivationSlot(act), nn.Linear(32, num_classes))
