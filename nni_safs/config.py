@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .data import DATASETS
+from .data.tensors import DATA_LOADERS
 from .models import MODELS, model_facts
 from .plugins import import_plugins
 from .pruning import SCOPES
-from .training import OPTIMIZERS, SCHEDULERS
+from .training import OPTIMIZERS, PRECISIONS, SCHEDULERS
 
 STAGE1_ALGORITHMS = ("lahc", "evolution", "tpe", "random")
 SEARCH_INITS = ("random", "uniform")
@@ -35,6 +36,8 @@ class SafsConfig:
     seed: int = 0  # seeds data splits, dense training, pruning ties, the search
     val_fraction: float = 0.1  # share of the training files held out to score epochs and candidates
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # fp32 | bf16 (autocast; weights stay fp32) | auto: bf16 on CUDA, fp32 on CPU
+    data_loader: str = "auto"  # tensor (held, augmented on the device) | dataloader | auto: tensor on CUDA if it fits
     batch_size: int = 256
     num_workers: int = 0  # DataLoader worker processes per trial
     threads: int = 0  # torch CPU threads per trial; 0 keeps torch's default
@@ -75,6 +78,12 @@ class SafsConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every key with its default value."""
+        return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(cls)}
+
     @property
     def hparams(self) -> dict[str, Any]:
         """The dense/baseline fine-tuning hyperparameters in effect."""
@@ -94,6 +103,8 @@ class SafsConfig:
         DATASETS.check(self.dataset)
         _one_of("scope", self.scope, SCOPES)
         _one_of("search_algorithm", self.search_algorithm, STAGE1_ALGORITHMS)
+        _one_of("precision", self.precision, PRECISIONS)
+        _one_of("data_loader", self.data_loader, DATA_LOADERS)
         if not 0.0 < self.ratio < 1.0:
             raise ValueError(f"ratio must be in (0, 1), got {self.ratio!r}")
         _one_of("search_init", self.search_init, SEARCH_INITS)

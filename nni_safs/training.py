@@ -10,6 +10,11 @@ Hyperparameters (``hparams``), every key optional except ``optimizer`` and ``lr`
 The best epoch on validation is kept as a deep copy (the reference code aliased the live
 weights and so saved the last epoch). A loss that turns NaN/inf ends the run as *diverged*
 instead of raising, so one bad candidate cannot crash a search.
+
+How the arithmetic runs is separate from what is trained: ``precision`` (:data:`PRECISIONS`)
+chooses bf16 autocast (forward and loss in bf16 where safe; weights, gradients and optimizer
+state stay float32, so masks hold exactly) or plain float32, and ``channels_last`` lays conv
+weights and inputs out as NHWC, the layout GPU tensor cores run convolutions in.
 """
 from __future__ import annotations
 
@@ -22,13 +27,14 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from .pruning import Masks, MaskHolder
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("constant", "step_halving", "step", "cosine", "cosine_warm_restarts",
               "linear_warmup", "plateau")
+PRECISIONS = ("auto", "fp32", "bf16")
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader or nni_safs.data.tensors.TensorLoader
 
 
 @dataclass
@@ -73,6 +79,44 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def resolve_precision(name: str, device: torch.device | str) -> str:
+    """``fp32`` or ``bf16`` for the ``precision`` setting ``name``.
+
+    ``auto`` is bf16 on a CUDA device that supports it (tensor cores, half the activation
+    memory traffic) and fp32 elsewhere: CPU bf16 autocast is faster only on CPUs with
+    AMX/AVX512-BF16, and it would change the CPU results users compare against.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; valid: {', '.join(PRECISIONS)}")
+    if name != "auto":
+        return name
+    return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def wants_channels_last(model: nn.Module, device: torch.device | str) -> bool:
+    """Conv nets on CUDA run NHWC (channels_last): cuDNN's tensor-core kernels use that layout."""
+    return torch.device(device).type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=_is_bf16(precision))
+
+
+def _is_bf16(precision: str) -> bool:
+    """``auto`` must be resolved before training (:func:`resolve_precision`)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be resolved to 'fp32' or 'bf16' here, got {precision!r}")
+    return precision == "bf16"
+
+
+def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images = images.to(device, non_blocking=True)
+    if channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
 def _choice(hparams: Mapping, key: str, valid: Iterable[str], default: str | None = None) -> str:
     value = hparams.get(key, default)
     if value not in valid:
@@ -113,16 +157,22 @@ def build_scheduler(optimizer: torch.optim.Optimizer, hparams: Mapping, epochs: 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> tuple[float, float]:
-    """(top-1 accuracy in percent, mean cross-entropy) of ``model`` on ``loader``."""
+def evaluate(model: nn.Module, loader: Batches, device: torch.device | str = "cpu", precision: str = "fp32",
+             channels_last: bool = False) -> tuple[float, float]:
+    """(top-1 accuracy in percent, mean cross-entropy) of ``model`` on ``loader``.
+
+    ``precision`` (fp32 | bf16) and ``channels_last`` (inputs as NHWC) as in :func:`fine_tune`.
+    """
     model.eval()
+    device = torch.device(device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     loss = torch.zeros((), device=device)
     count = 0
     for images, labels in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        logits = model(images)
-        loss += nn.functional.cross_entropy(logits, labels, reduction="sum")
+        images, labels = _to_device(images, labels, device, channels_last)
+        with _autocast(device, precision):
+            logits = model(images)
+            loss += nn.functional.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
         count += labels.numel()
     if count == 0:
@@ -130,20 +180,25 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = 
     return 100.0 * correct.item() / count, loss.item() / count
 
 
-def fine_tune(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, hparams: Mapping,
+def fine_tune(model: nn.Module, train_loader: Batches, val_loader: Batches, hparams: Mapping,
               epochs: int, device: torch.device | str = "cpu", masks: Masks | None = None,
               on_epoch: Callable[[EpochRecord], None] | None = None,
-              restore_best: bool = True) -> TrainResult:
+              restore_best: bool = True, precision: str = "fp32", channels_last: bool = False) -> TrainResult:
     """Train ``model`` for ``epochs``, validating each epoch, pruned weights held at zero.
 
     With ``masks`` the pruned weights are re-zeroed after every optimizer step and checked
     after every epoch (a revived weight raises ``MaskViolationError``). ``restore_best``
-    loads the best epoch's weights into ``model`` before returning.
+    loads the best epoch's weights into ``model`` before returning. ``precision`` is
+    ``fp32`` or ``bf16`` (autocast; see :func:`resolve_precision`); with ``channels_last``
+    the model trains NHWC and is handed back in the default layout.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    _is_bf16(precision)  # validates before any work
     device = torch.device(device)
     model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), hparams)
     scheduler = build_scheduler(optimizer, hparams, epochs)
     holder = MaskHolder(model, masks).attach(optimizer) if masks else None
@@ -151,13 +206,13 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader
     try:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            train_loss = _train_epoch(model, train_loader, optimizer, device)
+            train_loss = _train_epoch(model, train_loader, optimizer, device, precision, channels_last)
             if not math.isfinite(train_loss):
                 result.diverged, result.failure = True, f"training loss became {train_loss} in epoch {epoch}"
                 break
             if holder:
                 holder.check()
-            val_acc, val_loss = evaluate(model, val_loader, device)
+            val_acc, val_loss = evaluate(model, val_loader, device, precision, channels_last)
             lr = optimizer.param_groups[0]["lr"]
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(val_acc)
@@ -167,26 +222,30 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader
             result.history.append(record)
             if result.best_state is None or val_acc > result.best_val_acc:
                 result.best_val_acc, result.best_epoch = val_acc, epoch
-                result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                result.best_state = {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+                                     for k, v in model.state_dict().items()}
             if on_epoch is not None:
                 on_epoch(record)
     finally:
         if holder:
             holder.detach()
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     if restore_best and result.best_state is not None:
         model.load_state_dict(result.best_state)
     return result
 
 
-def _train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                 device: torch.device) -> float:
+def _train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer,
+                 device: torch.device, precision: str, channels_last: bool) -> float:
     """Mean training loss; accumulated on the device so the loop never syncs per step."""
     model.train()
     total = torch.zeros((), device=device)
     batches = 0
     for images, labels in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        loss = nn.functional.cross_entropy(model(images), labels)
+        images, labels = _to_device(images, labels, device, channels_last)
+        with _autocast(device, precision):
+            loss = nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -22,10 +22,11 @@ from .activations import apply_genome, get_genome, set_scales_trainable
 from .atomic import atomic_write
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import SafsConfig
-from .data import DataSplits, build_dataset, make_loaders
+from .data import DataSplits, build_dataset
+from .data.tensors import build_loaders
 from .models import build_model
 from .pruning import Masks, overall_density
-from .training import evaluate, fine_tune, resolve_device, seed_everything
+from .training import evaluate, fine_tune, resolve_device, resolve_precision, seed_everything, wants_channels_last
 
 Log = Callable[[str], None]
 
@@ -112,7 +113,9 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> Sa
         raise ValueError(f"workspace {str(root)!r} is not writable: {err}") from None
     recorded = root / CONFIG_FILE
     if recorded.is_file():  # write-once: running trials read it, so it must never change under them
-        stored, wanted = json.loads(recorded.read_text()), config.to_dict()
+        # a key added by a later release is read as its default: such a workspace stays usable
+        stored = {**SafsConfig.defaults(), **json.loads(recorded.read_text())}
+        wanted = config.to_dict()
         diffs = [f"{key}: workspace has {stored.get(key, '<missing>')!r}, requested {wanted.get(key, '<missing>')!r}"
                  for key in sorted(set(stored) | set(wanted)) if stored.get(key) != wanted.get(key)]
         if diffs:
@@ -162,6 +165,12 @@ def new_model(config: SafsConfig, splits: DataSplits) -> nn.Module:
                        image_size=splits.image_size)
 
 
+def arithmetic(config: SafsConfig, model: nn.Module, device: torch.device) -> dict[str, Any]:
+    """The ``precision`` and ``channels_last`` keywords of fine_tune/evaluate for this run on ``device``."""
+    return {"precision": resolve_precision(config.precision, device),
+            "channels_last": wants_channels_last(model, device)}
+
+
 def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = None) -> dict[str, Any]:
     """Make sure the workspace holds the dense and pruned checkpoints; return their figures."""
     workspace = Workspace(config)
@@ -173,26 +182,29 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
             return payload["figures"]
         device = resolve_device(config.device)
         splits = load_data(config)
-        train, val, test = make_loaders(splits, config.batch_size, config.num_workers, config.seed)
+        train, val, test = build_loaders(splits, config.batch_size, config.seed, device, config.data_loader,
+                                         config.num_workers)
         seed_everything(config.seed)
         model = new_model(config, splits)
+        fast = arithmetic(config, model, device)
         if workspace.dense_path.exists():
             model.load_state_dict(load_checkpoint(workspace.dense_path, workspace.dense_meta())["state"])
             model.to(device)
             log(f"reusing dense checkpoint {workspace.dense_path}")
         else:
             log(f"training dense {config.model} on {config.dataset} for {config.dense_epochs} epochs")
-            result = fine_tune(model, train, val, config.hparams, config.dense_epochs, device, on_epoch=on_epoch)
+            result = fine_tune(model, train, val, config.hparams, config.dense_epochs, device, on_epoch=on_epoch,
+                               **fast)
             if result.diverged:
                 raise RuntimeError(f"dense training diverged: {result.failure}")
             save_checkpoint(workspace.dense_path, model.state_dict(), workspace.dense_meta(),
                             best_epoch=result.best_epoch, best_val_acc=result.best_val_acc)
-        dense_val, _ = evaluate(model, val, device)
-        dense_test, _ = evaluate(model, test, device)
+        dense_val, _ = evaluate(model, val, device, **fast)
+        dense_test, _ = evaluate(model, test, device, **fast)
         from .pruning import magnitude_prune  # NNI's pruners: only prepare needs them
         masks = magnitude_prune(model, config.ratio, config.scope)
-        pruned_val, _ = evaluate(model, val, device)
-        pruned_test, _ = evaluate(model, test, device)
+        pruned_val, _ = evaluate(model, val, device, **fast)
+        pruned_test, _ = evaluate(model, test, device, **fast)
         figures = {"dense_val_acc": dense_val, "dense_test_acc": dense_test,
                    "pruned_val_acc": pruned_val, "pruned_test_acc": pruned_test,
                    "density": overall_density(masks)}
@@ -241,11 +253,14 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
         apply_genome(model, genome)
     set_scales_trainable(model, train_scales)
     model.to(device)
-    train, val, test = make_loaders(splits, config.batch_size, config.num_workers, seed)
+    fast = arithmetic(config, model, device)
+    with timer("data"):
+        train, val, test = build_loaders(splits, config.batch_size, seed, device, config.data_loader,
+                                         config.num_workers)
     with timer("training"):
-        result = fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch)
+        result = fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch, **fast)
     with timer("evaluation"):
-        test_acc = evaluate(model, test, device)[0] if result.best_state is not None else 0.0
+        test_acc = evaluate(model, test, device, **fast)[0] if result.best_state is not None else 0.0
     kept = sum(int((p != 0).sum()) for n, p in model.named_parameters() if n in masks)
     total = sum(masks[n].numel() for n in masks)
     if save_as and result.best_state is not None:

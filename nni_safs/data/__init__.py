@@ -52,8 +52,9 @@ def build_dataset(name: str, root: str | os.PathLike[str] | None = None, seed: i
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
     splits = builder(root=root, seed=seed, val_fraction=val_fraction, download=download, **options)
-    if fraction < 1.0:
-        splits = dataclasses.replace(splits, train=seeded_subset(splits.train, fraction, seed))
+    if fraction < 1.0:  # the same seeded indices of train and its plain view
+        plain = None if splits.train_plain is None else seeded_subset(splits.train_plain, fraction, seed)
+        splits = dataclasses.replace(splits, train=seeded_subset(splits.train, fraction, seed), train_plain=plain)
     return splits
 
 

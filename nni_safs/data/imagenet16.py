@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from . import REQUIRED_FILES, register_dataset
+from .augment import PadCropFlip
 from .splits import DataSplits, DatasetNotFoundError, require_root, splits_from_files
 from .vision import image_transforms
 
@@ -25,6 +26,7 @@ _PIXELS = 3 * 16 * 16
 # Per-channel statistics of the 16x16 training images (as used by NAS-Bench-201).
 IMAGENET16_MEAN = tuple(v / 255 for v in (122.68, 116.66, 104.01))
 IMAGENET16_STD = tuple(v / 255 for v in (63.22, 61.26, 65.09))
+IMAGENET16_AUGMENT = PadCropFlip(16, 2, IMAGENET16_MEAN, IMAGENET16_STD)
 
 
 class ImageNet16(Dataset):
@@ -99,9 +101,10 @@ def imagenet16(root: str | os.PathLike[str] | None, seed: int, val_fraction: flo
     """Test is the official ``val_data``; our val is drawn from the train batches.
     ``download`` is accepted for a uniform signature but cannot fetch anything."""
     path = require_root(root, "imagenet16")
-    train_tf, eval_tf = image_transforms(IMAGENET16_MEAN, IMAGENET16_STD, crop_size=16, padding=2)
+    train_tf, eval_tf = image_transforms(IMAGENET16_MEAN, IMAGENET16_STD, IMAGENET16_AUGMENT)
     pool = ImageNet16(path, train=True, num_classes=num_classes)
     test = ImageNet16(path, train=False, transform=eval_tf, num_classes=num_classes)
     return splits_from_files("imagenet16", pool, test, seed=seed, val_fraction=val_fraction,
                              train_transform=train_tf, eval_transform=eval_tf,
-                             num_classes=num_classes, in_channels=3, image_size=16)
+                             num_classes=num_classes, in_channels=3, image_size=16,
+                             augmentation=IMAGENET16_AUGMENT)

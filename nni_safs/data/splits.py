@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from .augment import PadCropFlip
+
 Transform = Callable[[Any], Any]
 
 
@@ -25,7 +27,12 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass
 class DataSplits:
-    """Train (augmented), val (training files, no augmentation) and the official test split."""
+    """Train (augmented), val (training files, no augmentation) and the official test split.
+
+    ``train_plain`` and ``augmentation`` let the tensor path (:mod:`nni_safs.data.tensors`) hold
+    the train images once and augment them per batch on the device; a builder that leaves
+    ``train_plain`` unset keeps its splits on the DataLoader path.
+    """
 
     train: Dataset
     val: Dataset
@@ -34,6 +41,8 @@ class DataSplits:
     in_channels: int
     image_size: int
     name: str
+    train_plain: Dataset | None = None  # the train images without augmentation (same order as train)
+    augmentation: PadCropFlip | None = None  # what train adds to train_plain; None: nothing
 
 
 class TensorImages(Dataset):
@@ -89,14 +98,24 @@ def seeded_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
 
 def splits_from_files(name: str, pool: Dataset, test: Dataset, *, seed: int, val_fraction: float,
                       train_transform: Transform | None, eval_transform: Transform | None,
-                      num_classes: int, in_channels: int, image_size: int) -> DataSplits:
-    """Split an untransformed training-file ``pool`` into augmented train and plain val views."""
+                      num_classes: int, in_channels: int, image_size: int,
+                      augmentation: PadCropFlip | None = None) -> DataSplits:
+    """Split an untransformed training-file ``pool`` into augmented train and plain val views.
+
+    The tensor path can hold the train view when it is the eval transform's view plus
+    ``augmentation`` (given), or the very same transform (no augmentation); any other
+    ``train_transform`` keeps the splits on the DataLoader path.
+    """
     train_idx, val_idx = split_indices(len(pool), seed, val_fraction)
+    train = TransformSubset(pool, train_idx, train_transform)
+    if augmentation is not None:
+        train_plain: Dataset | None = TransformSubset(pool, train_idx, eval_transform)
+    else:
+        train_plain = train if train_transform is eval_transform else None
     return DataSplits(
-        train=TransformSubset(pool, train_idx, train_transform),
-        val=TransformSubset(pool, val_idx, eval_transform),
+        train=train, val=TransformSubset(pool, val_idx, eval_transform),
         test=test, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-        name=name,
+        name=name, train_plain=train_plain, augmentation=augmentation,
     )
 
 

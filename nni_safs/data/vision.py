@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from . import REQUIRED_FILES, register_dataset
+from .augment import PadCropFlip
 from .splits import DataSplits, explain_missing, require_root, splits_from_files
 
 if TYPE_CHECKING:
@@ -18,17 +19,18 @@ if TYPE_CHECKING:
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR10_AUGMENT = PadCropFlip(32, 4, CIFAR10_MEAN, CIFAR10_STD)
 
 
-def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], crop_size: int | None = None,
-                     padding: int = 0) -> tuple["transforms.Compose", "transforms.Compose"]:
-    """(train, eval) transforms; with ``crop_size`` train adds the standard pad-crop + flip."""
+def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], augmentation: PadCropFlip | None = None
+                     ) -> tuple["transforms.Compose", "transforms.Compose"]:
+    """(train, eval) transforms; train adds ``augmentation`` before normalizing, else it is eval itself."""
     from torchvision import transforms
     plain = [transforms.ToTensor(), transforms.Normalize(mean, std)]
-    if crop_size is None:
-        return transforms.Compose(plain), transforms.Compose(plain)
-    augment = [transforms.RandomCrop(crop_size, padding=padding), transforms.RandomHorizontalFlip()]
-    return transforms.Compose(augment + plain), transforms.Compose(plain)
+    if augmentation is None:
+        same = transforms.Compose(plain)
+        return same, same
+    return transforms.Compose(augmentation.torchvision() + plain), transforms.Compose(plain)
 
 
 def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None, download: bool,
@@ -64,8 +66,8 @@ def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
 def cifar10(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
             download: bool) -> DataSplits:
     from torchvision import datasets
-    train_tf, eval_tf = image_transforms(CIFAR10_MEAN, CIFAR10_STD, crop_size=32, padding=4)
+    train_tf, eval_tf = image_transforms(CIFAR10_MEAN, CIFAR10_STD, CIFAR10_AUGMENT)
     pool, test = _load("cifar10", datasets.CIFAR10, CIFAR10_FOLDER, root, download, eval_tf)
     return splits_from_files("cifar10", pool, test, seed=seed, val_fraction=val_fraction,
                              train_transform=train_tf, eval_transform=eval_tf,
-                             num_classes=10, in_channels=3, image_size=32)
+                             num_classes=10, in_channels=3, image_size=32, augmentation=CIFAR10_AUGMENT)
