@@ -124,6 +124,29 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> Sa
     return config
 
 
+# variant -> the fine-tuned model a run keeps for it (trial.run_job saves `{stage}_{variant}.pt`
+# for the run's own seed): what `safs export` reads
+MODEL_CHECKPOINTS = {"safs": "final_safs.pt", "stage1": "final_stage1.pt", "stage2": "final_stage2.pt",
+                     "baseline": "baseline_default.pt"}
+
+
+def model_checkpoint(workspace: str | Path, variant: str) -> Path:
+    """The checkpoint of ``variant``'s model in ``workspace``; errors name the variants it holds.
+
+    An unknown variant raises ValueError; a known one whose file is missing (the run has not
+    got that far, or that stage failed) raises FileNotFoundError.
+    """
+    root = Path(workspace)
+    held = [name for name, file in MODEL_CHECKPOINTS.items() if (root / file).is_file()]
+    holds = f"this workspace holds {', '.join(held)}" if held else "this workspace holds none yet"
+    if variant not in MODEL_CHECKPOINTS:
+        raise ValueError(f"unknown variant {variant!r}; variants are {', '.join(MODEL_CHECKPOINTS)}; {holds}")
+    path = root / MODEL_CHECKPOINTS[variant]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} (variant {variant}) does not exist; {holds}")
+    return path
+
+
 def job_marker(workspace: str | Path, job: int) -> Path:
     """Where a trial records that it started job ``job`` (and which NNI trial it is)."""
     return Path(workspace) / "jobs" / f"{job}.json"
