@@ -116,7 +116,7 @@ def export_model(workspace: str | Path, output: str | Path, variant: str = "safs
     model = new_model(config, splits)
     apply_genome(model, payload["meta"]["genome"])
     model.load_state_dict(payload["state"])
-    model.eval().requires_grad_(False)
+    model.eval()
     images = torch.stack([splits.test[i][0] for i in range(min(CHECK_IMAGES, len(splits.test)))])
     meta = {**payload["meta"], "variant": variant, "checkpoint": checkpoint.name,
             "input_shape": list(images.shape[1:]), "num_classes": splits.num_classes}

@@ -1,20 +1,29 @@
-"""The exported activations file: torch only, and the same numbers as nni_safs' own slots."""
+"""What `safs export` writes (the activations module; with --model the network itself): torch only,
+and the same numbers as nni_safs' own model."""
 from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-from nni_safs.activations import ActivationSlot, apply_genome, op_names, slots
-from nni_safs.checkpoints import save_checkpoint
+from nni_safs.activations import ActivationSlot, apply_genome, genome_from_string, op_names, slots
+from nni_safs.checkpoints import load_checkpoint, save_checkpoint
+from nni_safs.cli import main
+from nni_safs.config import SafsConfig
+from nni_safs.deploy import METADATA_FILE, to_torchscript
 from nni_safs.export import OP_SOURCES, export_activations, render_module
 from nni_safs.models import build_model
+from nni_safs.pruning import magnitude_prune
+from nni_safs.trial import run_job
+from nni_safs.workspace import load_config, load_data, new_model, open_workspace
 
 GENOME = {"act1": "acon", "act2": "srs", "act3": "tanhsoft", "act4": "symexp"}
 WIDE = torch.cat([torch.linspace(-1e4, 1e4, 20001), torch.tensor([0.0, 1e-30, -1e-30, 88.0, -88.0, 89.0])])
@@ -153,10 +162,6 @@ MODEL_GENOME = "act1=acon;act2=srs;act3=tanhsoft;act4=symexp"
 @pytest.fixture(scope="module")
 def model_workspace(tmp_path_factory):
     """A real LeNet-5 workspace at ratio 0.99: prepared, then the SAFS final job, as trials run them."""
-    from nni_safs.config import SafsConfig
-    from nni_safs.trial import run_job
-    from nni_safs.workspace import open_workspace
-
     root = tmp_path_factory.mktemp("model") / "ws"
     config = open_workspace(SafsConfig(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", ratio=0.99,
                                        dense_epochs=2, batch_size=256, workspace=str(root)))
@@ -168,9 +173,6 @@ def model_workspace(tmp_path_factory):
 
 def workspace_model(workspace: Path):
     """The SAFS final model as nni_safs itself loads it, its checkpoint, and the test split's images."""
-    from nni_safs.checkpoints import load_checkpoint
-    from nni_safs.workspace import load_config, load_data, new_model
-
     config = load_config(workspace)
     splits = load_data(config)
     checkpoint = load_checkpoint(workspace / "final_safs.pt")
@@ -183,7 +185,6 @@ def workspace_model(workspace: Path):
 
 @pytest.fixture(scope="module")
 def exported(model_workspace, tmp_path_factory):
-    from nni_safs.cli import main
     out = tmp_path_factory.mktemp("exported") / "lenet5_safs.pt"
     assert main(["export", str(model_workspace), "--model", "-o", str(out)]) == 0
     return out
@@ -225,17 +226,14 @@ def test_exported_model_is_over_ten_times_smaller_than_the_dense_checkpoint(mode
 
 
 def test_pruned_weights_are_stored_sparse_and_stay_zero(model_workspace, exported):
-    import json
-    import zipfile
 
-    from nni_safs.deploy import METADATA_FILE
 
     _, checkpoint, _ = workspace_model(model_workspace)
     masks, state = checkpoint["masks"], checkpoint["state"]
     extra = {METADATA_FILE: ""}
     loaded = torch.jit.load(str(exported), _extra_files=extra)
     meta = json.loads(extra[METADATA_FILE])
-    assert meta["variant"] == "safs" and meta["genome"] == genome_dict(MODEL_GENOME) and meta["ratio"] == 0.99
+    assert meta["variant"] == "safs" and meta["genome"] == genome_from_string(MODEL_GENOME) and meta["ratio"] == 0.99
     assert meta["input_shape"] == [1, 28, 28] and meta["sparse_weights"] == list(masks)
     weights = dict(zip(meta["sparse_weights"], loaded.weights()))
     for name, mask in masks.items():
@@ -250,12 +248,7 @@ def test_pruned_weights_are_stored_sparse_and_stay_zero(model_workspace, exporte
     assert sorted(stored.values()) == [4 * kept, 4 * kept]
 
 
-def genome_dict(text: str) -> dict[str, str]:
-    return dict(pair.split("=") for pair in text.split(";"))
-
-
 def test_export_model_names_missing_and_unknown_variants(model_workspace, tmp_path, capsys):
-    from nni_safs.cli import main
     out = tmp_path / "m.pt"
     assert main(["export", str(model_workspace), "--model", "--variant", "best", "-o", str(out)]) == 2
     err = capsys.readouterr().err
@@ -268,7 +261,6 @@ def test_export_model_names_missing_and_unknown_variants(model_workspace, tmp_pa
 
 
 def test_export_model_on_an_unfinished_workspace_says_where_the_run_stands(model_workspace, tmp_path, capsys):
-    from nni_safs.cli import main
     unfinished = tmp_path / "ws"
     unfinished.mkdir()
     for name in ("config.json", "pruned.pt"):  # prepared, nothing fine-tuned yet
@@ -280,8 +272,6 @@ def test_export_model_on_an_unfinished_workspace_says_where_the_run_stands(model
 
 @pytest.mark.parametrize("op", op_names())
 def test_every_catalog_op_survives_the_model_export(op):
-    from nni_safs.deploy import to_torchscript
-    from nni_safs.pruning import magnitude_prune
 
     torch.manual_seed(0)
     model = build_model("lenet5", act=op)
@@ -300,8 +290,6 @@ def test_every_catalog_op_survives_the_model_export(op):
 
 
 def test_model_export_refuses_revived_weights():
-    from nni_safs.deploy import to_torchscript
-    from nni_safs.pruning import magnitude_prune
 
     model = build_model("lenet5")
     masks = magnitude_prune(model, 0.9, "layer")
