@@ -32,14 +32,15 @@ GENOME = "act1=acon;act2=srs;act3=tanhsoft;act4=symexp"
 def lenet_workspace() -> Path:
     """The LeNet-5 workspace with a SAFS final model (kept between runs)."""
     from nni_safs.config import SafsConfig
-    from nni_safs.trial import run_job
+    from nni_safs.contract import SAFS, JobSpec, Stage
+    from nni_safs.jobs import run_job
     from nni_safs.workspace import open_workspace
     config = open_workspace(SafsConfig(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", ratio=0.99,
                                        dense_epochs=10, batch_size=256, workspace=str(WORKSPACE)))
     if not (WORKSPACE / "final_safs.pt").is_file():
-        run_job({"workspace": str(WORKSPACE), "stage": "prepare", "job": 0})
-        run_job({"workspace": str(WORKSPACE), "stage": "final", "variant": "safs", "job": 1, "genome": GENOME,
-                 "hparams": config.hparams, "epochs": 5, "train_scales": True})
+        run_job(JobSpec(0, Stage.PREPARE, "", str(WORKSPACE)))
+        run_job(JobSpec(1, Stage.FINAL, SAFS, str(WORKSPACE), genome=GENOME, hparams=config.hparams, epochs=5,
+                        train_scales=True))
     return WORKSPACE
 
 

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from .activations import apply_genome
-from .checkpoints import atomic_write, load_checkpoint
+from .atomic import atomic_write
+from .checkpoints import load_checkpoint
 from .workspace import Workspace, load_config, load_data, model_checkpoint, new_model
 
 METADATA_FILE = "safs.json"  # provenance inside the archive: torch.jit.load(..., _extra_files={METADATA_FILE: ""})

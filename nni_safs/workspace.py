@@ -22,6 +22,7 @@ from .activations import apply_genome, get_genome, set_scales_trainable
 from .atomic import atomic_write
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import SafsConfig
+from .contract import COLUMNS, Stage
 from .data import DataSplits, build_dataset, make_loaders
 from .models import build_model
 from .pruning import Masks, overall_density
@@ -124,14 +125,18 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> Sa
     return config
 
 
-# variant -> the fine-tuned model a run keeps for it (trial.run_job saves `{stage}_{variant}.pt`
-# for the run's own seed): what `safs export` reads
-MODEL_CHECKPOINTS = {"safs": "final_safs.pt", "stage1": "final_stage1.pt", "stage2": "final_stage2.pt",
-                     "baseline": "baseline_default.pt"}
+def model_file(stage: Stage, variant: str) -> str:
+    """The file a baseline or final job keeps its model in (for the run's own seed)."""
+    return f"{stage.value}_{variant}.pt"
+
+
+# a results column's key -> its model's checkpoint: the variants `safs export` offers
+MODEL_CHECKPOINTS = {column.key: model_file(column.stage, column.variant) for column in COLUMNS}
 
 
 def model_checkpoint(workspace: str | Path, variant: str) -> Path:
-    """The checkpoint of ``variant``'s model in ``workspace``; errors name the variants it holds.
+    """The checkpoint of ``variant``'s model (a results column) in ``workspace``; errors name the
+    variants it holds.
 
     An unknown variant raises ValueError; a known one whose file is missing (the run has not
     got that far, or that stage failed) raises FileNotFoundError.

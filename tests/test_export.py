@@ -18,11 +18,12 @@ from nni_safs.activations import ActivationSlot, apply_genome, genome_from_strin
 from nni_safs.checkpoints import load_checkpoint, save_checkpoint
 from nni_safs.cli import main
 from nni_safs.config import SafsConfig
+from nni_safs.contract import SAFS, JobSpec, Stage
 from nni_safs.deploy import METADATA_FILE, to_torchscript
 from nni_safs.export import OP_SOURCES, export_activations, render_module
 from nni_safs.models import build_model
 from nni_safs.pruning import magnitude_prune
-from nni_safs.trial import run_job
+from nni_safs.jobs import run_job
 from nni_safs.workspace import load_config, load_data, new_model, open_workspace
 
 GENOME = {"act1": "acon", "act2": "srs", "act3": "tanhsoft", "act4": "symexp"}
@@ -165,9 +166,9 @@ def model_workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("model") / "ws"
     config = open_workspace(SafsConfig(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", ratio=0.99,
                                        dense_epochs=2, batch_size=256, workspace=str(root)))
-    run_job({"workspace": str(root), "stage": "prepare", "job": 0})
-    run_job({"workspace": str(root), "stage": "final", "variant": "safs", "job": 1, "genome": MODEL_GENOME,
-             "hparams": config.hparams, "epochs": 1, "train_scales": True})
+    run_job(JobSpec(0, Stage.PREPARE, "", str(root)))
+    run_job(JobSpec(1, Stage.FINAL, SAFS, str(root), genome=MODEL_GENOME, hparams=config.hparams, epochs=1,
+                    train_scales=True))
     return root
 
 
@@ -252,7 +253,7 @@ def test_export_model_names_missing_and_unknown_variants(model_workspace, tmp_pa
     out = tmp_path / "m.pt"
     assert main(["export", str(model_workspace), "--model", "--variant", "best", "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "unknown variant 'best'" in err and "safs, stage1, stage2, baseline" in err
+    assert "unknown variant 'best'" in err and "baseline, stage1, stage2, safs" in err
     assert "this workspace holds safs" in err
     assert main(["export", str(model_workspace), "--model", "--variant", "stage1", "-o", str(out)]) == 2
     err = capsys.readouterr().err
