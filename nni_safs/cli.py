@@ -6,6 +6,7 @@ Verbs:
   run CONFIG.yml          the same pipeline in this process, without the NNI manager
   results WORKSPACE       print the results table (``--json`` for the summary)
   export WORKSPACE -o F   write the found activations as a self-contained Python module
+                          (--model: the pruned network itself, a torch-only TorchScript file)
   plot WORKSPACE -o DIR   draw activation curves, layer sparsity and the search trace
 
 CONFIG is an NNI experiment YAML (its ``tuner.classArgs`` are used) or a YAML of classArgs;
@@ -185,11 +186,16 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_activations
+    from .workspace import model_checkpoint
     workspace = Path(args.workspace)
-    checkpoint = workspace / f"final_{args.variant}.pt"
     with _explain_missing(workspace):
-        print(f"wrote {export_activations(checkpoint, args.output)}")
+        if args.model:
+            from .deploy import export_model
+            path = export_model(workspace, args.output, args.variant)
+            print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
+        else:
+            from .export import export_activations
+            print(f"wrote {export_activations(model_checkpoint(workspace, args.variant), args.output)}")
     return 0
 
 
@@ -245,11 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print summary.json instead")
     p.set_defaults(func=cmd_results)
 
-    p = verbs.add_parser("export", help="write the found activations as a self-contained module")
+    p = verbs.add_parser("export", help="write the found activations as a self-contained module, "
+                                        "or (--model) the pruned network as a torch-only file")
     p.add_argument("workspace")
-    p.add_argument("-o", "--output", required=True, help="the .py file to write")
-    p.add_argument("--variant", default="safs", choices=["safs", "stage1", "stage2"],
-                   help="which final model's activations (default safs)")
+    p.add_argument("-o", "--output", required=True, help="the file to write (.py; .pt with --model)")
+    p.add_argument("--model", action="store_true",
+                   help="write the pruned, fine-tuned network with its activations, weights stored sparse, "
+                        "as one TorchScript file (torch.jit.load; no nni_safs needed)")
+    p.add_argument("--variant", default="safs",
+                   help="whose model: safs (default), stage1, stage2 or baseline (magnitude pruning, ReLU)")
     p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("plot", help="draw activation curves, layer sparsity and the search trace")

@@ -12,7 +12,7 @@ import torch
 from .activations import genome_from_string
 from .contract import JobResult, JobSpec, Stage, Status
 from .training import EpochRecord
-from .workspace import load_config, prepare, run_candidate
+from .workspace import load_config, model_file, prepare, run_candidate
 
 KEPT_METRICS = ("val_acc", "late_val_acc", "test_acc", "density", "best_epoch", "epochs", "seed", "timings")
 
@@ -32,7 +32,7 @@ def run_job(spec: JobSpec, on_epoch: Callable[[EpochRecord], None] | None = None
         keep = spec.stage in (Stage.BASELINE, Stage.FINAL) and spec.seed == config.seed  # what `safs export` reads
         outcome = run_candidate(config, genome, spec.hparams, spec.epochs, spec.train_scales, spec.data_fraction,
                                 on_epoch=on_epoch, seed=spec.seed,
-                                save_as=f"{spec.stage.value}_{spec.variant}.pt" if keep else None)
+                                save_as=model_file(spec.stage, spec.variant) if keep else None)
         # a run that diverged late still scores its best epoch before the divergence
         result = JobResult(spec.job, spec.stage, Status.DIVERGED if outcome["diverged"] else Status.OK,
                            outcome["val_acc"], outcome["failure"],

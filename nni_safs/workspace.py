@@ -22,6 +22,7 @@ from .activations import apply_genome, get_genome, set_scales_trainable
 from .atomic import atomic_write
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import SafsConfig
+from .contract import COLUMNS, Stage
 from .data import DataSplits, build_dataset
 from .data.tensors import build_loaders
 from .models import build_model
@@ -125,6 +126,33 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> Sa
     else:
         Workspace(config).write_json(CONFIG_FILE, config.to_dict())
     return config
+
+
+def model_file(stage: Stage, variant: str) -> str:
+    """The file a baseline or final job keeps its model in (for the run's own seed)."""
+    return f"{stage.value}_{variant}.pt"
+
+
+# a results column's key -> its model's checkpoint: the variants `safs export` offers
+MODEL_CHECKPOINTS = {column.key: model_file(column.stage, column.variant) for column in COLUMNS}
+
+
+def model_checkpoint(workspace: str | Path, variant: str) -> Path:
+    """The checkpoint of ``variant``'s model (a results column) in ``workspace``; errors name the
+    variants it holds.
+
+    An unknown variant raises ValueError; a known one whose file is missing (the run has not
+    got that far, or that stage failed) raises FileNotFoundError.
+    """
+    root = Path(workspace)
+    held = [name for name, file in MODEL_CHECKPOINTS.items() if (root / file).is_file()]
+    holds = f"this workspace holds {', '.join(held)}" if held else "this workspace holds none yet"
+    if variant not in MODEL_CHECKPOINTS:
+        raise ValueError(f"unknown variant {variant!r}; variants are {', '.join(MODEL_CHECKPOINTS)}; {holds}")
+    path = root / MODEL_CHECKPOINTS[variant]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} (variant {variant}) does not exist; {holds}")
+    return path
 
 
 def job_marker(workspace: str | Path, job: int) -> Path:

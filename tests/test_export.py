@@ -1,19 +1,30 @@
-"""The exported activations file: torch only, and the same numbers as nni_safs' own slots."""
+"""What `safs export` writes (the activations module; with --model the network itself): torch only,
+and the same numbers as nni_safs' own model."""
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-from nni_safs.activations import ActivationSlot, apply_genome, op_names, slots
-from nni_safs.checkpoints import save_checkpoint
+from nni_safs.activations import ActivationSlot, apply_genome, genome_from_string, op_names, slots
+from nni_safs.checkpoints import load_checkpoint, save_checkpoint
+from nni_safs.cli import main
+from nni_safs.config import SafsConfig
+from nni_safs.contract import SAFS, JobSpec, Stage
+from nni_safs.deploy import METADATA_FILE, to_torchscript
 from nni_safs.export import OP_SOURCES, export_activations, render_module
 from nni_safs.models import build_model
+from nni_safs.pruning import magnitude_prune
+from nni_safs.jobs import run_job
+from nni_safs.workspace import load_config, load_data, new_model, open_workspace
 
 GENOME = {"act1": "acon", "act2": "srs", "act3": "tanhsoft", "act4": "symexp"}
 WIDE = torch.cat([torch.linspace(-1e4, 1e4, 20001), torch.tensor([0.0, 1e-30, -1e-30, 88.0, -88.0, 89.0])])
@@ -143,3 +154,147 @@ def test_refuses_what_it_cannot_write(tmp_path):
     save_checkpoint(path, state, {"model": "lenet5", "genome": {"act1": "acon"}}, masks={})
     with pytest.raises(ValueError, match="slot 'act1' do not fit op 'acon'"):
         export_activations(path, tmp_path / "found.py")
+
+
+# ---------------------------------------------------------------- safs export --model
+MODEL_GENOME = "act1=acon;act2=srs;act3=tanhsoft;act4=symexp"
+
+
+@pytest.fixture(scope="module")
+def model_workspace(tmp_path_factory):
+    """A real LeNet-5 workspace at ratio 0.99: prepared, then the SAFS final job, as trials run them."""
+    root = tmp_path_factory.mktemp("model") / "ws"
+    config = open_workspace(SafsConfig(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", ratio=0.99,
+                                       dense_epochs=2, batch_size=256, workspace=str(root)))
+    run_job(JobSpec(0, Stage.PREPARE, "", str(root)))
+    run_job(JobSpec(1, Stage.FINAL, SAFS, str(root), genome=MODEL_GENOME, hparams=config.hparams, epochs=1,
+                    train_scales=True))
+    return root
+
+
+def workspace_model(workspace: Path):
+    """The SAFS final model as nni_safs itself loads it, its checkpoint, and the test split's images."""
+    config = load_config(workspace)
+    splits = load_data(config)
+    checkpoint = load_checkpoint(workspace / "final_safs.pt")
+    model = new_model(config, splits)
+    apply_genome(model, checkpoint["meta"]["genome"])
+    model.load_state_dict(checkpoint["state"])
+    images = torch.stack([splits.test[i][0] for i in range(len(splits.test))])
+    return model.eval(), checkpoint, images
+
+
+@pytest.fixture(scope="module")
+def exported(model_workspace, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exported") / "lenet5_safs.pt"
+    assert main(["export", str(model_workspace), "--model", "-o", str(out)]) == 0
+    return out
+
+
+def test_exported_model_runs_without_nni_safs_and_gives_the_same_logits(model_workspace, exported, tmp_path):
+    model, checkpoint, images = workspace_model(model_workspace)
+    assert {slot.op_name for slot in slots(model).values()} == {"acon", "srs", "tanhsoft", "symexp"}
+    assert any(float(slot.alpha) != 1.0 for slot in slots(model).values())  # learned scales, not defaults
+    with torch.no_grad():  # a batch of one runs other kernels than the whole split: compare each
+        expected = {"split": model(images), "one": model(images[:1])}
+    torch.save({"images": images, "expected": expected}, tmp_path / "split.pt")
+    script = ("import importlib.abc, sys\n"
+              "class Block(importlib.abc.MetaPathFinder):\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name.partition('.')[0] == 'nni_safs':\n"
+              "            raise ImportError('nni_safs is blocked')\n"
+              "sys.meta_path.insert(0, Block())\n"
+              "import torch\n"
+              f"split = torch.load({str(tmp_path / 'split.pt')!r})\n"
+              f"model = torch.jit.load({str(exported)!r})\n"
+              "with torch.no_grad():\n"
+              "    logits = model(split['images'])\n"
+              "    one = model(split['images'][:1])\n"
+              "assert 'nni_safs' not in sys.modules\n"
+              "print(torch.equal(logits, split['expected']['split']), torch.equal(one, split['expected']['one']))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
+    assert len(images) == 1000  # the whole test split of mnist5k
+
+
+def test_exported_model_is_over_ten_times_smaller_than_the_dense_checkpoint(model_workspace, exported, tmp_path):
+    _, checkpoint, _ = workspace_model(model_workspace)
+    torch.save(checkpoint["state"], tmp_path / "state.pt")  # the dense weights alone, no masks or metadata
+    size = exported.stat().st_size
+    assert size * 10 <= (model_workspace / "final_safs.pt").stat().st_size
+    assert size * 10 <= (tmp_path / "state.pt").stat().st_size
+
+
+def test_pruned_weights_are_stored_sparse_and_stay_zero(model_workspace, exported):
+
+
+    _, checkpoint, _ = workspace_model(model_workspace)
+    masks, state = checkpoint["masks"], checkpoint["state"]
+    extra = {METADATA_FILE: ""}
+    loaded = torch.jit.load(str(exported), _extra_files=extra)
+    meta = json.loads(extra[METADATA_FILE])
+    assert meta["variant"] == "safs" and meta["genome"] == genome_from_string(MODEL_GENOME) and meta["ratio"] == 0.99
+    assert meta["input_shape"] == [1, 28, 28] and meta["sparse_weights"] == list(masks)
+    weights = dict(zip(meta["sparse_weights"], loaded.weights()))
+    for name, mask in masks.items():
+        assert torch.equal(weights[name], state[name])
+        assert not weights[name][mask == 0].any()  # every pruned weight is exactly zero
+    kept = sum(int(state[name].count_nonzero()) for name in masks)
+    total = sum(mask.numel() for mask in masks.values())
+    assert kept <= 0.011 * total
+    # what the file holds for them: kept values and int32 positions, nothing dense
+    stored = {info.filename.rpartition("/")[2]: info.file_size for info in zipfile.ZipFile(exported).infolist()
+              if "/data/" in info.filename}
+    assert sorted(stored.values()) == [4 * kept, 4 * kept]
+
+
+def test_export_model_names_missing_and_unknown_variants(model_workspace, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    assert main(["export", str(model_workspace), "--model", "--variant", "best", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown variant 'best'" in err and "baseline, stage1, stage2, safs" in err
+    assert "this workspace holds safs" in err
+    assert main(["export", str(model_workspace), "--model", "--variant", "stage1", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "final_stage1.pt" in err and "holds safs" in err and "has not finished" in err
+    assert not out.exists()
+
+
+def test_export_model_on_an_unfinished_workspace_says_where_the_run_stands(model_workspace, tmp_path, capsys):
+    unfinished = tmp_path / "ws"
+    unfinished.mkdir()
+    for name in ("config.json", "pruned.pt"):  # prepared, nothing fine-tuned yet
+        (unfinished / name).write_bytes((model_workspace / name).read_bytes())
+    assert main(["export", str(unfinished), "--model", "-o", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "final_safs.pt" in err and "holds none yet" in err and "has not finished (no summary.json yet" in err
+
+
+@pytest.mark.parametrize("op", op_names())
+def test_every_catalog_op_survives_the_model_export(op):
+
+    torch.manual_seed(0)
+    model = build_model("lenet5", act=op)
+    generator = torch.Generator().manual_seed(len(op))
+    for slot in slots(model).values():
+        perturb(slot, generator)
+    masks = magnitude_prune(model, 0.9, "layer")
+    model.eval()
+    data = to_torchscript(model, masks, torch.randn(2, 1, 28, 28), {})
+    loaded = torch.jit.load(io.BytesIO(data))
+    x = torch.randn(5, 1, 28, 28, generator=generator) * 30
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.isfinite(expected).all()
+        assert torch.equal(loaded(x), expected)
+
+
+def test_model_export_refuses_revived_weights():
+
+    model = build_model("lenet5")
+    masks = magnitude_prune(model, 0.9, "layer")
+    with torch.no_grad():
+        model.fc2.weight[masks["fc2.weight"] == 0] = 0.5
+    with pytest.raises(ValueError, match=r"nonzero .*'fc2.weight': 9072\}: not a pruned model"):
+        to_torchscript(model.eval(), masks, torch.randn(2, 1, 28, 28), {})
