@@ -48,7 +48,8 @@ def measure_lenet(workspace: Path, rounds: int) -> dict:
     from nni_safs.activations import apply_genome
     from nni_safs.checkpoints import load_checkpoint
     from nni_safs.deploy import export_model
-    from nni_safs.workspace import load_config, load_data, new_model
+    from nni_safs.jobs import load_data, new_model
+    from nni_safs.workspace import load_config
     config = load_config(workspace)
     splits = load_data(config)
     checkpoint = load_checkpoint(workspace / "final_safs.pt")

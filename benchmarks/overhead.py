@@ -41,7 +41,8 @@ def _config(**overrides):
 
 
 def _prepared():
-    from nni_safs.workspace import open_workspace, prepare
+    from nni_safs.jobs import prepare
+    from nni_safs.workspace import open_workspace
     config = open_workspace(_config())
     prepare(config, log=lambda message: None)
     return config
@@ -84,7 +85,7 @@ def loop_ratio(rounds: int, epochs: int) -> dict[str, float]:
 
     from nni_safs.data import make_loaders
     from nni_safs.training import fine_tune
-    from nni_safs.workspace import load_data, load_pruned
+    from nni_safs.jobs import load_data, load_pruned
 
     config = _prepared()
     splits = load_data(config)

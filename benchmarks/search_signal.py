@@ -51,7 +51,7 @@ def evaluate(task: tuple) -> dict:
     """Fine-tune one genome at one budget with one seed (a worker process)."""
     config, name, genome, epochs, seed = task
     import torch
-    from nni_safs.workspace import run_candidate
+    from nni_safs.jobs import run_candidate
     torch.set_num_threads(1)
     out = run_candidate(config, genome, config.hparams, epochs, train_scales=False, seed=seed)
     return {"genome": name, "epochs": epochs, "seed": seed,
@@ -88,7 +88,8 @@ def main() -> None:
 
     from nni_safs.activations import load_op_choices, slots
     from nni_safs.models import build_model
-    from nni_safs.workspace import open_workspace, prepare
+    from nni_safs.jobs import prepare
+    from nni_safs.workspace import open_workspace
     start = time.perf_counter()
     config = open_workspace(config_for(args))
     prepare(config, log=print)

@@ -30,6 +30,7 @@ import yaml
 
 from .config import SafsConfig
 from .overrides import EXPERIMENT_FIELDS, apply_overrides
+from .workspace import RESULTS_FILE, SUMMARY_FILE
 
 
 def read_config(path: str | Path, overrides: Sequence[str] = (), experiment: bool = False) -> dict[str, Any]:
@@ -160,8 +161,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             break
         time.sleep(args.poll)
     workspace = Path(config.workspace)
-    if (workspace / "results.md").exists():
-        print((workspace / "results.md").read_text())
+    if (workspace / RESULTS_FILE).exists():
+        print((workspace / RESULTS_FILE).read_text())
     if args.stop or status != "DONE":
         _nnictl("stop", experiment_id)
         print(f"experiment {experiment_id} stopped ({status or 'no status'})")
@@ -171,13 +172,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _exit_code(workspace: Path) -> int:
-    summary = json.loads((workspace / "summary.json").read_text())
+    summary = json.loads((workspace / SUMMARY_FILE).read_text())
     return 1 if summary.get("failure") else 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     from .results import format_table
-    file = Path(args.workspace) / "summary.json"
+    file = Path(args.workspace) / SUMMARY_FILE
     if not file.is_file():
         raise SystemExit(f"error: {file} not found: the run has not finished (or this is not a workspace)")
     summary = json.loads(file.read_text())

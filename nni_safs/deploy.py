@@ -34,7 +34,8 @@ from torch import nn
 from .activations import apply_genome
 from .atomic import atomic_write
 from .checkpoints import load_checkpoint
-from .workspace import Workspace, load_config, load_data, model_checkpoint, new_model
+from .jobs import load_data, new_model
+from .workspace import Workspace, load_config, model_checkpoint
 
 METADATA_FILE = "safs.json"  # provenance inside the archive: torch.jit.load(..., _extra_files={METADATA_FILE: ""})
 CHECK_IMAGES = 16  # test images the written file must reproduce exactly before it is kept

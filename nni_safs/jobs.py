@@ -1,18 +1,37 @@
 """What a job runs, the same in an NNI trial and in ``safs run``: one :class:`JobSpec` in, one
-:class:`JobResult` out. The training itself (dense, pruning, fine-tuning) is
-:func:`~nni_safs.workspace.prepare` and :func:`~nni_safs.workspace.run_candidate`.
+:class:`JobResult` out, and the training behind it.
+
+``prepare`` trains the dense model (best validation epoch), prunes it one-shot and saves the
+pruned, not yet fine-tuned checkpoint that every later job starts from. It is idempotent and
+safe when several processes race to it (a file lock, atomic writes), and it refuses a
+workspace whose checkpoints were made with other settings. ``run_candidate`` fine-tunes that
+pruned model with a genome and hyperparameters (every other stage's job).
 """
 from __future__ import annotations
 
+import functools
+import json
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Any, Callable
 
 import torch
+from filelock import FileLock
+from torch import nn
 
-from .activations import genome_from_string
+from .activations import apply_genome, genome_from_string, get_genome, set_scales_trainable
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import SafsConfig
 from .contract import JobResult, JobSpec, Stage, Status
-from .training import EpochRecord
-from .workspace import load_config, model_file, prepare, run_candidate
+from .data import DataSplits, build_dataset
+from .data.tensors import build_loaders
+from .models import build_model
+from .pruning import Masks, overall_density
+from .training import (EpochRecord, evaluate, fine_tune, resolve_device, resolve_precision, seed_everything,
+                       wants_channels_last)
+from .workspace import Workspace, load_config, model_file
+
+Log = Callable[[str], None]
 
 KEPT_METRICS = ("val_acc", "late_val_acc", "test_acc", "density", "best_epoch", "epochs", "seed", "timings")
 
@@ -40,3 +59,147 @@ def run_job(spec: JobSpec, on_epoch: Callable[[EpochRecord], None] | None = None
     result.variant, result.genome = spec.variant, spec.genome
     result.metrics["seconds"] = time.perf_counter() - start
     return result
+
+
+class _Timer:
+    """Wall seconds per named phase (reported with each trial: where its time went)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def load_data(config: SafsConfig, fraction: float = 1.0) -> DataSplits:
+    """The run's splits; cached, so in-process runs (``safs run``) read the files once."""
+    return _cached_splits(config.dataset, config.data_root, config.seed, config.val_fraction, config.download,
+                          fraction, json.dumps(config.dataset_options, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_splits(dataset: str, root: str | None, seed: int, val_fraction: float, download: bool,
+                   fraction: float, options: str) -> DataSplits:
+    return build_dataset(dataset, root=root, seed=seed, val_fraction=val_fraction, download=download,
+                         fraction=fraction, **json.loads(options))
+
+
+def new_model(config: SafsConfig, splits: DataSplits) -> nn.Module:
+    return build_model(config.model, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                       image_size=splits.image_size)
+
+
+def arithmetic(config: SafsConfig, model: nn.Module, device: torch.device) -> dict[str, Any]:
+    """The ``precision`` and ``channels_last`` keywords of fine_tune/evaluate for this run on ``device``."""
+    return {"precision": resolve_precision(config.precision, device),
+            "channels_last": wants_channels_last(model, device)}
+
+
+def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = None) -> dict[str, Any]:
+    """Make sure the workspace holds the dense and pruned checkpoints; return their figures."""
+    workspace = Workspace(config)
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(workspace.root / ".prepare.lock")):
+        if workspace.pruned_path.exists():
+            payload = load_checkpoint(workspace.pruned_path, workspace.pruned_meta())
+            log(f"workspace {workspace.root} already prepared; reusing {workspace.pruned_path.name}")
+            return payload["figures"]
+        device = resolve_device(config.device)
+        splits = load_data(config)
+        train, val, test = build_loaders(splits, config.batch_size, config.seed, device, config.data_loader,
+                                         config.num_workers)
+        seed_everything(config.seed)
+        model = new_model(config, splits)
+        fast = arithmetic(config, model, device)
+        if workspace.dense_path.exists():
+            model.load_state_dict(load_checkpoint(workspace.dense_path, workspace.dense_meta())["state"])
+            model.to(device)
+            log(f"reusing dense checkpoint {workspace.dense_path}")
+        else:
+            log(f"training dense {config.model} on {config.dataset} for {config.dense_epochs} epochs")
+            result = fine_tune(model, train, val, config.hparams, config.dense_epochs, device, on_epoch=on_epoch,
+                               **fast)
+            if result.diverged:
+                raise RuntimeError(f"dense training diverged: {result.failure}")
+            save_checkpoint(workspace.dense_path, model.state_dict(), workspace.dense_meta(),
+                            best_epoch=result.best_epoch, best_val_acc=result.best_val_acc)
+        dense_val, _ = evaluate(model, val, device, **fast)
+        dense_test, _ = evaluate(model, test, device, **fast)
+        from .pruning import magnitude_prune  # NNI's pruners: only prepare needs them
+        masks = magnitude_prune(model, config.ratio, config.scope)
+        pruned_val, _ = evaluate(model, val, device, **fast)
+        pruned_test, _ = evaluate(model, test, device, **fast)
+        figures = {"dense_val_acc": dense_val, "dense_test_acc": dense_test,
+                   "pruned_val_acc": pruned_val, "pruned_test_acc": pruned_test,
+                   "density": overall_density(masks)}
+        save_checkpoint(workspace.pruned_path, model.state_dict(), workspace.pruned_meta(),
+                        masks={k: v.cpu() for k, v in masks.items()}, figures=figures)
+        log(f"dense test {dense_test:.2f}%, pruned at {config.ratio} ({config.scope}) "
+            f"before fine-tuning {pruned_test:.2f}%, density {100 * figures['density']:.2f}%")
+        return figures
+
+
+def load_pruned(config: SafsConfig, splits: DataSplits, device: torch.device | str = "cpu"
+                ) -> tuple[nn.Module, Masks]:
+    """A fresh copy of the pruned, not yet fine-tuned model and its masks."""
+    workspace = Workspace(config)
+    if not workspace.pruned_path.exists():
+        raise FileNotFoundError(f"workspace {str(workspace.root)!r} holds no pruned checkpoint; "
+                                "run the prepare stage first (safs prepare, or the experiment's prepare trial)")
+    payload = load_checkpoint(workspace.pruned_path, workspace.pruned_meta(), map_location=device)
+    model = new_model(config, splits)
+    model.load_state_dict(payload["state"])
+    return model.to(device), payload["masks"]
+
+
+def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: dict[str, Any], epochs: int,
+                  train_scales: bool, data_fraction: float = 1.0, splits: DataSplits | None = None,
+                  on_epoch: Callable | None = None, save_as: str | None = None,
+                  seed: int | None = None) -> dict[str, Any]:
+    """Fine-tune the pruned checkpoint with ``genome`` (None: the model's own activations).
+
+    The one code path of every stage after prepare (baseline, search, hpo, final): returns
+    the best validation top-1 (over the epochs before any divergence), the mean validation
+    top-1 of the later half of the epochs, the test top-1 of the best epoch's weights, the
+    measured density and whether the run diverged. ``seed`` drives the fine-tuning's own
+    randomness (data order, op initialisation; default the run's seed); the splits stay those
+    of the run's seed. ``save_as`` keeps the best weights in the workspace under that file name.
+    """
+    timer = _Timer()
+    device = resolve_device(config.device)
+    seed = config.seed if seed is None else seed
+    with timer("data"):
+        splits = splits or load_data(config, data_fraction)
+    seed_everything(seed)
+    with timer("checkpoint_load"):
+        model, masks = load_pruned(config, splits, device)
+    if genome is not None:
+        apply_genome(model, genome)
+    set_scales_trainable(model, train_scales)
+    model.to(device)
+    fast = arithmetic(config, model, device)
+    with timer("data"):
+        train, val, test = build_loaders(splits, config.batch_size, seed, device, config.data_loader,
+                                         config.num_workers)
+    with timer("training"):
+        result = fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch, **fast)
+    with timer("evaluation"):
+        test_acc = evaluate(model, test, device, **fast)[0] if result.best_state is not None else 0.0
+    kept = sum(int((p != 0).sum()) for n, p in model.named_parameters() if n in masks)
+    total = sum(masks[n].numel() for n in masks)
+    if save_as and result.best_state is not None:
+        meta = {**Workspace(config).pruned_meta(), "genome": get_genome(model), "hparams": dict(hparams),
+                "train_scales": train_scales, "epochs": epochs}
+        with timer("checkpoint_save"):
+            save_checkpoint(Workspace(config).root / save_as, result.best_state, meta, masks=masks)
+    late = [r.val_acc for r in result.history[len(result.history) // 2:]]
+    return {"val_acc": result.best_val_acc, "late_val_acc": sum(late) / len(late) if late else 0.0,
+            "test_acc": test_acc, "best_epoch": result.best_epoch, "seed": seed,
+            "epochs": result.epochs_run, "density": kept / total, "diverged": result.diverged,
+            "timings": timer.seconds,
+            "failure": result.failure, "history": [r.__dict__ for r in result.history]}

@@ -25,24 +25,23 @@ from .activations import ActivationSlot  # noqa: E402
 from .checkpoints import load_checkpoint  # noqa: E402
 from .export import rebuild_slots  # noqa: E402
 from .models import build_model, model_facts  # noqa: E402
+from .contract import SAFS  # noqa: E402
 from .pruning.masks import weight_name  # noqa: E402
+from .workspace import MODEL_CHECKPOINTS, SUMMARY_FILE  # noqa: E402
 
-# workspace file -> what writes it, for the error when it is missing
-PRODUCERS = {
-    "final_safs.pt": "the final stage (variant safs)",
-    "final_stage1.pt": "the final stage (variant stage1)",
-    "summary.json": "the end of a run (nni_safs.results.write_results)",
-}
 # the model to plot: SAFS, else stage 1 alone (the SAFS final may have failed or not run yet)
-MODEL_CHECKPOINTS = ("final_safs.pt", "final_stage1.pt")
+PLOTTED = (MODEL_CHECKPOINTS[SAFS], MODEL_CHECKPOINTS["stage1"])
+# workspace file -> what writes it, for the error when it is missing
+PRODUCERS = {PLOTTED[0]: "the final stage (variant safs)", PLOTTED[1]: "the final stage (variant stage1)",
+             SUMMARY_FILE: "the end of a run (nni_safs.results.write_results)"}
 CURVE_RANGE = (-5.0, 5.0)
 
 
 def plot_workspace(workspace: str | Path, output_dir: str | Path) -> list[Path]:
     """Write ``activations.png``, ``sparsity.png`` and ``search_trace.png``; return their paths."""
     workspace, output_dir = Path(workspace), Path(output_dir)
-    checkpoint = _first_existing(workspace, MODEL_CHECKPOINTS)
-    summary_path = _first_existing(workspace, ("summary.json",))
+    checkpoint = _first_existing(workspace, PLOTTED)
+    summary_path = _first_existing(workspace, (SUMMARY_FILE,))
     payload = load_checkpoint(checkpoint)
     meta, state, masks = payload["meta"], payload["state"], payload.get("masks", {})
     summary = json.loads(summary_path.read_text())

@@ -15,6 +15,7 @@ from .atomic import atomic_write
 from .config import SafsConfig
 from .contract import COLUMNS, JobResult, JobSpec, Stage
 from .pipeline import SafsPipeline
+from .workspace import RESULTS_FILE, SUMMARY_FILE
 
 TABLE = (("dense", "dense"), *((c.key, c.title) for c in COLUMNS))  # (summary key, title) left to right
 
@@ -118,15 +119,15 @@ def write_results(pipeline: SafsPipeline) -> str:
     """Write ``summary.json`` and ``results.md`` into the workspace; return the table."""
     summary = build_summary(pipeline)
     workspace = Path(pipeline.config.workspace)
-    atomic_write(workspace / "summary.json", lambda h: h.write(json.dumps(summary, indent=2).encode()))
+    atomic_write(workspace / SUMMARY_FILE, lambda h: h.write(json.dumps(summary, indent=2).encode()))
     table = format_table(summary)
-    atomic_write(workspace / "results.md", lambda h: h.write(table.encode()))
+    atomic_write(workspace / RESULTS_FILE, lambda h: h.write(table.encode()))
     return table
 
 
 def run_status(workspace: str | Path) -> str:
     """What a workspace's run has come to, for messages about files it lacks."""
-    file = Path(workspace) / "summary.json"
+    file = Path(workspace) / SUMMARY_FILE
     if not file.is_file():
         return "its run has not finished (no summary.json yet: still running, or never started)"
     summary = json.loads(file.read_text())

@@ -18,16 +18,15 @@ from .jobs import run_job
 from .journal import Journal
 from .pipeline import SafsPipeline
 from .results import write_results
-from .workspace import open_workspace
+from .workspace import RUNNER_STATE_FILE, open_workspace
 
-STATE_FILE = "safs_runner_state.json"
 
 
 def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progress: bool = True) -> str:
     """Run (or continue) every stage; returns the results table (also in the workspace)."""
     config = open_workspace(config, base_dir)
     pipeline = SafsPipeline.for_config(config)
-    journal = Journal(Path(config.workspace) / STATE_FILE)
+    journal = Journal(Path(config.workspace) / RUNNER_STATE_FILE)
     state = journal.load()
     if state is not None:  # the workspace's config.json is write-once: same settings
         pipeline = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices,

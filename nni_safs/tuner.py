@@ -41,10 +41,9 @@ from .journal import Journal, LogView
 from .manager_api import ManagerClient
 from .pipeline import SafsPipeline
 from .results import write_results
-from .workspace import job_marker, open_workspace
+from .workspace import TUNER_STATE_FILE, job_marker, open_workspace
 
 _logger = logging.getLogger("nni_safs.tuner")
-STATE_FILE = "safs_tuner_state.json"
 FAILED_STATES = {"FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
 IN_FLIGHT_STATES = {"WAITING", "RUNNING", "UNKNOWN"}  # nnictl resume re-submits these itself
 
@@ -150,7 +149,7 @@ class SafsTuner(Tuner):
     # -- persistence ---------------------------------------------------------------------------
     def _state_path(self) -> Path:
         directory = self.get_checkpoint_path() or self.config.workspace
-        return Path(directory) / STATE_FILE
+        return Path(directory) / TUNER_STATE_FILE
 
     def _journal(self) -> Journal:
         path = self._state_path()

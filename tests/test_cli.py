@@ -9,7 +9,7 @@ import torch
 from nni_safs.checkpoints import load_checkpoint
 from nni_safs.cli import main
 from nni_safs.config import SafsConfig
-from nni_safs.workspace import load_data, new_model
+from nni_safs.jobs import load_data, new_model
 
 from conftest import TINY
 

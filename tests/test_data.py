@@ -175,6 +175,22 @@ def test_user_registered_dataset(monkeypatch):
     assert "mine" in list_datasets() and splits.train[0][0].shape == (1, 6, 6)
 
 
+def test_a_user_datasets_registered_files_are_checked_up_front(monkeypatch, tmp_path):
+    from nni_safs.data import DatasetNotFoundError, check_dataset_files
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))  # undone after the test
+    monkeypatch.setattr(DATASETS, "_facts", dict(DATASETS._facts))
+
+    @register_dataset("mine_on_disk", files=["train.npz", "test.npz"])
+    def mine(root, seed, val_fraction, download):
+        raise AssertionError("not built: only its files are checked")
+
+    (tmp_path / "train.npz").write_bytes(b"")
+    with pytest.raises(DatasetNotFoundError, match="does not hold the mine_on_disk files: missing test.npz; see"):
+        check_dataset_files("mine_on_disk", tmp_path)
+    (tmp_path / "test.npz").write_bytes(b"")
+    check_dataset_files("mine_on_disk", tmp_path)
+
+
 # --------------------------------------------------------------------------- synthetic
 
 

@@ -24,7 +24,8 @@ from nni_safs.export import OP_SOURCES, export_activations, render_module
 from nni_safs.models import build_model
 from nni_safs.pruning import magnitude_prune
 from nni_safs.jobs import run_job
-from nni_safs.workspace import load_config, load_data, new_model, open_workspace
+from nni_safs.jobs import load_data, new_model
+from nni_safs.workspace import load_config, open_workspace
 
 GENOME = {"act1": "acon", "act2": "srs", "act3": "tanhsoft", "act4": "symexp"}
 WIDE = torch.cat([torch.linspace(-1e4, 1e4, 20001), torch.tensor([0.0, 1e-30, -1e-30, 88.0, -88.0, 89.0])])

@@ -175,7 +175,8 @@ def test_tensor_path_is_deterministic_and_as_accurate_as_the_dataloader_path():
 
 def test_workspace_run_on_the_fast_path(tmp_path):
     """prepare + one candidate with the tensor path and bf16 forced on the CPU, masks held."""
-    from nni_safs.workspace import open_workspace, prepare, run_candidate
+    from nni_safs.jobs import prepare, run_candidate
+    from nni_safs.workspace import open_workspace
     config = open_workspace(SafsConfig(model="lenet5", dataset="synthetic", device="cpu", workspace=str(tmp_path),
                                        data_loader="tensor", precision="bf16", ratio=0.5, dense_epochs=3,
                                        batch_size=64))

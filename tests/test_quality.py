@@ -6,7 +6,8 @@ import torch
 
 from nni_safs.checkpoints import CheckpointMismatchError, load_checkpoint
 from nni_safs.config import SafsConfig
-from nni_safs.workspace import Workspace, load_data, load_pruned, prepare, run_candidate
+from nni_safs.jobs import load_data, load_pruned, prepare, run_candidate
+from nni_safs.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 CHANCE = 10.0

@@ -13,7 +13,8 @@ from nni_safs.models import build_model
 from nni_safs.pruning import MaskHolder, MaskViolationError, magnitude_prune
 from nni_safs.training import fine_tune
 from nni_safs.checkpoints import load_checkpoint
-from nni_safs.workspace import open_workspace, prepare
+from nni_safs.jobs import prepare
+from nni_safs.workspace import open_workspace
 
 
 def tiny(workspace, **overrides):
@@ -142,7 +143,7 @@ def test_dense_training_keeps_activation_scales_at_one(tmp_path):
 def test_the_baseline_keeps_the_models_own_activation(tmp_path):
     from nni_safs.models import register_model, MODELS
     from nni_safs.models.lenet import LeNet5
-    from nni_safs.workspace import run_candidate
+    from nni_safs.jobs import run_candidate
 
     @register_model("lenet5_tanh_test", overwrite=True, in_channels=1, image_size=28, act="tanh",
                     hparams={"optimizer": "adam", "lr": 1e-3})

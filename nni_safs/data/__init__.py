@@ -1,14 +1,16 @@
 """Dataset registry: ``build_dataset(name, root, seed, ...)`` returns seeded train/val/test splits.
 
-A user adds a dataset with ``@register_dataset("name")`` on a builder
-``(root, seed, val_fraction, download, **options) -> DataSplits``; val must come from the training
-files and test from the official test split, so search never selects on test data.
+A user adds a dataset with ``@register_dataset("name", files=[...], downloadable=...)`` on a
+builder ``(root, seed, val_fraction, download, **options) -> DataSplits``; val must come from
+the training files and test from the official test split, so search never selects on test
+data. The files registered with it are checked under ``data_root`` before any trial runs.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -17,27 +19,31 @@ from ..registry import Registry
 from .splits import DataSplits, DatasetNotFoundError, require_root, seeded_subset
 
 DATASETS: Registry = Registry("dataset")
-register_dataset = DATASETS.register
-# name -> (relative paths a root must hold, can torchvision download them); for the up-front check
-REQUIRED_FILES: dict[str, tuple[list[str], bool]] = {}
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    files: tuple[str, ...]  # paths under data_root the builder reads (checked before any trial runs)
+    downloadable: bool  # ``download: true`` fetches them (torchvision's datasets)
+
+
+def register_dataset(name: str, *, files: Sequence[str] = (), downloadable: bool = False,
+                     overwrite: bool = False) -> Callable:
+    """Decorator registering a builder with the files it reads under ``data_root`` (none: it
+    needs no root, or checks for itself) and whether it can download them."""
+    return DATASETS.register(name, overwrite=overwrite, facts=DatasetFacts(tuple(files), downloadable))
 
 
 def check_dataset_files(name: str, root: str | os.PathLike[str] | None, download: bool = False) -> None:
-    """Fail fast (before any trial runs) when ``root`` lacks the dataset's files.
-
-    Only names with an entry in ``REQUIRED_FILES`` are checked; a download-capable dataset
-    with ``download=True`` fetches its files itself.
-    """
-    DATASETS.check(name)
-    if name not in REQUIRED_FILES:
-        return
-    files, downloadable = REQUIRED_FILES[name]
-    if downloadable and download:
+    """Fail fast (before any trial runs) when ``root`` lacks the files registered with the dataset;
+    a downloadable dataset with ``download=True`` fetches them itself."""
+    facts: DatasetFacts = DATASETS.facts(name)
+    if not facts.files or (facts.downloadable and download):
         return
     path = require_root(root, name)
-    missing = [f for f in files if not os.path.isfile(os.path.join(path, f))]
+    missing = [f for f in facts.files if not os.path.isfile(os.path.join(path, f))]
     if missing:
-        how = ("set `download: true` to fetch them there" if downloadable else
+        how = ("set `download: true` to fetch them there" if facts.downloadable else
                "see the dataset's documentation for where to get them")
         raise DatasetNotFoundError(f"data_root {path!r} does not hold the {name} files: missing "
                                    f"{', '.join(missing)}; {how}")
@@ -73,7 +79,7 @@ def make_loaders(splits: DataSplits, batch_size: int, num_workers: int = 0,
     return train, val, test
 
 
-__all__ = ["DATASETS", "REQUIRED_FILES", "DataSplits", "DatasetNotFoundError", "build_dataset",
+__all__ = ["DATASETS", "DatasetFacts", "DataSplits", "DatasetNotFoundError", "build_dataset",
            "check_dataset_files", "list_datasets", "make_loaders", "register_dataset"]
 
 from . import mnist5k, vision, imagenet16, synthetic  # noqa: E402,F401  (registers the built-ins)

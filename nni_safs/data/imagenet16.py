@@ -13,14 +13,13 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from . import REQUIRED_FILES, register_dataset
+from . import register_dataset
 from .augment import PadCropFlip
 from .splits import DataSplits, DatasetNotFoundError, require_root, splits_from_files
 from .vision import image_transforms
 
 TRAIN_FILES = tuple(f"train_data_batch_{i}" for i in range(1, 11))
 VAL_FILE = "val_data"
-REQUIRED_FILES["imagenet16"] = ([*TRAIN_FILES, VAL_FILE], False)
 MAX_CLASSES = 1000
 _PIXELS = 3 * 16 * 16
 # Per-channel statistics of the 16x16 training images (as used by NAS-Bench-201).
@@ -95,7 +94,7 @@ class ImageNet16(Dataset):
                 f"classes={self.num_classes}, samples={len(self)})")
 
 
-@register_dataset("imagenet16")
+@register_dataset("imagenet16", files=[*TRAIN_FILES, VAL_FILE])
 def imagenet16(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
                download: bool, num_classes: int = MAX_CLASSES) -> DataSplits:
     """Test is the official ``val_data``; our val is drawn from the train batches.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import REQUIRED_FILES, register_dataset
+from . import register_dataset
 from .augment import PadCropFlip
 from .splits import DataSplits, explain_missing, require_root, splits_from_files
 
@@ -44,14 +44,13 @@ def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None,
     return pool, test
 
 
-REQUIRED_FILES["mnist"] = ([os.path.join("MNIST", "raw", f) for f in (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")], True)
+MNIST_FILES = [os.path.join("MNIST", "raw", f) for f in (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
 CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder, train_list and test_list
-REQUIRED_FILES["cifar10"] = ([os.path.join(CIFAR10_FOLDER, f) for f in
-                              [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]], True)
+CIFAR10_FILES = [os.path.join(CIFAR10_FOLDER, f) for f in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]]
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", files=MNIST_FILES, downloadable=True)
 def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
           download: bool) -> DataSplits:
     from torchvision import datasets
@@ -62,7 +61,7 @@ def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
                              num_classes=10, in_channels=1, image_size=28)
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", files=CIFAR10_FILES, downloadable=True)
 def cifar10(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
             download: bool) -> DataSplits:
     from torchvision import datasets
