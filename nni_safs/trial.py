@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import torch
 
 from .atomic import atomic_write
 from .contract import JobResult, JobSpec
@@ -34,9 +32,6 @@ from .jobs import run_job
 from .trial_channel import TrialChannel, open_channel
 from .training import EpochRecord
 from .workspace import job_lock, job_marker
-
-_logger = logging.getLogger("nni_safs.trial")
-
 
 class _EpochReporter:
     """Per-epoch intermediate results to NNI and scalars to TensorBoard in the trial's output dir."""

@@ -151,7 +151,7 @@ def test_experiment_runs_every_stage_and_ends_done(experiment):
     assert "| lenet5 (mnist5k) |" in (exp.workspace / "results.md").read_text()
     tensorboard = list(exp.home.glob("nni-experiments/*/environments/*/trials/*/tensorboard/events.out.tfevents.*"))
     assert tensorboard, "trials write TensorBoard scalars into NNI's output directory"
-    logs = list(exp.home.glob("nni-experiments/*/environments/*/trials/*/trial.log"))
+    logs = list(exp.home.glob(f"nni-experiments/{exp.id}/environments/*/trials/*/trial.log"))
     assert len(logs) == len(trials) and all("PRINT final: {" in log.read_text() for log in logs)  # "View trial log"
 
 
