@@ -33,6 +33,7 @@ from .trial_channel import TrialChannel, open_channel
 from .training import EpochRecord
 from .workspace import job_lock, job_marker
 
+
 class _EpochReporter:
     """Per-epoch intermediate results to NNI and scalars to TensorBoard in the trial's output dir."""
 
