@@ -45,17 +45,9 @@ def lenet_workspace() -> Path:
 
 
 def measure_lenet(workspace: Path, rounds: int) -> dict:
-    from nni_safs.activations import apply_genome
-    from nni_safs.checkpoints import load_checkpoint
     from nni_safs.deploy import export_model
-    from nni_safs.jobs import load_data, new_model
-    from nni_safs.workspace import load_config
-    config = load_config(workspace)
-    splits = load_data(config)
-    checkpoint = load_checkpoint(workspace / "final_safs.pt")
-    model = new_model(config, splits)
-    apply_genome(model, checkpoint["meta"]["genome"])
-    model.load_state_dict(checkpoint["state"])
+    from nni_safs.jobs import load_kept_model
+    model, checkpoint, splits = load_kept_model(workspace, "safs")
     with tempfile.TemporaryDirectory() as tmp:
         exported = export_model(workspace, Path(tmp) / "lenet5_safs.pt")
         data = exported.read_bytes()

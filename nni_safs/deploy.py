@@ -31,11 +31,9 @@ from typing import Any, Iterator, List, Mapping, Tuple
 import torch
 from torch import nn
 
-from .activations import apply_genome
 from .atomic import atomic_write
-from .checkpoints import load_checkpoint
-from .jobs import load_data, new_model
-from .workspace import Workspace, load_config, model_checkpoint
+from .jobs import load_kept_model
+from .workspace import model_checkpoint
 
 METADATA_FILE = "safs.json"  # provenance inside the archive: torch.jit.load(..., _extra_files={METADATA_FILE: ""})
 CHECK_IMAGES = 16  # test images the written file must reproduce exactly before it is kept
@@ -110,17 +108,10 @@ def export_model(workspace: str | Path, output: str | Path, variant: str = "safs
     ``variant`` is one of :data:`~nni_safs.workspace.MODEL_CHECKPOINTS` that the workspace
     holds. Returns ``output``.
     """
-    workspace, output = Path(workspace), Path(output)
-    checkpoint = model_checkpoint(workspace, variant)
-    config = load_config(workspace)
-    payload = load_checkpoint(checkpoint, Workspace(config).pruned_meta())
-    splits = load_data(config)
-    model = new_model(config, splits)
-    apply_genome(model, payload["meta"]["genome"])
-    model.load_state_dict(payload["state"])
-    model.eval()
+    output = Path(output)
+    model, payload, splits = load_kept_model(workspace, variant)
     images = torch.stack([splits.test[i][0] for i in range(min(CHECK_IMAGES, len(splits.test)))])
-    meta = {**payload["meta"], "variant": variant, "checkpoint": checkpoint.name,
+    meta = {**payload["meta"], "variant": variant, "checkpoint": model_checkpoint(workspace, variant).name,
             "input_shape": list(images.shape[1:]), "num_classes": splits.num_classes}
     data = to_torchscript(model, payload["masks"], images, meta)
     atomic_write(output, lambda handle: handle.write(data))

@@ -13,6 +13,7 @@ import functools
 import json
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -29,7 +30,7 @@ from .models import build_model
 from .pruning import Masks, overall_density
 from .training import (EpochRecord, evaluate, fine_tune, resolve_device, resolve_precision, seed_everything,
                        wants_channels_last)
-from .workspace import Workspace, load_config, model_file
+from .workspace import Workspace, load_config, model_checkpoint, model_file
 
 Log = Callable[[str], None]
 
@@ -155,6 +156,18 @@ def load_pruned(config: SafsConfig, splits: DataSplits, device: torch.device | s
     model = new_model(config, splits)
     model.load_state_dict(payload["state"])
     return model.to(device), payload["masks"]
+
+
+def load_kept_model(workspace: str | Path, variant: str) -> tuple[nn.Module, dict[str, Any], DataSplits]:
+    """A results column's kept model (``variant``: ``safs``, ``stage1``, ...) as it was trained, in
+    eval mode; with its checkpoint payload (meta, state, masks) and the run's splits."""
+    config = load_config(workspace)
+    payload = load_checkpoint(model_checkpoint(workspace, variant), Workspace(config).pruned_meta())
+    splits = load_data(config)
+    model = new_model(config, splits)
+    apply_genome(model, payload["meta"]["genome"])
+    model.load_state_dict(payload["state"])
+    return model.eval(), payload, splits
 
 
 def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: dict[str, Any], epochs: int,

@@ -15,17 +15,16 @@ import pytest
 import torch
 
 from nni_safs.activations import ActivationSlot, apply_genome, genome_from_string, op_names, slots
-from nni_safs.checkpoints import load_checkpoint, save_checkpoint
+from nni_safs.checkpoints import save_checkpoint
 from nni_safs.cli import main
 from nni_safs.config import SafsConfig
 from nni_safs.contract import SAFS, JobSpec, Stage
 from nni_safs.deploy import METADATA_FILE, to_torchscript
 from nni_safs.export import OP_SOURCES, export_activations, render_module
+from nni_safs.jobs import load_kept_model, run_job
 from nni_safs.models import build_model
 from nni_safs.pruning import magnitude_prune
-from nni_safs.jobs import run_job
-from nni_safs.jobs import load_data, new_model
-from nni_safs.workspace import load_config, open_workspace
+from nni_safs.workspace import open_workspace
 
 GENOME = {"act1": "acon", "act2": "srs", "act3": "tanhsoft", "act4": "symexp"}
 WIDE = torch.cat([torch.linspace(-1e4, 1e4, 20001), torch.tensor([0.0, 1e-30, -1e-30, 88.0, -88.0, 89.0])])
@@ -175,14 +174,9 @@ def model_workspace(tmp_path_factory):
 
 def workspace_model(workspace: Path):
     """The SAFS final model as nni_safs itself loads it, its checkpoint, and the test split's images."""
-    config = load_config(workspace)
-    splits = load_data(config)
-    checkpoint = load_checkpoint(workspace / "final_safs.pt")
-    model = new_model(config, splits)
-    apply_genome(model, checkpoint["meta"]["genome"])
-    model.load_state_dict(checkpoint["state"])
+    model, checkpoint, splits = load_kept_model(workspace, SAFS)
     images = torch.stack([splits.test[i][0] for i in range(len(splits.test))])
-    return model.eval(), checkpoint, images
+    return model, checkpoint, images
 
 
 @pytest.fixture(scope="module")
