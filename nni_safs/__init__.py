@@ -1,2 +1,2 @@
 """nni-safs: SAFS (Sparse Activation Function Search) for pruned networks, as an NNI plugin."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

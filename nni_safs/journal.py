@@ -106,7 +106,9 @@ class Journal:
             snapshot = json.loads(self.path.read_text())
             seq, head, logs = snapshot["seq"], snapshot["head"], snapshot["logs"]
         except (ValueError, KeyError) as err:
-            raise CorruptStateError(f"{self.path} is not a SAFS state snapshot ({err})") from None
+            raise CorruptStateError(f"{self.path} is not a SAFS state snapshot ({err}): it is damaged, or was "
+                                    "written by an nni-safs release before 0.2 (whose experiments cannot be "
+                                    "resumed by this one)") from None
         self._snapshot_bytes, self._journal_bytes = self.path.stat().st_size, 0
         lines = self.journal_path.read_bytes().splitlines(keepends=True) if self.journal_path.is_file() else []
         for number, raw in enumerate(lines):
