@@ -1,6 +1,11 @@
 """What several test files share: small configs, scripted results, a driver, a free port."""
+import json
 import random
 import socket
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
 
 from nni_safs.contract import JobResult
 
@@ -41,3 +46,31 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A fake server's request handler: JSON in, JSON (or a bare status) out, no logging."""
+
+    def reply(self, body: Any = None, status: int = 200) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def body(self) -> Any:
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def serving(handler: type[JsonHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a free loopback port; yields ``http://127.0.0.1:PORT``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

@@ -2,47 +2,35 @@
 (``nni_node/common/command_channel/http.js``: GET holds, then 408 when nothing is queued; 410
 once the manager stops serving). The nnictl tests run the same code against the real manager."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from nni_safs.trial_channel import HttpChannel, NniChannel, open_channel
 
+from conftest import JsonHandler, serving
 
-class FakeManager(BaseHTTPRequestHandler):
+
+class FakeManager(JsonHandler):
     outgoing: list  # replies to hand out, None = 408 (poll timed out), "gone" = 410
     received: list  # PUT commands
 
     def do_GET(self):
         reply = self.outgoing.pop(0) if self.outgoing else "gone"
         if reply is None or reply == "gone":
-            self.send_response(408 if reply is None else 410)
-            self.end_headers()
-            return
-        body = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            self.reply(status=408 if reply is None else 410)
+        else:
+            self.reply(reply)
 
     def do_PUT(self):
-        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+        self.received.append(self.body())
+        self.reply()
 
 
 @pytest.fixture
 def manager():
     FakeManager.outgoing, FakeManager.received = [], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeManager)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield FakeManager, f"http://127.0.0.1:{server.server_address[1]}/env/abc/trial"
-    server.shutdown()
+    with serving(FakeManager) as url:
+        yield FakeManager, f"{url}/env/abc/trial"
 
 
 def test_a_trial_gets_its_parameters_after_polling_and_reports_as_nni_does(manager, monkeypatch):

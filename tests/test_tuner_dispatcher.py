@@ -3,8 +3,6 @@ drives a tuner: commands in, commands out, with the manager's REST API served by
 passed to the tuner. Covers in seconds what the nnictl tests cover in minutes: credits,
 trial_end attribution through the job markers, import_data and resume."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from nni.common import dump, load
@@ -16,7 +14,7 @@ from nni_safs.manager_api import ManagerClient
 from nni_safs.tuner import SafsTuner
 from nni_safs.workspace import job_marker
 
-from conftest import SMALL
+from conftest import SMALL, JsonHandler, serving
 
 
 class FakeManagerState:
@@ -29,30 +27,18 @@ class FakeManagerState:
 def manager():
     state = FakeManagerState(100)
 
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, body):
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def do_GET(self):
-            self._reply(state.profile if self.path.endswith("/experiment") else state.trials)
+            self.reply(state.profile if self.path.endswith("/experiment") else state.trials)
 
         def do_PUT(self):
             assert self.path.endswith("/experiment?update_type=MAX_TRIAL_NUM")
-            state.profile = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            self._reply({})
+            state.profile = self.body()
+            self.reply({})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.client = ManagerClient(f"http://127.0.0.1:{server.server_address[1]}/api/v1/nni")
-    yield state
-    server.shutdown()
+    with serving(Handler) as url:
+        state.client = ManagerClient(f"{url}/api/v1/nni")
+        yield state
 
 
 class Nni:
