@@ -256,15 +256,16 @@ class SafsPipeline:
         return {"next_id": self.next_id, "failure": self.failure, "search": self.search.state_head(),
                 "hpo": {k: None if v is None else v.state_head() for k, v in self.hpo.items()}}
 
-    def state_logs(self) -> dict[str, LogView]:
-        """Jobs in issue order, results in the order they were told, and the optimizers' logs."""
-        logs = {"jobs": LogView(self.jobs.values(), Job.record),
-                "results": LogView(self.results.values(), JobResult.to_dict),
-                **{f"search.{name}": log for name, log in self.search.state_logs().items()}}
+    def state_logs(self, prefix: str = "") -> dict[str, LogView]:
+        """Jobs in issue order, results in the order they were told, and the optimizers' logs;
+        named by their path in the state, under ``prefix`` where the state is nested in another."""
+        parts = [("jobs", LogView(self.jobs.values(), Job.record)),
+                 ("results", LogView(self.results.values(), JobResult.to_dict)),
+                 *((f"search.{name}", log) for name, log in self.search.state_logs().items())]
         for study, stream in self.hpo.items():
             if stream is not None:
-                logs.update({f"hpo.{study}.{name}": log for name, log in stream.state_logs().items()})
-        return logs
+                parts += [(f"hpo.{study}.{name}", log) for name, log in stream.state_logs().items()]
+        return {prefix + name: log for name, log in parts}
 
     @classmethod
     def from_state_dict(cls, config: SafsConfig, slot_names: list[str], choices: list[str], hpo_space: dict,

@@ -43,7 +43,7 @@ def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progres
         jobs_bar.set_postfix_str(job.variant)
         pipeline.tell(job.id, _run_with_progress(job.spec, progress))
         journal.save({"pipeline": pipeline.state_head()},
-                     {f"pipeline.{name}": log for name, log in pipeline.state_logs().items()})
+                     pipeline.state_logs("pipeline."))
         jobs_bar.update(1)
         total = pipeline.total_if_known()
         if total is not None:

@@ -162,7 +162,7 @@ class SafsTuner(Tuner):
         head = {"pipeline": self.pipeline.state_head(), "config": self.config.to_dict(), "requeued": self.requeued,
                 "resubmitted": self.resubmitted, "extra_trial_jobs": sorted(self.extra_trial_jobs)}
         logs = {"parameter_jobs": LogView(self.parameter_jobs.items(), list),
-                **{f"pipeline.{name}": log for name, log in self.pipeline.state_logs().items()}}
+                **self.pipeline.state_logs("pipeline.")}
         self._journal().save(head, logs)
 
     def load_checkpoint(self) -> None:
