@@ -38,7 +38,7 @@ def _column(found: list[tuple[JobSpec, JobResult]]) -> dict[str, Any]:
             "density": found[0][1].metrics.get("density"), "genome": spec.genome,
             "hparams": spec.hparams, "train_scales": spec.train_scales,
             "epochs": spec.epochs, "jobs": [s.job for s, _ in found],
-            "failed": "; ".join(r.reason for _, r in found if r.reason)}
+            "reasons": "; ".join(r.reason for _, r in found if r.reason)}  # why a run failed or diverged
 
 
 def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
