@@ -8,6 +8,8 @@
     pruned model, data and batch size, as a ratio measured in one run (target <= 1.10);
 (c) the tuner's time per received result, state saving included, at 50 / 500 / 5,000
     results (target <= 10 ms at 5,000);
+(e) a search job (a mixed ACON genome, 1 thread, two processes at once as at trialConcurrency 2)
+    with and without ``jobs.keep_freed_memory()``, alternating; the weights must be bit-identical;
 (d) with ``--experiment-ref REF``: the embedded default's real nnictl experiment at commit REF
     and at HEAD, one after the other (wall time, trial count, identical tables).
 
@@ -161,6 +163,43 @@ def tuner_cost(results: int, marks: list[int]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+ALLOCATOR_PROBE = r"""
+import hashlib, json, sys, time, torch
+from nni_safs import jobs
+from nni_safs.workspace import load_config
+workspace, keep, epochs = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
+if keep:
+    jobs.keep_freed_memory()
+torch.set_num_threads(1)
+config = load_config(workspace)
+genome = {"act1": "acon", "act2": "acon", "act3": "symexp", "act4": "acon"}
+jobs.load_data(config)
+start = time.perf_counter()
+outcome = jobs.run_candidate(config, genome, config.hparams, epochs, False, save_as="allocator_probe.pt")
+seconds = time.perf_counter() - start
+state = torch.load(f"{workspace}/allocator_probe.pt", weights_only=False)["state"]
+digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in state.values())).hexdigest()
+print(json.dumps({"seconds": seconds, "val_acc": outcome["val_acc"], "weights": digest}))
+"""
+
+
+def allocator_effect(rounds: int, epochs: int) -> dict:
+    """Pairs of probe processes at once, without then with freed memory kept; seconds per job."""
+    config = _prepared()
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    digests = set()
+    for _ in range(rounds):
+        for keep in (False, True):
+            probes = [subprocess.Popen([sys.executable, "-c", ALLOCATOR_PROBE, config.workspace, str(int(keep)),
+                                        str(epochs)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+            for probe in probes:
+                out = json.loads(probe.communicate()[0].strip().splitlines()[-1])
+                seconds[keep].append(out["seconds"])
+                digests.add(out["weights"])
+    without, kept = statistics.median(seconds[False]), statistics.median(seconds[True])
+    return {"without_s": without, "kept_s": kept, "saving": 1 - kept / without, "identical": len(digests) == 1}
+
+
 def experiment_wall(ref: str, port: int) -> dict:
     """The embedded default through ``safs experiment`` (a real nnictl experiment) at commit ``ref``,
     checked out into a temporary worktree (so edits made meanwhile do not leak in), timed from
@@ -225,6 +264,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="trial processes to time (median)")
     parser.add_argument("--rounds", type=int, default=12, help="alternating loop measurements")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--allocator-rounds", type=int, default=4, help="alternating pairs of jobs for (e)")
     parser.add_argument("--results", type=int, default=5000, help="results fed to the tuner for (c)")
     parser.add_argument("--experiment-ref", default=None,
                         help="also run the embedded default's experiment at this git commit and at HEAD (committed "
@@ -237,6 +277,7 @@ def main() -> None:
     ratio = loop_ratio(args.rounds, args.epochs)
     marks = [m for m in (50, 500, 5000) if m <= args.results]
     tuner = tuner_cost(args.results, marks)
+    allocator = allocator_effect(args.allocator_rounds, args.epochs)
     lines = ["# Overhead (measured by benchmarks/overhead.py)", "",
              f"Machine: {subprocess.run(['uname', '-srm'], capture_output=True, text=True).stdout.strip()}, "
              f"{os.cpu_count()} CPUs, torch threads default; LeNet-5 / mnist5k, batch 256, {args.epochs} epochs "
@@ -261,7 +302,12 @@ def main() -> None:
     lines += [f"| {mark} | {ms:.2f} |" for mark, ms in tuner["ms_per_result"].items()]
     lines += ["", f"Each includes saving the state (snapshot + journal, synced to disk); saved state "
               f"{tuner['state_kb']:.0f} KB; tuner RSS {tuner['rss_start_mb']:.0f} MB -> {tuner['rss_end_mb']:.0f} MB. "
-              "Target: <= 10 ms at 5,000 (before: 5.5 ms at 50, 61 ms at 500)."]
+              "Target: <= 10 ms at 5,000 (before: 5.5 ms at 50, 61 ms at 500).", "",
+              "## (e) A search job with freed memory kept (`jobs.keep_freed_memory`, called by every job)", "",
+              f"ACON/symexp genome, {args.epochs} epochs, 1 thread, two jobs at once, median of "
+              f"{2 * args.allocator_rounds} each: without {allocator['without_s']:.2f} s, kept "
+              f"{allocator['kept_s']:.2f} s: **{100 * allocator['saving']:.1f}% less**; weights bit-identical: "
+              f"**{allocator['identical']}**."]
     if args.experiment_ref:
         head = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()

@@ -116,12 +116,12 @@ class ManagerClient:
             return
         configured = profile["params"].get("maxTrialNumber")
         if configured is None or configured < high:
-            _logger.warning("maxTrialNumber is %s but the SAFS pipeline may need up to %d trials (at least %d); "
-                            "set maxTrialNumber: %d. The tuner lowers it to the exact count once stage 1 ends.",
+            _logger.warning("maxTrialNumber is %s but the SAFS pipeline may need up to %d trials "
+                            "(%d or more evaluations); set maxTrialNumber: %d. The tuner lowers it to the exact count once stage 1 ends.",
                             configured, high, low, high)
         else:
-            _logger.info("maxTrialNumber %s; the tuner will lower it to the exact count (%d..%d) once stage 1 ends",
-                         configured, low, high)
+            _logger.info("maxTrialNumber %s; the tuner will lower it to the exact count (at most %d; "
+                         "%d evaluations or more) once stage 1 ends", configured, high, low)
 
     def exit_with_manager(self, poll_seconds: float = 2.0) -> None:
         """End this dispatcher process when the NNI manager that started it dies.

@@ -74,8 +74,9 @@ class SafsPipeline:
         self.choices = list(choices)
         self.hpo_space = hpo_space
         self.jobs: dict[int, Job] = {}
-        self.results: dict[int, dict | None] = {}
+        self.results: dict[int, JobResult] = {}
         self.next_id = 0
+        self.reused = 0  # search proposals answered with an earlier job's score (no trial run)
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
         self.search: Optimizer = self._new_search()
         self.hpo: dict[str, TunerStream | None] = {
@@ -146,15 +147,31 @@ class SafsPipeline:
         return job or self._ask_final()
 
     def _ask_search(self) -> Job | None:
-        asked = self.search.ask()
-        if asked is None:
-            return None
-        key, genome = asked
-        job = self._emit(Stage.SEARCH, self.config.search_algorithm, genome=genome, hparams=self.config.hparams,
-                         epochs=self.config.search_epochs, train_scales=False,
-                         data_fraction=self.config.search_data_fraction)
-        job.stream_key = key
-        return job
+        while (asked := self.search.ask()) is not None:
+            key, genome = asked
+            earlier = self._search_result(genome_to_string(genome))
+            if earlier is None:
+                job = self._emit(Stage.SEARCH, self.config.search_algorithm, genome=genome,
+                                 hparams=self.config.hparams, epochs=self.config.search_epochs, train_scales=False,
+                                 data_fraction=self.config.search_data_fraction)
+                job.stream_key = key
+                return job
+            self.search.tell(key, self._search_fitness(earlier))
+            self.reused += 1
+        self._check_search()
+        return None
+
+    def _search_result(self, genome: str) -> JobResult | None:
+        """An earlier search job's result for ``genome``, when it was measured: every search job
+        fine-tunes the same checkpoint with the same budget and seed, so a genome the search
+        proposes again (LAHC walking back, a tuner repeating a point) scores what it scored; a
+        failed or lost job is not reused (that was the machine, not the genome)."""
+        for job in self.jobs.values():
+            if job.stage == Stage.SEARCH and job.spec.genome == genome:
+                result = self.results.get(job.id)
+                if result is not None and result.succeeded:
+                    return result
+        return None
 
     def _ask_hpo(self, variant: str) -> Job | None:
         stream = self.hpo[variant]
@@ -215,10 +232,8 @@ class SafsPipeline:
         if job.stage == Stage.PREPARE and not result.succeeded:
             self.failure = f"the prepare trial failed: {result.reason or result.status.value} (see its trial log)"
         elif job.stage == Stage.SEARCH:
-            self.search.tell(job.stream_key, result.fitness(SCORE_KEYS[self.config.search_score]))
-            if self.search.finished and self.search.best is None and not self.failure:
-                self.failure = (f"every stage-1 candidate failed ({self.count(Stage.SEARCH)} evaluations scored 0; "
-                                "see their trial logs)")
+            self.search.tell(job.stream_key, self._search_fitness(result))
+            self._check_search()
         elif job.stage == Stage.HPO:
             stream = self.hpo[job.variant]
             stream.tell(job.stream_key, result.fitness())
@@ -226,9 +241,18 @@ class SafsPipeline:
                 self.failure = (f"every trial of the stage-2 study '{job.variant}' failed "
                                 f"({stream.n_trials} trials scored 0; see their trial logs)")
 
+    def _search_fitness(self, result: JobResult) -> float:
+        return result.fitness(SCORE_KEYS[self.config.search_score])
+
+    def _check_search(self) -> None:
+        if self.search.finished and self.search.best is None and not self.failure:
+            self.failure = (f"every stage-1 candidate failed ({self.count(Stage.SEARCH)} evaluations scored 0; "
+                            "see their trial logs)")
+
     # -- bookkeeping -----------------------------------------------------------------------
-    def trial_bounds(self) -> tuple[int, int]:
-        """(fewest, most) jobs the whole pipeline can take with this config."""
+    def evaluation_bounds(self) -> tuple[int, int]:
+        """(fewest, most) evaluations the whole pipeline makes with this config: one job each, but
+        for a genome the search proposes again (:meth:`_search_result`), so at most this many jobs."""
         fixed = self._trials_outside_search()
         low, high = self.search.bounds
         return fixed + low, fixed + high
@@ -253,7 +277,8 @@ class SafsPipeline:
 
     def state_head(self) -> dict:
         """The state but the parts that only grow (see :mod:`nni_safs.journal`)."""
-        return {"next_id": self.next_id, "failure": self.failure, "search": self.search.state_head(),
+        return {"next_id": self.next_id, "failure": self.failure, "reused": self.reused,
+                "search": self.search.state_head(),
                 "hpo": {k: None if v is None else v.state_head() for k, v in self.hpo.items()}}
 
     def state_logs(self, prefix: str = "") -> dict[str, LogView]:
@@ -276,6 +301,7 @@ class SafsPipeline:
         results = [JobResult.from_dict(r) for r in state["results"]]
         pipeline.results = {result.job: result for result in results}
         pipeline.next_id, pipeline.failure = state["next_id"], state["failure"]
+        pipeline.reused = state.get("reused", 0)  # a 0.2.0 state saved before reuse existed
         pipeline.search = type(pipeline.search).from_state_dict(state["search"])
         pipeline.hpo = {k: None if v is None else TunerStream.from_state_dict(v) for k, v in state["hpo"].items()}
         return pipeline

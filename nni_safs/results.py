@@ -57,7 +57,8 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
     best = pipeline.search.best
     hpo_best = {variant: (stream.best if stream else None) for variant, stream in pipeline.hpo.items()}
     stages = {
-        "search": {"algorithm": config.search_algorithm, "evaluations": pipeline.count(Stage.SEARCH),
+        "search": {"algorithm": config.search_algorithm, "evaluations": pipeline.count(Stage.SEARCH) + pipeline.reused,
+                   "reused": pipeline.reused,
                    "best_val_acc": best[1] if best else None,
                    "genome": best[0] if best else None,
                    "trace": getattr(pipeline.search, "trace", None)},

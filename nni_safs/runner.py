@@ -31,7 +31,7 @@ def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progres
     if state is not None:  # the workspace's config.json is write-once: same settings
         pipeline = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices,
                                                 pipeline.hpo_space, state["pipeline"])
-    low, high = pipeline.trial_bounds()
+    low, high = pipeline.evaluation_bounds()
     jobs_bar = tqdm(total=high, desc="SAFS jobs", unit="job", disable=not progress, position=0)
     jobs_bar.update(len(pipeline.results))
     while not pipeline.finished:

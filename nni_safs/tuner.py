@@ -79,8 +79,9 @@ class SafsTuner(Tuner):
         self.requeued: list[int] = []  # issued jobs to hand out again
         self.resubmitted = 0  # trials beyond one per job (each counts against maxTrialNumber)
         self.extra_trial_jobs: set[int] = set()  # requeued jobs whose re-run is such a trial
-        low, high = self.pipeline.trial_bounds()
-        _logger.info("SAFS pipeline: %s..%s trials; workspace %s", low, high, self.config.workspace)
+        low, high = self.pipeline.evaluation_bounds()
+        _logger.info("SAFS pipeline: %s..%s evaluations, one trial each but for a genome stage 1 proposes "
+                     "again (its earlier score is reused); workspace %s", low, high, self.config.workspace)
         self.manager.check_max_trial_number(low, high)
         self.manager.exit_with_manager()
 

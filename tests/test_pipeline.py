@@ -7,6 +7,7 @@ import pytest
 from nni_safs.config import SafsConfig
 from nni_safs.contract import JobResult, Stage, Status
 from nni_safs.pipeline import FINAL_VARIANTS, SafsPipeline
+from nni_safs.results import build_summary
 from nni_safs.tuner import SafsTuner
 
 from conftest import SMALL, drive, fake_result
@@ -24,8 +25,8 @@ def test_pipeline_completes_without_deadlock(tmp_path, concurrency, algorithm):
     assert stages.count("hpo") == 2 * config.hpo_trials
     assert sorted(j.variant for j in jobs if j.stage == "final") == sorted(FINAL_VARIANTS)
     assert pipeline.total_if_known() == len(jobs)
-    low, high = pipeline.trial_bounds()
-    assert low <= len(jobs) <= high
+    low, high = pipeline.evaluation_bounds()
+    assert low <= len(jobs) + pipeline.reused <= high
     # every job after prepare started only once prepare had a result (the barrier)
     safs_hpo = [j for j in jobs if j.stage == "hpo" and j.variant == "safs"]
     best_genome, _ = pipeline.search.best
@@ -205,8 +206,8 @@ def test_final_seeds_and_uniform_start_shape_the_pipeline(tmp_path):
     search = [j for j in jobs if j.stage == "search"]
     uniform = [{op} for op in pipeline.choices]
     assert [set(j.params["genome"].replace(";", "=").split("=")[1::2]) for j in search[:len(uniform)]] == uniform
-    low, high = pipeline.trial_bounds()
-    assert low <= len(jobs) <= high and pipeline.total_if_known() == len(jobs)
+    low, high = pipeline.evaluation_bounds()
+    assert low <= len(jobs) + pipeline.reused <= high and pipeline.total_if_known() == len(jobs)
 
 
 def _drive_with(pipeline, result_of):
@@ -294,3 +295,31 @@ def test_each_stage2_study_first_tries_the_dense_hyperparameters(tmp_path):
     space = pipeline.hpo_space  # a value outside the space's range cannot be a trial of it
     assert nest_hparams({"optimizer": "adam", "lr": 5.0}, space) is None
     assert nest_hparams({"optimizer": "rmsprop", "lr": 1e-3}, space) is None
+
+
+def test_a_genome_the_search_proposes_again_reuses_its_score_without_a_job(tmp_path):
+    """Search jobs are deterministic (same checkpoint, budget and seed), so LAHC walking back to a
+    genome it measured gets that score without a trial; a failed measurement is not reused."""
+    config = SafsConfig(**{**SMALL, "search_steps": 30, "max_search_steps": 40}, workspace=str(tmp_path))
+    base = SafsPipeline.for_config(config)
+    pipeline = SafsPipeline(config, base.slot_names, ["relu", "swish"], base.hpo_space)  # 16 genomes: revisits
+    scores = {}
+
+    def score(job):
+        if job.stage == "search" and job.params["genome"] not in scores:
+            scores[job.params["genome"]] = 50 + 5 * job.params["genome"].count("swish") + len(scores) % 3
+            if len(scores) == 2:
+                return JobResult.failed(job.spec, "RuntimeError: killed")
+        value = scores.get(job.params["genome"], 60)
+        return JobResult.from_dict({"default": value, "val_acc": value, "test_acc": value}, job.spec)
+
+    _drive_with(pipeline, score)
+    search = [j.params["genome"] for j in pipeline.jobs.values() if j.stage == "search"]
+    failed_once = list(scores)[1]
+    assert search.count(failed_once) == 2  # re-measured after its failure
+    assert len(search) - 1 == len(set(search)) and pipeline.reused > 0
+    evaluations = pipeline.search.trace
+    assert len(evaluations) == len(search) + pipeline.reused
+    assert pipeline.total_if_known() == len(pipeline.jobs)
+    summary_search = build_summary(pipeline)["stages"]["search"]
+    assert summary_search["evaluations"] == len(evaluations) and summary_search["reused"] == pipeline.reused
