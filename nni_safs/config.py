@@ -1,7 +1,8 @@
 """The settings of one SAFS run (the tuner's ``classArgs``), validated up front.
 
 Each key is documented once, here, in :class:`SafsConfig`; the README's key table and the
-experiment YAMLs follow it. Bad values fail before any training starts, with a message that
+experiment YAMLs follow it. Loading and checking the settings imports no torch: the built-in
+models and datasets are registered with their facts and imported when first built. Bad values fail before any training starts, with a message that
 names the key, the value and what is allowed.
 """
 from __future__ import annotations
@@ -11,12 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .data import DATASETS
-from .data.tensors import DATA_LOADERS
 from .models import MODELS, model_facts
 from .plugins import import_plugins
-from .pruning import SCOPES
-from .training import OPTIMIZERS, PRECISIONS, SCHEDULERS
 
+# the values a key may take; the modules that act on them dispatch on these names
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("constant", "step_halving", "step", "cosine", "cosine_warm_restarts", "linear_warmup", "plateau")
+PRECISIONS = ("auto", "fp32", "bf16")  # nni_safs.training
+DATA_LOADERS = ("auto", "tensor", "dataloader")  # nni_safs.data.tensors
+SCOPES = ("layer", "global", "lamp")  # nni_safs.pruning
 STAGE1_ALGORITHMS = ("lahc", "evolution", "tpe", "random")
 SEARCH_INITS = ("random", "uniform")
 SEARCH_SCORES = ("best", "late_mean")

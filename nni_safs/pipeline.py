@@ -77,6 +77,7 @@ class SafsPipeline:
         self.results: dict[int, JobResult] = {}
         self.next_id = 0
         self.reused = 0  # search proposals answered with an earlier job's score (no trial run)
+        self._measured: dict[str, JobResult] = {}  # genome -> its search job's result (see _search_result)
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
         self.search: Optimizer = self._new_search()
         self.hpo: dict[str, TunerStream | None] = {
@@ -166,12 +167,11 @@ class SafsPipeline:
         fine-tunes the same checkpoint with the same budget and seed, so a genome the search
         proposes again (LAHC walking back, a tuner repeating a point) scores what it scored; a
         failed or lost job is not reused (that was the machine, not the genome)."""
-        for job in self.jobs.values():
-            if job.stage == Stage.SEARCH and job.spec.genome == genome:
-                result = self.results.get(job.id)
-                if result is not None and result.succeeded:
-                    return result
-        return None
+        return self._measured.get(genome)
+
+    def _remember(self, job: Job, result: JobResult) -> None:
+        if job.stage == Stage.SEARCH and result.succeeded:
+            self._measured.setdefault(job.spec.genome, result)
 
     def _ask_hpo(self, variant: str) -> Job | None:
         stream = self.hpo[variant]
@@ -229,6 +229,7 @@ class SafsPipeline:
             return  # a duplicate report (e.g. replayed on resume): already folded
         job = self.jobs[job_id]
         self.results[job_id] = result
+        self._remember(job, result)
         if job.stage == Stage.PREPARE and not result.succeeded:
             self.failure = f"the prepare trial failed: {result.reason or result.status.value} (see its trial log)"
         elif job.stage == Stage.SEARCH:
@@ -300,6 +301,8 @@ class SafsPipeline:
         pipeline.jobs = {job.id: job for job in jobs}
         results = [JobResult.from_dict(r) for r in state["results"]]
         pipeline.results = {result.job: result for result in results}
+        for result in results:
+            pipeline._remember(pipeline.jobs[result.job], result)
         pipeline.next_id, pipeline.failure = state["next_id"], state["failure"]
         pipeline.reused = state.get("reused", 0)  # a 0.2.0 state saved before reuse existed
         pipeline.search = type(pipeline.search).from_state_dict(state["search"])

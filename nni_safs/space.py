@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import nni.mutable
 
 from .space_files import read_space_file
-from .training import OPTIMIZERS, SCHEDULERS
+from .config import OPTIMIZERS, SCHEDULERS
 
 DEFAULT_HPO_SPACE = "hpo_space.json"
 

@@ -28,12 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import OPTIMIZERS, PRECISIONS, SCHEDULERS
 from .pruning import Masks, MaskHolder
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("constant", "step_halving", "step", "cosine", "cosine_warm_restarts",
-              "linear_warmup", "plateau")
-PRECISIONS = ("auto", "fp32", "bf16")
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader or nni_safs.data.tensors.TensorLoader
 
 

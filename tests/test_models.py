@@ -59,3 +59,13 @@ def test_default_acts_and_registry():
     with pytest.raises(ValueError, match="'tiny_test_mlp' was registered without training hyperparameters"):
         _ = SafsConfig(model="tiny_test_mlp", dataset="mnist5k").hparams
     assert SafsConfig(model="tiny_test_mlp", dataset="mnist5k", train_hparams={"optimizer": "adam", "lr": 0.01}).hparams
+
+
+def test_a_model_registered_by_module_path_is_imported_when_first_built():
+    register_model("lenet5_by_path", in_channels=1, image_size=28)("nni_safs.models.lenet:lenet5")
+    register_model("misspelt_by_path", in_channels=1, image_size=28)("nni_safs.models.lenet:lenet_five")
+    assert SafsConfig(model="misspelt_by_path", dataset="mnist5k", train_hparams={"optimizer": "adam", "lr": 0.01})
+    assert type(build_model("lenet5_by_path")).__name__ == "LeNet5"
+    with pytest.raises(ValueError, match="'misspelt_by_path' is registered as 'nni_safs.models.lenet:lenet_five', "
+                                         "which cannot be imported.*AttributeError"):
+        build_model("misspelt_by_path")

@@ -24,3 +24,31 @@ def test_an_entry_point_imports_no_heavy_module_it_does_not_use(entry):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", f"{ENTRY_POINTS[entry]} imports {out.stdout.strip()}"
+
+
+def test_loading_and_checking_the_settings_imports_no_torch(tmp_path):
+    """The CLI, the tuner and tools read a run's settings before any training: every shipped
+    config is loaded, checked and written to a workspace and read back without torch; building
+    a model then imports its (lazily registered) builder."""
+    code = f"""
+import glob, sys, yaml
+from nni_safs.config import SafsConfig
+from nni_safs.models import MODELS, model_facts
+from nni_safs.workspace import load_config, open_workspace
+names = []
+for path in sorted(glob.glob("experiment_configs/*_safs.yml")):
+    args = yaml.safe_load(open(path))["tuner"]["classArgs"]
+    args.update(workspace=r"{tmp_path}/" + path.split("/")[-1], data_root=r"{tmp_path}")
+    config = open_workspace(SafsConfig.from_dict(args))
+    assert load_config(config.workspace) == config
+    names.append((config.model, config.hparams["optimizer"], model_facts(config.model).image_size))
+assert len(names) == 4, names
+assert "torch" not in sys.modules, "loading the settings imported torch"
+model = __import__("nni_safs.models", fromlist=["build_model"]).build_model("lenet5")
+assert "torch" in sys.modules and type(model).__name__ == "LeNet5"
+print(sorted(names))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert "('vgg16', 'sgd', 32)" in out.stdout and "('lenet5', 'adam', 28)" in out.stdout

@@ -8,15 +8,17 @@ data. The files registered with it are checked under ``data_root`` before any tr
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
-
-import torch
-from torch.utils.data import DataLoader
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..registry import Registry
-from .splits import DataSplits, DatasetNotFoundError, require_root, seeded_subset
+from .files import (CIFAR10_FILES, IMAGENET16_TRAIN_FILES, IMAGENET16_VAL_FILE, MNIST_FILES, DatasetNotFoundError,
+                    require_root)
+
+if TYPE_CHECKING:
+    from .splits import DataSplits
 
 DATASETS: Registry = Registry("dataset")
 
@@ -29,8 +31,9 @@ class DatasetFacts:
 
 def register_dataset(name: str, *, files: Sequence[str] = (), downloadable: bool = False,
                      overwrite: bool = False) -> Callable:
-    """Decorator registering a builder with the files it reads under ``data_root`` (none: it
-    needs no root, or checks for itself) and whether it can download them."""
+    """Decorator registering a builder (or its ``"module:function"``, imported when first built)
+    with the files it reads under ``data_root`` (none: it needs no root, or checks for itself)
+    and whether it can download them."""
     return DATASETS.register(name, overwrite=overwrite, facts=DatasetFacts(tuple(files), downloadable))
 
 
@@ -54,6 +57,8 @@ def build_dataset(name: str, root: str | os.PathLike[str] | None = None, seed: i
                   **options: Any) -> DataSplits:
     """Build ``name``; ``fraction`` < 1 keeps a seeded subset of train only, for cheap searches
     (val and test stay whole so scores remain comparable across budgets)."""
+    from .splits import seeded_subset
+
     builder = DATASETS.get(name)
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
@@ -68,18 +73,20 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def make_loaders(splits: DataSplits, batch_size: int, num_workers: int = 0,
-                 seed: int = 0) -> tuple[DataLoader, DataLoader, DataLoader]:
-    """(train, val, test) loaders; the train order (and worker seeds) follow ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                       generator=generator)
-    val, test = (DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-                 for ds in (splits.val, splits.test))
-    return train, val, test
-
-
 __all__ = ["DATASETS", "DatasetFacts", "DataSplits", "DatasetNotFoundError", "build_dataset",
            "check_dataset_files", "list_datasets", "make_loaders", "register_dataset"]
 
-from . import mnist5k, vision, imagenet16, synthetic  # noqa: E402,F401  (registers the built-ins)
+# the built-ins and their files; each builder's module (and torch) is imported when it is first built
+register_dataset("mnist5k")("nni_safs.data.mnist5k:mnist5k")
+register_dataset("synthetic")("nni_safs.data.synthetic:synthetic")
+register_dataset("mnist", files=MNIST_FILES, downloadable=True)("nni_safs.data.vision:mnist")
+register_dataset("cifar10", files=CIFAR10_FILES, downloadable=True)("nni_safs.data.vision:cifar10")
+register_dataset("imagenet16", files=[*IMAGENET16_TRAIN_FILES, IMAGENET16_VAL_FILE])("nni_safs.data.imagenet16:imagenet16")
+
+_LAZY = {"DataSplits": ".splits", "make_loaders": ".tensors"}  # they import torch
+
+
+def __getattr__(name: str) -> Any:  # PEP 562
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,13 +13,11 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from . import register_dataset
 from .augment import PadCropFlip
-from .splits import DataSplits, DatasetNotFoundError, require_root, splits_from_files
+from .files import IMAGENET16_TRAIN_FILES, IMAGENET16_VAL_FILE, DatasetNotFoundError, require_root
+from .splits import DataSplits, splits_from_files
 from .vision import image_transforms
 
-TRAIN_FILES = tuple(f"train_data_batch_{i}" for i in range(1, 11))
-VAL_FILE = "val_data"
 MAX_CLASSES = 1000
 _PIXELS = 3 * 16 * 16
 # Per-channel statistics of the 16x16 training images (as used by NAS-Bench-201).
@@ -43,7 +41,7 @@ class ImageNet16(Dataset):
             raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes!r}")
         self.train = train
         self.num_classes = num_classes
-        files = TRAIN_FILES if train else (VAL_FILE,)
+        files = IMAGENET16_TRAIN_FILES if train else (IMAGENET16_VAL_FILE,)
         self._check_files(files)
         images, targets = [], []
         for name in files:
@@ -59,7 +57,7 @@ class ImageNet16(Dataset):
         if missing:
             raise DatasetNotFoundError(
                 f"imagenet16 files missing under {str(self.root)!r}: {', '.join(missing)}. Expected the "
-                f"folder to hold {TRAIN_FILES[0]} .. {TRAIN_FILES[-1]} and {VAL_FILE}, the pickled "
+                f"folder to hold {IMAGENET16_TRAIN_FILES[0]} .. {IMAGENET16_TRAIN_FILES[-1]} and {IMAGENET16_VAL_FILE}, the pickled "
                 "batches of 'Downsampled ImageNet 16x16' (Chrabaszcz et al. 2017) from image-net.org "
                 "(download page requires registration; unzip Imagenet16_train and Imagenet16_val "
                 "into this one folder). They cannot be downloaded automatically."
@@ -94,7 +92,6 @@ class ImageNet16(Dataset):
                 f"classes={self.num_classes}, samples={len(self)})")
 
 
-@register_dataset("imagenet16", files=[*TRAIN_FILES, VAL_FILE])
 def imagenet16(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
                download: bool, num_classes: int = MAX_CLASSES) -> DataSplits:
     """Test is the official ``val_data``; our val is drawn from the train batches.

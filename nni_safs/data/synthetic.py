@@ -9,7 +9,6 @@ import os
 
 import torch
 
-from . import register_dataset
 from .splits import DataSplits, TensorImages, splits_from_files
 
 TEST_SHARE = 1 / 6  # of ``size``: 1200 samples -> 200 test, and with val_fraction=0.1, 900/100
@@ -22,7 +21,6 @@ def _samples(patterns: torch.Tensor, n: int, generator: torch.Generator) -> Tens
     return TensorImages((patterns[labels] + noise) / math.sqrt(2.0), labels)
 
 
-@register_dataset("synthetic")
 def synthetic(root: str | os.PathLike[str] | None, seed: int, val_fraction: float, download: bool,
               num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
               size: int = 1200) -> DataSplits:

@@ -22,11 +22,10 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import make_loaders
+from ..config import DATA_LOADERS
 from .augment import PadCropFlip
 from .splits import DataSplits
 
-DATA_LOADERS = ("auto", "tensor", "dataloader")
 DEVICE_SHARE = 0.5  # of the free device memory the held images may take; the rest is for training
 _READ_BATCH = 1024
 
@@ -61,6 +60,17 @@ class TensorLoader:
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
+
+
+def make_loaders(splits: DataSplits, batch_size: int, num_workers: int = 0,
+                 seed: int = 0) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """(train, val, test) loaders; the train order (and worker seeds) follow ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                       generator=generator)
+    val, test = (DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+                 for ds in (splits.val, splits.test))
+    return train, val, test
 
 
 def held_bytes(splits: DataSplits) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import register_dataset
 from .augment import PadCropFlip
-from .splits import DataSplits, explain_missing, require_root, splits_from_files
+from .files import CIFAR10_FOLDER, explain_missing, require_root
+from .splits import DataSplits, splits_from_files
 
 if TYPE_CHECKING:
     from torchvision import transforms
@@ -44,13 +44,6 @@ def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None,
     return pool, test
 
 
-MNIST_FILES = [os.path.join("MNIST", "raw", f) for f in (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
-CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's CIFAR10.base_folder, train_list and test_list
-CIFAR10_FILES = [os.path.join(CIFAR10_FOLDER, f) for f in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]]
-
-
-@register_dataset("mnist", files=MNIST_FILES, downloadable=True)
 def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
           download: bool) -> DataSplits:
     from torchvision import datasets
@@ -61,7 +54,6 @@ def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
                              num_classes=10, in_channels=1, image_size=28)
 
 
-@register_dataset("cifar10", files=CIFAR10_FILES, downloadable=True)
 def cifar10(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
             download: bool) -> DataSplits:
     from torchvision import datasets

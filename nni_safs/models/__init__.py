@@ -10,15 +10,18 @@ rest of the package knows about the model: its dense fine-tuning hyperparameters
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..registry import Registry
 
+if TYPE_CHECKING:
+    from torch import nn
+
 MODELS: Registry = Registry("model")
-# the paper's dense fine-tuning of VGG-16, ResNet-18 and EfficientNet-B0 (Loni et al. 2023)
-PAPER_SGD = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "step_halving", "step_size": 20}
+# the paper's dense fine-tuning (Loni et al. 2023): VGG-16, ResNet-18 and EfficientNet-B0; LeNet-5
+PAPER_SGD = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "step_halving",
+             "step_size": 20}
+PAPER_LENET5 = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"}
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,10 @@ class ModelFacts:
 
 def register_model(name: str, *, in_channels: int, image_size: int, act: str = "relu",
                    hparams: Mapping[str, Any] | None = None, overwrite: bool = False) -> Callable:
-    """Decorator registering a builder with its facts: the input it expects (no default: a
-    model is not silently given CIFAR's), its own activation, and its dense fine-tuning
-    hyperparameters (without them the config's ``train_hparams`` must give them)."""
+    """Decorator registering a builder (or its ``"module:function"``, imported when first built)
+    with its facts: the input it expects (no default: a model is not silently given CIFAR's),
+    its own activation, and its dense fine-tuning hyperparameters (without them the config's
+    ``train_hparams`` must give them)."""
     facts = ModelFacts(dict(hparams) if hparams is not None else None, in_channels, image_size, act)
     return MODELS.register(name, overwrite=overwrite, facts=facts)
 
@@ -54,4 +58,9 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-from . import lenet, vgg, resnet, efficientnet  # noqa: E402,F401  (registers the built-ins)
+# the built-ins and their facts; each builder's module (and torch) is imported when it is first built
+register_model("lenet5", hparams=PAPER_LENET5, in_channels=1, image_size=28)("nni_safs.models.lenet:lenet5")
+register_model("vgg16", hparams=PAPER_SGD, in_channels=3, image_size=32)("nni_safs.models.vgg:vgg16")
+register_model("resnet18", hparams=PAPER_SGD, in_channels=3, image_size=32)("nni_safs.models.resnet:resnet18")
+register_model("efficientnet_b0", hparams=PAPER_SGD, in_channels=3, image_size=16,
+               act="swish")("nni_safs.models.efficientnet:efficientnet_b0")

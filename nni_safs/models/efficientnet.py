@@ -9,7 +9,6 @@ from __future__ import annotations
 from torch import nn
 
 from ..activations import ActivationSlot
-from . import PAPER_SGD, register_model
 
 
 def replace_activations(model: nn.Module, kind: type[nn.Module], act: str) -> nn.Module:
@@ -22,7 +21,6 @@ def replace_activations(model: nn.Module, kind: type[nn.Module], act: str) -> nn
     return model
 
 
-@register_model("efficientnet_b0", hparams=PAPER_SGD, in_channels=3, image_size=16, act="swish")
 def efficientnet_b0(num_classes: int, in_channels: int, image_size: int, act: str) -> nn.Module:
     from torchvision.models import efficientnet_b0 as tv_efficientnet_b0  # only when built: heavy import
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from torch import nn
 
 from ..activations import ActivationSlot
-from . import register_model
 
 
 class LeNet5(nn.Module):
@@ -35,8 +34,5 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
-# the paper's dense fine-tuning (Loni et al. 2023)
-@register_model("lenet5", hparams={"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"},
-                in_channels=1, image_size=28, act="relu")
 def lenet5(num_classes: int, in_channels: int, image_size: int, act: str) -> nn.Module:
     return LeNet5(num_classes, in_channels, image_size, act)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from torch import nn
 
 from ..activations import ActivationSlot
-from . import PAPER_SGD, register_model
 
 
 class BasicBlock(nn.Module):
@@ -56,6 +55,5 @@ class ResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-@register_model("resnet18", hparams=PAPER_SGD, in_channels=3, image_size=32, act="relu")
 def resnet18(num_classes: int, in_channels: int, image_size: int, act: str) -> nn.Module:
     return ResNet((2, 2, 2, 2), num_classes, in_channels, image_size, act)

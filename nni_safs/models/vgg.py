@@ -10,7 +10,6 @@ from collections import OrderedDict
 from torch import nn
 
 from ..activations import ActivationSlot
-from . import PAPER_SGD, register_model
 
 VGG16_CONFIG = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
@@ -39,6 +38,5 @@ class VGG(nn.Module):
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
-@register_model("vgg16", hparams=PAPER_SGD, in_channels=3, image_size=32, act="relu")
 def vgg16(num_classes: int, in_channels: int, image_size: int, act: str) -> nn.Module:
     return VGG(VGG16_CONFIG, num_classes, in_channels, image_size, act)

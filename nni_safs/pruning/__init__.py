@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..config import SCOPES
 from .masks import (Masks, MaskHolder, MaskViolationError, format_sparsity_report, masks_from_model,
                     overall_density, sparsity_report)
 
-SCOPES = ("layer", "global", "lamp")
 _NNI_BACKED = {"LAMPPruner": ".lamp", "lamp_scores": ".lamp", "magnitude_prune": ".magnitude"}
 
 __all__ = ["SCOPES", "Masks", "LAMPPruner", "MaskHolder", "MaskViolationError", "format_sparsity_report",
