@@ -22,16 +22,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write
 from .contract import JobResult, JobSpec
-from .jobs import run_job
 from .trial_channel import TrialChannel, open_channel
-from .training import EpochRecord
 from .workspace import job_lock, job_marker
+
+if TYPE_CHECKING:
+    from .training import EpochRecord
 
 
 class _EpochReporter:
@@ -86,9 +85,26 @@ def mark_started(spec: JobSpec, parameter_id: int | None) -> dict[str, Any] | No
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    started = psutil.Process().create_time()
-    startup = time.time() - started  # interpreter start and imports, before any work
+def process_started() -> float:
+    """When this process started, as ``time.time()`` would have said then.
+
+    On Linux from the kernel's start tick against the boot clock (psutil's ``create_time`` is
+    off by up to a second: it adds the boot time, which /proc gives in whole seconds).
+    """
+    try:
+        with open("/proc/self/stat") as stat:
+            ticks = int(stat.read().rpartition(")")[2].split()[19])
+        return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, AttributeError, ValueError, IndexError):
+        import psutil
+        return psutil.Process().create_time()
+
+
+def main(argv: list[str] | None = None, started: float | None = None) -> int:
+    """Run the job; ``started``: when the trial's process started (a warm child's client's)."""
+    from .jobs import run_job  # torch (a warm child has it already)
+
+    startup = time.time() - (started or process_started())  # start and imports, before any work
     parser = argparse.ArgumentParser(prog="python -m nni_safs.trial", description=__doc__.split("\n")[0])
     parser.add_argument("--params", help="run this job's parameters (a JSON file, e.g. copied from the "
                                          "portal) by hand instead of asking NNI")
@@ -138,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 if __name__ == "__main__":
-    exit_code = main()
+    from . import forkserver
+
+    started = process_started()
+    warm = forkserver.run_in_server(sys.argv[1:], started) if forkserver.wanted() else None
+    exit_code = main(started=started) if warm is None else warm
     # everything is written, closed and unlocked by now: skip the interpreter's teardown, which
     # costs ~0.3 s per trial once torch is loaded
     sys.stdout.flush()

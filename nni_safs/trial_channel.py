@@ -139,11 +139,16 @@ def _log_to_trial_log(output_dir: str) -> None:
     sys.stdout = _TrialLog(log_file)
 
 
+def launched_locally() -> bool:
+    """Whether NNI's local training service launched this trial (its HTTP trial channel)."""
+    return os.environ.get(CHANNEL_ENV, "").startswith("http://")
+
+
 def open_channel() -> TrialChannel:
     """The channel this trial was launched with (see the module docstring)."""
-    url = os.environ.get(CHANNEL_ENV, "")
-    if not url.startswith("http://"):
+    if not launched_locally():
         return NniChannel()
+    url = os.environ[CHANNEL_ENV]
     if os.environ.get("NNI_OUTPUT_DIR"):
         _log_to_trial_log(os.environ["NNI_OUTPUT_DIR"])
     return HttpChannel(url)

@@ -1,0 +1,187 @@
+"""Trials started warm: a process that has imported torch forks one child per trial.
+
+A LeNet-5 trial of the embedded default trains for a few seconds, but a fresh ``python -m
+nni_safs.trial`` spends about two more starting the interpreter and importing torch, and the
+experiment runs some sixty of them on two cores. So the first local trial of an experiment
+starts a server in the background (this module) and runs cold; the server imports the trial
+code once and waits on a Unix socket. Every later trial process is only a thin client: it
+connects, hands over its standard output and error (the descriptors themselves), its
+arguments, environment and working directory, and waits. The server forks a child that takes
+on all of these and runs :func:`nni_safs.trial.main` exactly as the trial would have (its own
+NNI channel, trial.log, job lock and marker), then sends back the exit status, which the
+client exits with. So NNI and the portal see the same trial, only sooner.
+
+What keeps it safe:
+
+* a client killed by NNI (``nnictl stop``, a trial cancelled) closes its connection, and its
+  child kills itself on seeing that; a child that dies makes its client exit 1;
+* the socket lives in a directory only this user can enter, and the server serves only
+  connections from its own user id;
+* the server is keyed by everything that decides what code a trial runs (interpreter, import
+  path, the nni_safs sources and their modification times), so an edited checkout or another
+  virtual environment gets its own server; it leaves after ``IDLE_SECONDS`` without a trial;
+* by default only trials of NNI's local training service use it (remote machines start trials
+  cold); ``NNI_SAFS_FORKSERVER=0`` in the trial's environment turns it off, ``1`` on for any
+  trial (``python -m nni_safs.trial --params FILE`` run by hand too).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from .trial_channel import launched_locally
+
+IDLE_SECONDS = 120.0  # a server with no trial for this long exits
+SWITCH_ENV = "NNI_SAFS_FORKSERVER"  # "0": trials start cold
+TARGET = "nni_safs.trial:main"  # what a child runs: a function (argv, started) -> exit status
+PRELOAD = ("nni_safs.jobs",)  # imported by the server once: torch, the models, the training loop
+_MAX_REQUEST = 1 << 20
+
+
+def socket_path(target: str = TARGET) -> Path:
+    """This checkout's and interpreter's server address (see the module docstring)."""
+    package = Path(__file__).resolve().parent
+    newest = max(entry.stat().st_mtime_ns for entry in package.rglob("*.py"))
+    key = json.dumps([sys.executable, sys.path[1:], str(package), newest, target])
+    folder = Path(tempfile.gettempdir()) / f"nni_safs-forkserver-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
+        raise PermissionError(f"{folder} must belong to this user and be closed to others")
+    return folder / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".sock")
+
+
+def wanted() -> bool:
+    """Whether this trial should start warm (see the module docstring)."""
+    switch = os.environ.get(SWITCH_ENV, "")
+    return switch == "1" or (switch != "0" and launched_locally())
+
+
+def run_in_server(argv: list[str], started: float, target: str = TARGET) -> int | None:
+    """Run this trial in a warm child and return its exit status; None when there is no server
+    (one is then started for the trials after this one, and the caller runs cold)."""
+    path = socket_path(target)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        client.connect(str(path))
+    except OSError:
+        client.close()
+        _start_server(path, target)
+        return None
+    with client:
+        request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "started": started})
+        sys.stdout.flush()
+        sys.stderr.flush()
+        socket.send_fds(client, [request.encode()], [sys.stdout.fileno(), sys.stderr.fileno()])
+        reply = client.recv(16)
+    if len(reply) != 4:
+        print("nni_safs.forkserver: the trial's process ended without an exit status (killed?)", file=sys.stderr)
+        return 1
+    return struct.unpack("i", reply)[0]
+
+
+def _start_server(path: Path, target: str) -> None:
+    subprocess.Popen([sys.executable, "-m", "nni_safs.forkserver", str(path), target],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+
+
+def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) -> None:
+    """Import ``target``, then fork a child per connection until idle; one server per ``path``."""
+    with open(f"{path}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another server holds this address
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")  # who serves (the lock file is the socket's name + .lock)
+        lock.flush()
+        for module in PRELOAD:
+            importlib.import_module(module)
+        module, _, name = target.partition(":")
+        function = getattr(importlib.import_module(module), name)
+        path.unlink(missing_ok=True)  # a dead server's socket
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server.bind(str(path))
+        server.listen(16)
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reap themselves
+        signal.signal(signal.SIGTERM, _leave)  # through the finally below: the socket goes with us
+        server.settimeout(idle_seconds)
+        try:
+            while True:
+                try:
+                    connection, _ = server.accept()
+                except socket.timeout:
+                    return
+                if _peer_uid(connection) != os.getuid() or os.fork():
+                    connection.close()
+                    continue
+                server.close()
+                for number in (signal.SIGCHLD, signal.SIGTERM):
+                    signal.signal(number, signal.SIG_DFL)
+                lock.close()
+                _child(connection, function)
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _leave(number: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _peer_uid(connection: socket.socket) -> int:
+    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[1]
+
+
+def _child(connection: socket.socket, function: Callable[[list[str], float], int]) -> None:
+    """Become the client's trial: its output, environment and directory; never returns."""
+    status = 1
+    try:
+        connection.settimeout(None)
+        message, fds, _, _ = socket.recv_fds(connection, _MAX_REQUEST, 2)
+        if not message:
+            os._exit(0)  # a connection that only checked the server is up
+        request = json.loads(message)
+        for fd, target in zip(fds, (1, 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = [sys.argv[0], *request["argv"]]
+        sys.path[0] = request["cwd"]  # as for ``python -m`` started there
+        threading.Thread(target=_die_with_client, args=(connection,), daemon=True).start()
+        print(f"nni_safs: warm start (forked by server {os.getppid()})", flush=True)
+        status = function(request["argv"], request["started"])
+    except BaseException:  # noqa: BLE001  (the client must hear of anything)
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            connection.send(struct.pack("i", int(status)))
+        finally:
+            os._exit(int(status))
+
+
+def _die_with_client(connection: socket.socket) -> None:
+    while connection.recv(16):
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)  # the trial process is gone: NNI stopped it
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else TARGET)

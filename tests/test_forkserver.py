@@ -1,0 +1,105 @@
+"""The warm trial server: a client's child gets its output, environment, directory and arguments,
+its exit status comes back, and a killed client takes its child with it."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+HERE = Path(__file__).resolve().parent
+TARGET = "forkserver_target:main"
+CLIENT = f"""
+import sys
+from nni_safs.forkserver import run_in_server, socket_path
+if sys.argv[1] == "path":
+    print(socket_path({TARGET!r}))
+    sys.exit(0)
+status = run_in_server(sys.argv[1:], 12.5, target={TARGET!r})
+print("cold" if status is None else "warm", flush=True)
+sys.exit(status or 0)
+"""
+
+
+def _client(*args: str, env: dict, cwd: Path, **kwargs):
+    return subprocess.Popen([sys.executable, "-c", CLIENT, *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _serving(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+        try:
+            probe.connect(str(path))  # the server forks a child that finds no request and leaves
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A started server for TARGET (by a first, cold client); stopped afterwards."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE / "forkserver_target"),
+                                                         *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "FORKSERVER_TEST": "from the client"}
+    path = Path(_client("path", env=env, cwd=tmp_path).communicate()[0].strip())
+    out, _ = _client("echo", env=env, cwd=tmp_path).communicate(timeout=60)
+    assert out.strip().splitlines()[-1] == "cold"  # the first one starts the server and runs cold
+    deadline = time.time() + 60
+    while not _serving(path) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _serving(path), "the server did not come up"
+    yield env, tmp_path
+    server_process = psutil.Process(int(Path(f"{path}.lock").read_text()))
+    server_process.send_signal(signal.SIGTERM)
+    server_process.wait(timeout=10)
+    assert not path.exists(), "a stopped server leaves no socket behind"
+
+
+def test_a_warm_child_becomes_its_client(server):
+    env, cwd = server
+    client = _client("echo", "x y", env=env, cwd=cwd)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 3, err  # the child's exit status
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("nni_safs: warm start (forked by server") and lines[-1] == "warm"
+    seen = json.loads(lines[1])
+    assert seen["pid"] != client.pid and seen["cwd"] == str(cwd) and seen["env"] == "from the client"
+    assert seen["argv"] == seen["sys_argv"] == ["echo", "x y"] and seen["started"] == 12.5
+    assert seen["torch"], "the server preloads the job code (and torch)"
+    assert "to stderr" in err
+
+
+def test_a_killed_client_takes_its_child_with_it(server, tmp_path):
+    env, cwd = server
+    pid_file = tmp_path / "child.pid"
+    client = _client("sleep", str(pid_file), env=env, cwd=cwd)
+    deadline = time.time() + 60
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    child = psutil.Process(int(pid_file.read_text()))
+    client.kill()  # as NNI stops a trial
+    client.wait()
+    child.wait(timeout=10)  # raises TimeoutExpired if the child outlived its client
+
+
+def test_a_child_that_dies_fails_its_client(server):
+    env, cwd = server
+    client = _client("die", env=env, cwd=cwd)
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == 1 and "ended without an exit status" in err
+
+
+@pytest.mark.parametrize("switch, channel, warm", [("", "http://127.0.0.1:9/env/1/trial", True),  # local
+                                                   ("", "ws://127.0.0.1:9/x", False),  # remote
+                                                   ("", "", False),  # by hand
+                                                   ("1", "", True), ("0", "http://127.0.0.1:9/env/1/trial", False)])
+def test_who_starts_warm(switch, channel, warm):
+    env = {**os.environ, "NNI_SAFS_FORKSERVER": switch, "NNI_TRIAL_COMMAND_CHANNEL": channel}
+    out = subprocess.run([sys.executable, "-c", "import nni_safs.forkserver as f; print(f.wanted())"], env=env,
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == str(warm), out.stderr
