@@ -14,19 +14,20 @@ client exits with. So NNI and the portal see the same trial, only sooner.
 What keeps it safe:
 
 * a client killed by NNI (``nnictl stop``, a trial cancelled) closes its connection, and its
-  child kills itself on seeing that; a child that dies makes its client exit 1;
+  child kills itself on seeing that; a child that dies makes its client exit 1; a client whose
+  trial no child took on (the server was leaving) runs it cold;
 * the socket lives in a directory only this user can enter, and the server serves only
   connections from its own user id;
 * the server is keyed by everything that decides what code a trial runs (interpreter, import
-  path, the nni_safs sources and their modification times), so an edited checkout or another
-  virtual environment gets its own server; it leaves after ``IDLE_SECONDS`` without a trial;
-* by default only trials of NNI's local training service use it (remote machines start trials
-  cold); ``NNI_SAFS_FORKSERVER=0`` in the trial's environment turns it off, ``1`` on for any
-  trial (``python -m nni_safs.trial --params FILE`` run by hand too).
+  path, the nni_safs sources and their modification times, the environment variables read
+  once at start-up), so an edited checkout or another virtual environment gets its own
+  server; it leaves once no trial has run for ``IDLE_SECONDS``;
+* on Linux, by default only trials of NNI's local training service use it (remote machines
+  start trials cold); ``NNI_SAFS_FORKSERVER=0`` in the trial's environment turns it off,
+  ``1`` on for any trial (``python -m nni_safs.trial --params FILE`` run by hand too).
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib
 import json
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -49,43 +51,64 @@ SWITCH_ENV = "NNI_SAFS_FORKSERVER"  # "0": trials start cold
 TARGET = "nni_safs.trial:main"  # what a child runs: a function (argv, started) -> exit status
 PRELOAD = ("nni_safs.jobs",)  # imported by the server once: torch, the models, the training loop
 _MAX_REQUEST = 1 << 20
+_MAX_SOCKET_PATH = 108  # sun_path, with its terminating zero
+_POLL_SECONDS = 5.0  # how often an idle server reaps its children and checks its idle time
+_TAKEN = b"\x01"  # a child's first word: the trial is its from here on
+# read once when the server starts (by torch's OpenMP, the C library), so part of its key
+_READ_AT_START = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONHASHSEED",
+                  "PYTHONIOENCODING")
 
 
 def socket_path(target: str = TARGET) -> Path:
     """This checkout's and interpreter's server address (see the module docstring)."""
     package = Path(__file__).resolve().parent
     newest = max(entry.stat().st_mtime_ns for entry in package.rglob("*.py"))
-    key = json.dumps([sys.executable, sys.path[1:], str(package), newest, target])
+    settings = {name: os.environ.get(name) for name in _READ_AT_START}
+    key = json.dumps([sys.executable, sys.path[1:], str(package), newest, target, settings])
     folder = Path(tempfile.gettempdir()) / f"nni_safs-forkserver-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
         raise PermissionError(f"{folder} must belong to this user and be closed to others")
-    return folder / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".sock")
+    path = folder / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".sock")
+    if len(os.fsencode(path)) >= _MAX_SOCKET_PATH:
+        raise OSError(f"{path} is too long for a Unix socket address")
+    return path
 
 
 def wanted() -> bool:
-    """Whether this trial should start warm (see the module docstring)."""
+    """Whether this trial should start warm (see the module docstring); Linux only (it relies on
+    SOCK_SEQPACKET Unix sockets and SO_PEERCRED)."""
     switch = os.environ.get(SWITCH_ENV, "")
-    return switch == "1" or (switch != "0" and launched_locally())
+    return sys.platform.startswith("linux") and (switch == "1" or (switch != "0" and launched_locally()))
 
 
 def run_in_server(argv: list[str], started: float, target: str = TARGET) -> int | None:
-    """Run this trial in a warm child and return its exit status; None when there is no server
-    (one is then started for the trials after this one, and the caller runs cold)."""
-    path = socket_path(target)
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    """Run this trial in a warm child and return its exit status; None when no child took it on
+    (no server yet: one is then started for the trials after this one), so the caller runs cold."""
     try:
-        client.connect(str(path))
+        path = socket_path(target)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     except OSError:
-        client.close()
-        _start_server(path, target)
-        return None
+        return None  # no private folder, or no such sockets here: every trial runs cold
     with client:
-        request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "started": started})
-        sys.stdout.flush()
-        sys.stderr.flush()
-        socket.send_fds(client, [request.encode()], [sys.stdout.fileno(), sys.stderr.fileno()])
-        reply = client.recv(16)
+        try:
+            client.connect(str(path))
+        except OSError:
+            _start_server(path, target)
+            return None
+        try:
+            request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "started": started})
+            sys.stdout.flush()
+            sys.stderr.flush()
+            socket.send_fds(client, [request.encode()], [sys.stdout.fileno(), sys.stderr.fileno()])
+            if client.recv(16) != _TAKEN:
+                return None  # the server left (idle, stopped) before a child took the trial on
+        except OSError:
+            return None
+        try:
+            reply = client.recv(16)
+        except OSError:
+            reply = b""
     if len(reply) != 4:
         print("nni_safs.forkserver: the trial's process ended without an exit status (killed?)", file=sys.stderr)
         return 1
@@ -93,13 +116,19 @@ def run_in_server(argv: list[str], started: float, target: str = TARGET) -> int 
 
 
 def _start_server(path: Path, target: str) -> None:
-    subprocess.Popen([sys.executable, "-m", "nni_safs.forkserver", str(path), target],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
+    try:
+        subprocess.Popen([sys.executable, "-m", "nni_safs.forkserver", str(path), target],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True)
+    except OSError:
+        pass  # this trial runs cold anyway, and the next one tries again
 
 
 def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) -> None:
-    """Import ``target``, then fork a child per connection until idle; one server per ``path``."""
+    """Import ``target``, then fork a child per connection until idle (no trial running nor
+    started for ``idle_seconds``); one server per ``path``."""
+    import fcntl
+
     with open(f"{path}.lock", "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -108,33 +137,58 @@ def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) 
         lock.truncate(0)
         lock.write(f"{os.getpid()}\n")  # who serves (the lock file is the socket's name + .lock)
         lock.flush()
-        for module in PRELOAD:
-            importlib.import_module(module)
-        module, _, name = target.partition(":")
-        function = getattr(importlib.import_module(module), name)
         path.unlink(missing_ok=True)  # a dead server's socket
         server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         server.bind(str(path))
-        server.listen(16)
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reap themselves
+        pid = os.getpid()
         signal.signal(signal.SIGTERM, _leave)  # through the finally below: the socket goes with us
-        server.settimeout(idle_seconds)
         try:
-            while True:
+            for module in PRELOAD:
+                importlib.import_module(module)
+            module, _, name = target.partition(":")
+            function = getattr(importlib.import_module(module), name)
+            server.listen(16)
+            server.settimeout(_POLL_SECONDS)
+            children: set[int] = set()
+            last_busy = time.monotonic()
+            while children or time.monotonic() - last_busy < idle_seconds:
                 try:
                     connection, _ = server.accept()
                 except socket.timeout:
-                    return
-                if _peer_uid(connection) != os.getuid() or os.fork():
-                    connection.close()
+                    children -= _reaped()
+                    if children:
+                        last_busy = time.monotonic()
                     continue
-                server.close()
-                for number in (signal.SIGCHLD, signal.SIGTERM):
-                    signal.signal(number, signal.SIG_DFL)
-                lock.close()
-                _child(connection, function)
+                with connection:
+                    if _peer_uid(connection) != os.getuid():
+                        continue
+                    child = os.fork()
+                    if child == 0:
+                        try:
+                            server.close()
+                            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                            lock.close()
+                            _child(connection, function)
+                        finally:
+                            os._exit(1)  # _child never returns; nothing of the server's may run here
+                children.add(child)
+                children -= _reaped()
+                last_busy = time.monotonic()
         finally:
-            path.unlink(missing_ok=True)
+            if os.getpid() == pid:
+                path.unlink(missing_ok=True)
+
+
+def _reaped() -> set[int]:
+    done = set()
+    while True:
+        try:
+            child, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return done
+        if child == 0:
+            return done
+        done.add(child)
 
 
 def _leave(number: int, frame: object) -> None:
@@ -154,6 +208,7 @@ def _child(connection: socket.socket, function: Callable[[list[str], float], int
         message, fds, _, _ = socket.recv_fds(connection, _MAX_REQUEST, 2)
         if not message:
             os._exit(0)  # a connection that only checked the server is up
+        connection.send(_TAKEN)
         request = json.loads(message)
         for fd, target in zip(fds, (1, 2)):
             os.dup2(fd, target)
@@ -161,20 +216,25 @@ def _child(connection: socket.socket, function: Callable[[list[str], float], int
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        time.tzset()
         sys.argv = [sys.argv[0], *request["argv"]]
-        sys.path[0] = request["cwd"]  # as for ``python -m`` started there
+        if not sys.flags.safe_path:
+            sys.path[0] = request["cwd"]  # as for ``python -m`` started there
         threading.Thread(target=_die_with_client, args=(connection,), daemon=True).start()
         print(f"nni_safs: warm start (forked by server {os.getppid()})", flush=True)
         status = function(request["argv"], request["started"])
+    except SystemExit as exit:  # e.g. argparse refusing the arguments, as a cold trial would exit
+        status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
     except BaseException:  # noqa: BLE001  (the client must hear of anything)
         traceback.print_exc()
     finally:
+        status = status if isinstance(status, int) else 1
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            connection.send(struct.pack("i", int(status)))
+            connection.send(struct.pack("i", status))
         finally:
-            os._exit(int(status))
+            os._exit(status)
 
 
 def _die_with_client(connection: socket.socket) -> None:

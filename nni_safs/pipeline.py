@@ -293,10 +293,9 @@ class SafsPipeline:
                 parts += [(f"hpo.{study}.{name}", log) for name, log in stream.state_logs().items()]
         return {prefix + name: log for name, log in parts}
 
-    @classmethod
-    def from_state_dict(cls, config: SafsConfig, slot_names: list[str], choices: list[str], hpo_space: dict,
-                        state: dict) -> "SafsPipeline":
-        pipeline = cls(config, slot_names, choices, hpo_space)
+    def restored(self, state: dict) -> "SafsPipeline":
+        """A pipeline of these settings in the saved ``state`` (:meth:`state_dict`)."""
+        pipeline = type(self)(self.config, self.slot_names, self.choices, self.hpo_space)
         jobs = [Job(JobSpec.from_params(j["params"]), j["stream_key"]) for j in state["jobs"]]
         pipeline.jobs = {job.id: job for job in jobs}
         results = [JobResult.from_dict(r) for r in state["results"]]

@@ -29,8 +29,7 @@ def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progres
     journal = Journal(Path(config.workspace) / RUNNER_STATE_FILE)
     state = journal.load()
     if state is not None:  # the workspace's config.json is write-once: same settings
-        pipeline = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices,
-                                                pipeline.hpo_space, state["pipeline"])
+        pipeline = pipeline.restored(state["pipeline"])
     low, high = pipeline.evaluation_bounds()
     jobs_bar = tqdm(total=high, desc="SAFS jobs", unit="job", disable=not progress, position=0)
     jobs_bar.update(len(pipeline.results))

@@ -173,9 +173,7 @@ class SafsTuner(Tuner):
             return
         if state["config"] != self.config.to_dict():
             raise ValueError(f"{self._state_path()} was saved with other classArgs; resume with the original config")
-        p = self.pipeline
-        self.pipeline = SafsPipeline.from_state_dict(self.config, p.slot_names, p.choices, p.hpo_space,
-                                                     state["pipeline"])
+        self.pipeline = self.pipeline.restored(state["pipeline"])
         self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"]}
         self.requeued, self.resubmitted = list(state["requeued"]), state["resubmitted"]
         self.extra_trial_jobs = set(state["extra_trial_jobs"])

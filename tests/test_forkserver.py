@@ -2,10 +2,13 @@
 its exit status comes back, and a killed client takes its child with it."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -103,3 +106,56 @@ def test_who_starts_warm(switch, channel, warm):
     out = subprocess.run([sys.executable, "-c", "import nni_safs.forkserver as f; print(f.wanted())"], env=env,
                          capture_output=True, text=True)
     assert out.stdout.strip() == str(warm), out.stderr
+
+
+def test_a_child_exits_with_the_status_the_trial_exits_with(server):
+    env, cwd = server
+    client = _client("exit", "2", env=env, cwd=cwd)
+    client.communicate(timeout=60)
+    assert client.returncode == 2
+
+
+def test_a_trial_no_child_took_on_runs_cold(monkeypatch):
+    """A server that closes a connection before forking (leaving: idle, stopped) costs nothing."""
+    from nni_safs import forkserver
+    short = tempfile.mkdtemp(prefix="fs-")  # a socket's address must stay under 108 bytes
+    monkeypatch.setattr(forkserver.tempfile, "gettempdir", lambda: short)
+    path = forkserver.socket_path(TARGET)
+    leaving = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    leaving.bind(str(path))
+    leaving.listen(1)
+
+    def close_at_once():
+        connection, _ = leaving.accept()
+        connection.recv(1 << 16)
+        connection.close()
+    thread = threading.Thread(target=close_at_once)
+    thread.start()
+    assert forkserver.run_in_server(["echo"], 0.0, target=TARGET) is None
+    thread.join(timeout=10)
+    leaving.close()
+    shutil.rmtree(short)
+
+
+def test_a_server_stays_while_a_trial_runs_and_leaves_when_idle(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE / "forkserver_target"),
+                                                         *filter(None, [os.environ.get("PYTHONPATH")])])}
+    path = tmp_path / "s.sock"
+    server = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                               "from nni_safs.forkserver import serve; "
+                               f"serve(Path(sys.argv[1]), {TARGET!r}, idle_seconds=1.0)", str(path)], env=env)
+    deadline = time.time() + 60
+    while not _serving(path) and time.time() < deadline:
+        time.sleep(0.1)
+    from nni_safs import forkserver
+    pid_file = tmp_path / "child.pid"
+    client = subprocess.Popen([sys.executable, "-c", "from pathlib import Path; import nni_safs.forkserver as f; "
+                               f"f.socket_path = lambda target: Path({str(path)!r}); "
+                               f"f.run_in_server(['sleep', {str(pid_file)!r}], 0.0, target={TARGET!r})"], env=env)
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(forkserver._POLL_SECONDS + 2)  # past its idle time, with a trial running
+    assert server.poll() is None, "the server left while its trial ran"
+    client.kill()
+    server.wait(timeout=2 * forkserver._POLL_SECONDS + 10)  # then it leaves, and its socket with it
+    assert not path.exists()

@@ -102,8 +102,7 @@ def test_a_pipeline_reloaded_from_its_journal_at_every_step_continues_as_one_nev
             if reload:  # a restart after every change
                 state = Journal(journal.path).load()
                 assert state == json.loads(json.dumps(pipeline.state_dict()))
-                pipeline = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices,
-                                                        pipeline.hpo_space, state)
+                pipeline = pipeline.restored(state)
                 running = [pipeline.jobs[job.id] for job in running]
         return issued, pipeline
 

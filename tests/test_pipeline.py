@@ -81,7 +81,7 @@ def test_state_roundtrip_mid_search(tmp_path):
             continue
         in_flight.append(job)
     state = json.loads(json.dumps(pipeline.state_dict()))
-    restored = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices, pipeline.hpo_space, state)
+    restored = pipeline.restored(state)
     assert restored.jobs.keys() == pipeline.jobs.keys()
     assert restored.results.keys() == pipeline.results.keys()
     for job in in_flight:  # results of jobs in flight before the restart are still accepted
@@ -276,8 +276,7 @@ def test_hpo_warm_start_feeds_the_ablation_study_to_the_safs_study(tmp_path):
     assert len(safs.history) == config.hpo_trials  # its own trials; the prior is never its best
     # the tuner's own suggestions avoid what the prior already measured (its first trial is the dense point)
     assert all(r["params"] not in [p["params"] for p in safs.prior] for r in safs.history[len(safs.first):])
-    restored = SafsPipeline.from_state_dict(config, pipeline.slot_names, pipeline.choices, pipeline.hpo_space,
-                                            json.loads(json.dumps(pipeline.state_dict())))
+    restored = pipeline.restored(json.loads(json.dumps(pipeline.state_dict())))
     assert restored.hpo["safs"].prior == safs.prior
 
 

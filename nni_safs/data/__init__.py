@@ -83,7 +83,7 @@ register_dataset("mnist", files=MNIST_FILES, downloadable=True)("nni_safs.data.v
 register_dataset("cifar10", files=CIFAR10_FILES, downloadable=True)("nni_safs.data.vision:cifar10")
 register_dataset("imagenet16", files=[*IMAGENET16_TRAIN_FILES, IMAGENET16_VAL_FILE])("nni_safs.data.imagenet16:imagenet16")
 
-_LAZY = {"DataSplits": ".splits", "make_loaders": ".tensors"}  # they import torch
+_LAZY = {"DataSplits": ".splits", "seeded_subset": ".splits", "make_loaders": ".tensors"}  # they import torch
 
 
 def __getattr__(name: str) -> Any:  # PEP 562

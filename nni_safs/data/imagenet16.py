@@ -14,7 +14,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .augment import PadCropFlip
-from .files import IMAGENET16_TRAIN_FILES, IMAGENET16_VAL_FILE, DatasetNotFoundError, require_root
+from .files import IMAGENET16_TRAIN_FILES as TRAIN_FILES
+from .files import IMAGENET16_VAL_FILE as VAL_FILE
+from .files import DatasetNotFoundError, require_root
 from .splits import DataSplits, splits_from_files
 from .vision import image_transforms
 
@@ -41,7 +43,7 @@ class ImageNet16(Dataset):
             raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes!r}")
         self.train = train
         self.num_classes = num_classes
-        files = IMAGENET16_TRAIN_FILES if train else (IMAGENET16_VAL_FILE,)
+        files = TRAIN_FILES if train else (VAL_FILE,)
         self._check_files(files)
         images, targets = [], []
         for name in files:
@@ -57,7 +59,7 @@ class ImageNet16(Dataset):
         if missing:
             raise DatasetNotFoundError(
                 f"imagenet16 files missing under {str(self.root)!r}: {', '.join(missing)}. Expected the "
-                f"folder to hold {IMAGENET16_TRAIN_FILES[0]} .. {IMAGENET16_TRAIN_FILES[-1]} and {IMAGENET16_VAL_FILE}, the pickled "
+                f"folder to hold {TRAIN_FILES[0]} .. {TRAIN_FILES[-1]} and {VAL_FILE}, the pickled "
                 "batches of 'Downsampled ImageNet 16x16' (Chrabaszcz et al. 2017) from image-net.org "
                 "(download page requires registration; unzip Imagenet16_train and Imagenet16_val "
                 "into this one folder). They cannot be downloaded automatically."

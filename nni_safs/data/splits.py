@@ -15,8 +15,11 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .augment import PadCropFlip
+from .files import DatasetNotFoundError, explain_missing, require_root
 
 Transform = Callable[[Any], Any]
+__all__ = ["DataSplits", "DatasetNotFoundError", "TensorImages", "Transform", "TransformSubset", "explain_missing",
+           "require_root", "seeded_subset", "split_indices", "splits_from_files"]
 
 
 @dataclass

@@ -11,12 +11,14 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .augment import PadCropFlip
-from .files import CIFAR10_FOLDER, explain_missing, require_root
+from .files import CIFAR10_FILES, CIFAR10_FOLDER, MNIST_FILES, explain_missing, require_root
 from .splits import DataSplits, splits_from_files
 
 if TYPE_CHECKING:
     from torchvision import transforms
 
+__all__ = ["CIFAR10_AUGMENT", "CIFAR10_FILES", "CIFAR10_MEAN", "CIFAR10_STD", "MNIST_FILES", "MNIST_MEAN", "MNIST_STD",
+           "cifar10", "image_transforms", "mnist"]
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR10_AUGMENT = PadCropFlip(32, 4, CIFAR10_MEAN, CIFAR10_STD)

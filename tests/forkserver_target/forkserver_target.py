@@ -20,4 +20,6 @@ def main(argv: list[str], started: float) -> int:
         return 0
     if mode == "die":
         os.kill(os.getpid(), 9)
+    if mode == "exit":  # as argparse refusing the arguments
+        sys.exit(int(argv[1]))
     raise ValueError(f"unknown mode {mode!r}")
