@@ -71,7 +71,7 @@ def keep_freed_memory() -> None:
     Every training step frees and allocates again the same activation-sized blocks. glibc
     returns blocks above its mmap threshold (128 KiB at first) to the kernel at once, so each
     step faults their pages in again: with the threshold at its 32 MiB ceiling and trimming
-    above 256 MiB, a LeNet-5 search job on CPU is 5-9% faster, bit for bit the same
+    above 256 MiB, a LeNet-5 search job on CPU is 3-6% faster, bit for bit the same
     (``benchmarks/overhead.py``, section e). Where the C library has no ``mallopt`` (macOS,
     Windows) it does nothing; CUDA tensors have their own caching allocator.
     """
