@@ -8,6 +8,9 @@ the score. The final dict also names the job, ``parameter_id``, stage and genome
 ran: NNI 3.0 can attribute a trial to another trial's parameters at concurrency > 1, so the
 tuner trusts these fields, not the manager's record.
 
+A local trial's process usually only hands itself over to a child of a warm server that has
+imported torch already (:mod:`nni_safs.forkserver`); the child runs :func:`main` just the same.
+
 A job that raises still reports a final result (``status: failed``, the error as ``reason``,
 score 0), then exits non-zero so the portal shows it FAILED. A fine-tuning whose loss
 diverged is a successful trial (``status: diverged``, the reason given) scored by its best

@@ -81,7 +81,8 @@ register_dataset("mnist5k")("nni_safs.data.mnist5k:mnist5k")
 register_dataset("synthetic")("nni_safs.data.synthetic:synthetic")
 register_dataset("mnist", files=MNIST_FILES, downloadable=True)("nni_safs.data.vision:mnist")
 register_dataset("cifar10", files=CIFAR10_FILES, downloadable=True)("nni_safs.data.vision:cifar10")
-register_dataset("imagenet16", files=[*IMAGENET16_TRAIN_FILES, IMAGENET16_VAL_FILE])("nni_safs.data.imagenet16:imagenet16")
+register_dataset("imagenet16",
+                 files=[*IMAGENET16_TRAIN_FILES, IMAGENET16_VAL_FILE])("nni_safs.data.imagenet16:imagenet16")
 
 _LAZY = {"DataSplits": ".splits", "seeded_subset": ".splits", "make_loaders": ".tensors"}  # they import torch
 
