@@ -82,7 +82,7 @@ class SafsPipeline:
         self.search: Optimizer = self._new_search()
         self.hpo: dict[str, TunerStream | None] = {
             OWN_ACTIVATION: TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1,
-                                   first=self._first_hpo_trials()),
+                                        first=self._first_hpo_trials()),
             SAFS: None,  # created once stage 1 has a winner
         }
 
