@@ -162,6 +162,27 @@ def test_make_loaders_batches_and_order():
         assert torch.cat([y for _, y in loader]).tolist() == labels_of(split)
 
 
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_in_memory_batches_are_fetched_whole_and_equal_the_per_sample_ones(mnist5k, fraction):
+    """mnist5k's batches come from one indexing (SampleBatch), bit for bit what fetching and
+    stacking each sample gives, in the same seeded order; a plain DataLoader still collates them."""
+    from torch.utils.data import DataLoader
+    from nni_safs.data import seeded_subset
+    from nni_safs.data.splits import SampleBatch
+
+    train = mnist5k.train if fraction == 1.0 else seeded_subset(mnist5k.train, fraction, seed=2)
+    assert isinstance(train.__getitems__([3, 1, 4]), SampleBatch)
+    fast = make_loaders(DataSplits(**{**vars(mnist5k), "train": train}), batch_size=64, seed=7)
+    per_sample = DataLoader(train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(7),
+                            collate_fn=lambda batch: torch.utils.data.default_collate(list(batch)))
+    pairs = list(zip(fast[0], per_sample, strict=True))
+    assert len(pairs) == math.ceil(len(train) / 64)
+    for (images, labels), (expected_images, expected_labels) in pairs:
+        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    plain_images, plain_labels = next(iter(DataLoader(mnist5k.val, batch_size=32)))
+    assert torch.equal(plain_images, next(iter(fast[1]))[0][:32]) and plain_labels.tolist() == labels_of(mnist5k.val)[:32]
+
+
 def test_user_registered_dataset(monkeypatch):
     monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))  # undone after the test
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import DATA_LOADERS
 from .augment import PadCropFlip
-from .splits import DataSplits
+from .splits import DataSplits, collate
 
 DEVICE_SHARE = 0.5  # of the free device memory the held images may take; the rest is for training
 _READ_BATCH = 1024
@@ -67,8 +67,8 @@ def make_loaders(splits: DataSplits, batch_size: int, num_workers: int = 0,
     """(train, val, test) loaders; the train order (and worker seeds) follow ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                       generator=generator)
-    val, test = (DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+                       generator=generator, collate_fn=collate)
+    val, test = (DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
                  for ds in (splits.val, splits.test))
     return train, val, test
 
