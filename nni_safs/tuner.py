@@ -9,6 +9,14 @@ A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
 * ``credits``: parameter ids of refused requests. Stage boundaries are barriers: when no job
   can start yet, the request is refused and its id kept; the job is sent later through the
   ``st_callback`` as soon as a result unlocks work, so no slot of ``trialConcurrency`` idles.
+* ``sent_ahead``: jobs sent when a trial reported its result, before NNI asks for its slot.
+  NNI's manager looks at its trials every 0.5 s and asks for the next job when it sees one
+  ended, but starts what the tuner sends only at its next look: 0.7 s idle per trial on
+  average. A job sent on the result (a trial ends moments after reporting) is waiting when
+  the end is seen and starts at once; the request that follows is then refused, so NNI shows
+  ``TUNER_NO_MORE_TRIAL`` until the next job is sent (no experiment ends on it: see
+  ``set_max_trial_number``). The job is the one NNI's request would have got: the tuner
+  knows the same results when it asks the pipeline.
 * ``requeued``: jobs whose trial was lost while the tuner was down (cancelled before a resume),
   handed out again before new work; ``resubmitted`` counts the re-runs NNI had already
   counted a trial for, so the maxTrialNumber the tuner sets stays exact.
@@ -33,6 +41,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from nni.runtime.msg_dispatcher import _create_parameter_id as new_parameter_id
 from nni.tuner import Tuner
 
 from .config import SafsConfig
@@ -72,6 +81,7 @@ class SafsTuner(Tuner):
         self.pipeline = SafsPipeline.for_config(self.config)
         self.parameter_jobs: dict[int, int] = {}
         self.credits: list[int] = []
+        self.sent_ahead = 0
         self.st_callback = None
         self.reported_total: int | None = None
         self._failure_logged = False
@@ -93,6 +103,9 @@ class SafsTuner(Tuner):
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict]:
         if kwargs.get("st_callback") is not None:
             self.st_callback = kwargs["st_callback"]
+        answered = min(self.sent_ahead, len(parameter_id_list))  # these slots' jobs went out ahead
+        self.sent_ahead -= answered
+        parameter_id_list = parameter_id_list[:len(parameter_id_list) - answered]
         served = []  # NNI pairs served[i] with parameter_id_list[i]: serve a prefix
         for index, parameter_id in enumerate(parameter_id_list):
             job = self._next_job()
@@ -106,7 +119,7 @@ class SafsTuner(Tuner):
 
     @_guarded
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
-        self._fold(parameter_id, value)
+        self._fold(parameter_id, value, slot_freeing=True)
 
     @_guarded
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
@@ -190,7 +203,7 @@ class SafsTuner(Tuner):
                      len(self.pipeline.results))
 
     # -- internals ------------------------------------------------------------------------
-    def _fold(self, parameter_id: int, value: Any) -> None:
+    def _fold(self, parameter_id: int, value: Any, slot_freeing: bool = False) -> None:
         job_id = value.get("job") if isinstance(value, dict) else None
         if job_id is None:
             job_id = self.parameter_jobs.get(parameter_id)
@@ -199,14 +212,17 @@ class SafsTuner(Tuner):
             return
         job = self.pipeline.jobs[int(job_id)]
         self.pipeline.tell(job.id, JobResult.from_dict(value, job.spec))
-        self._after_change()
+        self._after_change(slot_freeing)
 
-    def _after_change(self) -> None:
+    def _after_change(self, slot_freeing: bool = False) -> None:
+        """``slot_freeing``: a trial reported, so its slot frees in moments (send its next job ahead)."""
         if self.pipeline.failure and not self._failure_logged:
             self._failure_logged = True
             _logger.error("SAFS stops: %s. No further trials; the experiment ends once running ones finish.",
                           self.pipeline.failure)
         self._pay_credits()
+        if slot_freeing:
+            self._send_ahead()
         self.save_checkpoint()
         total = self.pipeline.total_if_known()
         total = None if total is None else total + self.resubmitted
@@ -248,6 +264,18 @@ class SafsTuner(Tuner):
             parameter_id = self.credits.pop(0)
             self.parameter_jobs[parameter_id] = job.id
             self.st_callback(parameter_id, job.params)
+
+    def _send_ahead(self) -> None:
+        """The job for the slot a reporting trial is about to free, before NNI asks (``sent_ahead``)."""
+        if self.st_callback is None:
+            return
+        job = self._next_job()
+        if job is None:
+            return
+        parameter_id = new_parameter_id()  # from NNI's own counter, as its requests' ids
+        self.parameter_jobs[parameter_id] = job.id
+        self.sent_ahead += 1
+        self.st_callback(parameter_id, job.params)
 
     def write_results(self) -> None:
         table = write_results(self.pipeline)

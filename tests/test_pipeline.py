@@ -108,11 +108,12 @@ def test_tuner_pays_refused_requests_later_and_ignores_blanked_parameters(tmp_pa
     assert tuner.credits == [1]  # the refused request is kept as a credit
     # NNI 3.0 blanks a partly served batch's parameters: the result must still be matched
     tuner.receive_trial_result(0, "", {"default": 20.0, "job": served[0]["job"], "stage": "prepare"})
-    assert [pid for pid, _ in nni.sent] == [1]
-    assert nni.sent[0][1]["stage"] == "baseline"
-    assert not tuner.credits
+    # the credit is paid, and prepare's slot, about to free, gets its next job ahead of NNI's request
+    assert nni.sent[0][0] == 1 and [p["stage"] for _, p in nni.sent] == ["baseline", "search"]
+    assert not tuner.credits and tuner.sent_ahead == 1
+    assert tuner.generate_multiple_parameters([2], st_callback=nni) == [] and tuner.sent_ahead == 0
     # finish everything, results arriving out of order, a refused request now and then
-    rng, running, next_pid = random.Random(3), {1: nni.sent[0][1]}, 2
+    rng, running, next_pid = random.Random(3), {}, 3
     while not tuner.pipeline.finished:
         for params in tuner.generate_multiple_parameters([next_pid, next_pid + 1], st_callback=nni):
             running[params["job"]] = params
@@ -140,8 +141,8 @@ def test_tuner_state_survives_a_restart_and_imports_missed_results(tmp_path, mon
     nni = FakeNni()
     prepare = tuner.generate_multiple_parameters([0], st_callback=nni)[0]
     tuner.receive_trial_result(0, prepare, {"default": 20.0, "job": prepare["job"]})
-    running = tuner.generate_multiple_parameters([1, 2], st_callback=nni)
-    assert [p["stage"] for p in running] == ["baseline", "search"]
+    running = [p for _, p in nni.sent] + tuner.generate_multiple_parameters([1, 2], st_callback=nni)
+    assert [p["stage"] for p in running] == ["baseline", "search"]  # the first sent ahead on prepare's result
 
     again = SafsTuner(**SMALL, workspace=str(tmp_path / "ws"))
     again.load_checkpoint()
@@ -178,7 +179,9 @@ def test_requeued_jobs_count_extra_trials_only_when_nni_had_recorded_one(tmp_pat
     rng = random.Random(0)
     prepare = tuner.generate_multiple_parameters([0], st_callback=nni)[0]
     tuner.receive_trial_result(0, prepare, {"default": 20.0, "job": prepare["job"]})
-    lost_unsubmitted, lost_cancelled = tuner.generate_multiple_parameters([1, 2], st_callback=nni)
+    (lost_unsubmitted,) = [p for _, p in nni.sent]  # sent ahead on prepare's result
+    nni.sent.clear()
+    (lost_cancelled,) = tuner.generate_multiple_parameters([1, 2], st_callback=nni)  # one answered ahead
     tuner.requeue(lost_unsubmitted["job"], extra_trial=False)  # NNI never submitted its trial
     tuner.requeue(lost_cancelled["job"], extra_trial=True)  # NNI recorded a cancelled trial for it
     reissued = tuner.generate_multiple_parameters([3, 4], st_callback=nni)
@@ -188,9 +191,12 @@ def test_requeued_jobs_count_extra_trials_only_when_nni_had_recorded_one(tmp_pat
     for params in reissued:
         tuner.receive_trial_result(-1, params, fake_result(tuner.pipeline.jobs[params["job"]], rng).to_dict())
     while not tuner.pipeline.finished:
-        for params in tuner.generate_multiple_parameters([pid], st_callback=nni) + [p for _, p in nni.sent]:
+        running = tuner.generate_multiple_parameters([pid], st_callback=nni)
+        while running or nni.sent:
+            running += [p for _, p in nni.sent]
+            nni.sent.clear()
+            params = running.pop(0)
             tuner.receive_trial_result(pid, params, fake_result(tuner.pipeline.jobs[params["job"]], rng).to_dict())
-        nni.sent.clear()
         pid += 1
     assert tuner.reported_total == len(tuner.pipeline.jobs) + 1
 
