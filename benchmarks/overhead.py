@@ -11,10 +11,12 @@
 (e) a search job (a mixed ACON genome, 1 thread, two processes at once as at trialConcurrency 2)
     with and without ``jobs.keep_freed_memory()``, alternating; the weights must be bit-identical;
 (d) with ``--experiment-ref REF``: the embedded default's real nnictl experiment at commit REF
-    and at HEAD, one after the other (wall time, trial count, identical tables).
+    and at HEAD, alternating (``--experiment-pairs``; this machine's speed drifts by 10-20%
+    between runs, so each pair is compared on its own): wall time, trial count, NNI's idle
+    time between one trial's end and the next one's start, identical tables.
 
     python benchmarks/overhead.py                           # (a)-(c), ~2 minutes
-    python benchmarks/overhead.py --experiment-ref 8aa1d54  # and (d), ~15 minutes more
+    python benchmarks/overhead.py --experiment-ref 8aa1d54  # and (d), ~10 minutes more per pair
 """
 from __future__ import annotations
 
@@ -242,10 +244,26 @@ def experiment_wall(ref: str, port: int) -> dict:
     starts = [t["startTime"] for t in trials if t.get("startTime")]
     ends = [t["endTime"] for t in trials if t.get("endTime")]
     durations = [(t["endTime"] - t["startTime"]) / 1000 for t in trials if t.get("endTime") and t.get("startTime")]
+    idle = idle_between_trials(trials)
     return {"ref": ref, "wall_s": (max(ends) - min(starts)) / 1000, "trials": len(trials),
+            "idle_s_per_trial": statistics.mean(idle) if idle else 0.0,
             "trial_s": sum(durations), "job_s": sum(f.get("seconds", 0.0) for f in finals),
             "succeeded": sum(t["status"] == "SUCCEEDED" for t in trials), "done": "[DONE]" in out.stdout,
             "table": table.strip()}
+
+
+def idle_between_trials(trials: list[dict]) -> list[float]:
+    """Seconds each slot stood empty between a trial's end and the start of the trial that took
+    the slot next (slots: the concurrent trials, each start taking the latest end before it)."""
+    slots: list[int] = []
+    idle = []
+    for trial in sorted((t for t in trials if t.get("startTime") and t.get("endTime")), key=lambda t: t["startTime"]):
+        freed = [end for end in slots if end <= trial["startTime"]]
+        if freed:
+            slots.remove(max(freed))
+            idle.append((trial["startTime"] - max(freed)) / 1000)
+        slots.append(trial["endTime"])
+    return idle
 
 
 SHORT = dict(dense_epochs=4, baseline_epochs=2, final_epochs=2, search_epochs=1, hpo_epochs=1, search_steps=3,
@@ -287,6 +305,8 @@ def main() -> None:
     parser.add_argument("--experiment-ref", default=None,
                         help="also run the embedded default's experiment at this git commit and at HEAD (committed "
                              "code only; about 15 minutes), e.g. the commit before a change")
+    parser.add_argument("--experiment-pairs", type=int, default=2,
+                        help="(d): runs of REF and HEAD, alternating (each pair compared on its own)")
     parser.add_argument("--port", type=int, default=8093, help="NNI port for (d)")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "overhead.md")
     args = parser.parse_args()
@@ -331,22 +351,30 @@ def main() -> None:
     if args.experiment_ref:
         head = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()
-        runs = [experiment_wall(args.experiment_ref, args.port), experiment_wall(head, args.port)]
-        before, after = runs
+        pairs = [(experiment_wall(args.experiment_ref, args.port), experiment_wall(head, args.port))
+                 for _ in range(args.experiment_pairs)]
         short = [inprocess_table(args.experiment_ref), inprocess_table(head)]
+        gains = [1 - after["wall_s"] / before["wall_s"] for before, after in pairs]
         lines += ["", "## (d) The embedded default's experiment (`safs experiment`, a real nnictl experiment)", "",
                   "Wall time from the first trial's start to the last trial's end (set-up and NNI's start-up "
-                  "left out), same config, one after the other on this machine.", "",
-                  "| code | wall s | trials | succeeded | trial-seconds | of which in the job |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['ref']} | {r['wall_s']:.0f} | {r['trials']} | {r['succeeded']} | {r['trial_s']:.0f} | "
-                  f"{r['job_s']:.0f} |" for r in runs]
-        lines += ["", f"**{100 * (1 - after['wall_s'] / before['wall_s']):.0f}% faster** (target >= 35%). "
-                  f"The two experiments' tables identical: **{before['table'] == after['table']}** (at "
+                  f"left out), same config, {args.experiment_ref} and {head} alternating on this machine; idle: the "
+                  "mean time a slot stood empty between one trial's end and the next trial's start.", "",
+                  "| pair | code | wall s | trials | succeeded | idle s per trial | trial-seconds | of which in the job |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {i} | {r['ref']} | {r['wall_s']:.0f} | {r['trials']} | {r['succeeded']} | "
+                  f"{r['idle_s_per_trial']:.2f} | {r['trial_s']:.0f} | {r['job_s']:.0f} |"
+                  for i, pair in enumerate(pairs, 1) for r in pair]
+        tables = {r["table"] for pair in pairs for r in pair}
+        lines += ["", "Faster per pair: " + ", ".join(f"**{100 * g:.0f}%**" for g in gains)
+                  + f"; all runs together: **{100 * (1 - sum(a['wall_s'] for _, a in pairs) / sum(b['wall_s'] for b, _ in pairs)):.0f}%** "
+                  f"(target >= 35%). The {2 * len(pairs)} experiments' tables identical: **{len(tables) == 1}** (at "
                   "trialConcurrency 2 which results a study has seen when it suggests depends on timing, so "
                   "two runs of one commit can differ there); the same config with short budgets run "
                   f"in-process (`safs run`, no timing involved) at both commits: identical "
-                  f"**{short[0] == short[1]}**.", "", f"### {args.experiment_ref}", "", before["table"], "",
-                  f"### {head}", "", after["table"]]
+                  f"**{short[0] == short[1]}**.", ""]
+        for i, table in enumerate(sorted(tables, key=lambda t: [r["table"] for p in pairs for r in p].index(t)), 1):
+            runs = [f"pair {n} {r['ref']}" for n, pair in enumerate(pairs, 1) for r in pair if r["table"] == table]
+            lines += [f"### Table {i} ({', '.join(runs)})", "", table, ""]
     write_report(lines, args.output)
 
 

@@ -1,7 +1,7 @@
 """SafsTuner: the NNI tuner that carries the SAFS pipeline through one experiment.
 
 A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
-:class:`~nni_safs.pipeline.SafsPipeline`. It keeps three documented maps:
+:class:`~nni_safs.pipeline.SafsPipeline`. What it keeps:
 
 * ``parameter_jobs``: NNI parameter_id -> our job id. NNI 3.0 may blank the parameters it
   passes back (a partly served batch) and may attribute a trial to the wrong parameters at
@@ -13,10 +13,9 @@ A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
   NNI's manager looks at its trials every 0.5 s and asks for the next job when it sees one
   ended, but starts what the tuner sends only at its next look: 0.7 s idle per trial on
   average. A job sent on the result (a trial ends moments after reporting) is waiting when
-  the end is seen and starts at once; the request that follows is then refused, so NNI shows
-  ``TUNER_NO_MORE_TRIAL`` until the next job is sent (no experiment ends on it: see
-  ``set_max_trial_number``). The job is the one NNI's request would have got: the tuner
-  knows the same results when it asks the pipeline.
+  the end is seen and starts at once (0.3 s idle); the request that follows is then refused,
+  so NNI shows ``TUNER_NO_MORE_TRIAL`` until the next job is sent, which ends nothing. The
+  job is the one the request would have got: the pipeline has seen the same results.
 * ``requeued``: jobs whose trial was lost while the tuner was down (cancelled before a resume),
   handed out again before new work; ``resubmitted`` counts the re-runs NNI had already
   counted a trial for, so the maxTrialNumber the tuner sets stays exact.
