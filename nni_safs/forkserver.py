@@ -4,7 +4,9 @@ A LeNet-5 trial of the embedded default trains for a few seconds, but a fresh ``
 nni_safs.trial`` spends about two more starting the interpreter and importing torch, and the
 experiment runs some sixty of them on two cores. So the first local trial of an experiment
 starts a server in the background (this module) and runs cold; the server imports the trial
-code once and waits on a Unix socket. Every later trial process is only a thin client: it
+code once, trains a tiny net once (the first optimizer a process builds imports
+``torch._dynamo``, about one more second: :func:`nni_safs.training.warm_up`) and waits on a
+Unix socket. Every later trial process is only a thin client: it
 connects, hands over its standard output and error (the descriptors themselves), its
 arguments, environment and working directory, and waits. The server forks a child that takes
 on all of these and runs :func:`nni_safs.trial.main` exactly as the trial would have (its own
@@ -50,6 +52,7 @@ IDLE_SECONDS = 120.0  # a server with no trial for this long exits
 SWITCH_ENV = "NNI_SAFS_FORKSERVER"  # "0": trials start cold
 TARGET = "nni_safs.trial:main"  # what a child runs: a function (argv, started) -> exit status
 PRELOAD = ("nni_safs.jobs",)  # imported by the server once: torch, the models, the training loop
+WARM_UP = "nni_safs.training:warm_up"  # run by the server once: what the first training of a process pays
 _MAX_REQUEST = 1 << 20
 _MAX_SOCKET_PATH = 108  # sun_path, with its terminating zero
 _POLL_SECONDS = 5.0  # how often an idle server reaps its children and checks its idle time
@@ -145,8 +148,8 @@ def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) 
         try:
             for module in PRELOAD:
                 importlib.import_module(module)
-            module, _, name = target.partition(":")
-            function = getattr(importlib.import_module(module), name)
+            _resolve(WARM_UP)()
+            function = _resolve(target)
             server.listen(16)
             server.settimeout(_POLL_SECONDS)
             children: set[int] = set()
@@ -177,6 +180,11 @@ def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) 
         finally:
             if os.getpid() == pid:
                 path.unlink(missing_ok=True)
+
+
+def _resolve(target: str) -> Callable:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _reaped() -> set[int]:

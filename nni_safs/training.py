@@ -233,6 +233,28 @@ def fine_tune(model: nn.Module, train_loader: Batches, val_loader: Batches, hpar
     return result
 
 
+def warm_up() -> None:
+    """Pay, once per process, what the first training of a process pays: about 1 s here.
+
+    Building the first optimizer imports ``torch._dynamo`` (torch wraps
+    ``Optimizer.add_param_group`` in ``torch._disable_dynamo``) and with it sympy, some 900
+    modules; :mod:`nni_safs.forkserver` runs this before it forks, so no warm trial pays it.
+    A few steps of a tiny conv net with each optimizer, on one thread (no OpenMP threads are
+    started, which a forked child could not use), constant data and the random state put back
+    as it was: nothing of it reaches a later result.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 2))
+            batches = [(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))]
+            for name in OPTIMIZERS:
+                fine_tune(model, batches, batches, {"optimizer": name, "lr": 0.1}, epochs=1)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer,
                  device: torch.device, precision: str, channels_last: bool) -> float:
     """Mean training loss; accumulated on the device so the loop never syncs per step."""

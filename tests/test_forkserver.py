@@ -74,6 +74,7 @@ def test_a_warm_child_becomes_its_client(server):
     assert seen["pid"] != client.pid and seen["cwd"] == str(cwd) and seen["env"] == "from the client"
     assert seen["argv"] == seen["sys_argv"] == ["echo", "x y"] and seen["started"] == 12.5
     assert seen["torch"], "the server preloads the job code (and torch)"
+    assert seen["dynamo"], "and has built an optimizer once (which imports torch._dynamo)"
     assert "to stderr" in err
 
 

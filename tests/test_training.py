@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -76,3 +79,27 @@ def test_device_selection():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("mps")
+
+
+_TRAIN_AND_DIGEST = """
+import hashlib, sys, torch
+from nni_safs.training import fine_tune, warm_up
+if sys.argv[1] == "warm":
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    warm_up()
+    assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
+    assert "torch._dynamo" in sys.modules
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 3))
+data = [(torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))) for _ in range(3)]
+fine_tune(model, data, data, {"optimizer": "adam", "lr": 0.01}, epochs=2)
+print(hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest())
+"""
+
+
+def test_warm_up_changes_no_later_result():
+    """What the forkserver runs before forking trials: the random state and thread count stay,
+    and a training afterwards gives the weights it gives in a fresh interpreter, bit for bit."""
+    digests = [subprocess.run([sys.executable, "-c", _TRAIN_AND_DIGEST, mode], capture_output=True, text=True,
+                              check=True).stdout for mode in ("cold", "warm")]
+    assert digests[0] == digests[1] and len(digests[0].strip()) == 64

@@ -117,7 +117,7 @@ def hold(dataset: Dataset, device: torch.device, num_workers: int = 0) -> tuple[
     """
     images = labels = None
     filled = 0
-    reader = DataLoader(dataset, batch_size=_READ_BATCH, num_workers=num_workers,
+    reader = DataLoader(dataset, batch_size=_READ_BATCH, num_workers=num_workers, collate_fn=collate,
                         generator=torch.Generator())  # leaves the global RNG alone, cached or not
     for batch_images, batch_labels in reader:
         if images is None:

@@ -11,7 +11,7 @@ def main(argv: list[str], started: float) -> int:
     if mode == "echo":
         print(json.dumps({"pid": os.getpid(), "cwd": os.getcwd(), "env": os.environ.get("FORKSERVER_TEST"),
                           "argv": argv, "sys_argv": sys.argv[1:], "started": started,
-                          "torch": "torch" in sys.modules}))
+                          "torch": "torch" in sys.modules, "dynamo": "torch._dynamo" in sys.modules}))
         print("to stderr", file=sys.stderr)
         return 3
     if mode == "sleep":
