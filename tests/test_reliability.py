@@ -201,15 +201,15 @@ def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspac
     from nni_safs import trial
     from nni_safs.data.splits import TransformSubset
     config, path = write_job(tmp_path, stage="final", variant="safs")
-    real, calls = TransformSubset.__getitem__, []
+    real, calls = TransformSubset.__getitems__, []
 
-    def flaky(self, index):
-        calls.append(index)
-        if len(calls) == 300:  # mid-way through the first epoch
+    def flaky(self, indices):  # the DataLoader fetches a whole batch at once
+        calls.append(indices)
+        if len(calls) == 3:  # mid-way through the first epoch
             raise OSError("input/output error reading the dataset")
-        return real(self, index)
+        return real(self, indices)
 
-    monkeypatch.setattr(TransformSubset, "__getitem__", flaky)
+    monkeypatch.setattr(TransformSubset, "__getitems__", flaky)
     assert trial.main(["--params", str(path)]) == 1
     out = capsys.readouterr().out  # trial.log
     assert "OSError: input/output error reading the dataset" in out  # the traceback
@@ -217,7 +217,7 @@ def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspac
     workspace = tmp_path / "ws"
     assert "result" not in json.loads((workspace / "jobs" / "7.json").read_text())
     assert not (workspace / "final_safs.pt").exists() and not list(workspace.glob("*.tmp"))
-    monkeypatch.setattr(TransformSubset, "__getitem__", real)  # the cause fixed: the job runs again
+    monkeypatch.setattr(TransformSubset, "__getitems__", real)  # the cause fixed: the job runs again
     assert trial.main(["--params", str(path)]) == 0
     assert json.loads((workspace / "jobs" / "7.json").read_text())["result"]["stage"] == "final"
     assert load_checkpoint(workspace / "final_safs.pt")["meta"]["genome"]
