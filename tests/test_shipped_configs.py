@@ -69,6 +69,11 @@ def test_shipped_config_runs_every_stage_and_ends_done(name, data_roots, tmp_pat
         assert out.returncode == 0, out.stdout + out.stderr + (logs[0].read_text()[-4000:] if logs else "")
 
         assert get(port, "/check-status")["status"] == "DONE"
+        # NNI reads TUNER_NO_MORE_TRIAL after each job sent ahead; shown as RUNNING while trials run
+        progress = [line for line in out.stdout.splitlines() if line.startswith("[") and "] trials:" in line]
+        assert any(line.startswith("[RUNNING]") for line in progress)
+        assert not [line for line in progress if line.startswith("[TUNER_NO_MORE_TRIAL]")
+                    and ("running" in line or "waiting" in line)]
         params = get(port, "/experiment")["params"]
         # the experiment-field overrides reached NNI (the shipped files say 1 and 30d / 60d)
         assert (params["trialConcurrency"], params["maxExperimentDuration"]) == (2, "15m")
