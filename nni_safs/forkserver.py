@@ -8,10 +8,9 @@ code once, trains a tiny net once (the first optimizer a process builds imports
 ``torch._dynamo``, about one more second: :func:`nni_safs.training.warm_up`) and waits on a
 Unix socket. Every later trial process is only a thin client: it connects, hands over its
 standard output and error (the descriptors themselves), its arguments, environment and
-working directory, and waits. The server forks a child that takes
-on all of these and runs :func:`nni_safs.trial.main` exactly as the trial would have (its own
-NNI channel, trial.log, job lock and marker), then sends back the exit status, which the
-client exits with. So NNI and the portal see the same trial, only sooner.
+working directory, and waits. The server forks a child that takes on all of these and runs
+:func:`nni_safs.trial.main` exactly as the trial would have (its own NNI channel, trial.log,
+job lock and marker), then sends back the exit status, which the client exits with. So NNI and the portal see the same trial, only sooner.
 
 What keeps it safe:
 

@@ -164,14 +164,13 @@ def test_make_loaders_batches_and_order():
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5])
 def test_in_memory_batches_are_fetched_whole_and_equal_the_per_sample_ones(mnist5k, fraction):
-    """mnist5k's batches come from one indexing (SampleBatch), bit for bit what fetching and
+    """mnist5k's batches come from one indexing (a TensorImages batch), bit for bit what fetching and
     stacking each sample gives, in the same seeded order; a plain DataLoader still collates them."""
     from torch.utils.data import DataLoader
     from nni_safs.data import seeded_subset
-    from nni_safs.data.splits import SampleBatch
 
     train = mnist5k.train if fraction == 1.0 else seeded_subset(mnist5k.train, fraction, seed=2)
-    assert isinstance(train.__getitems__([3, 1, 4]), SampleBatch)
+    assert isinstance(train.__getitems__([3, 1, 4]), TensorImages)  # one batch, not three samples
     fast = make_loaders(DataSplits(**{**vars(mnist5k), "train": train}), batch_size=64, seed=7)
     per_sample = DataLoader(train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(7),
                             collate_fn=lambda batch: torch.utils.data.default_collate(list(batch)))

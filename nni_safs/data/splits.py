@@ -19,7 +19,7 @@ from .augment import PadCropFlip
 from .files import DatasetNotFoundError, explain_missing, require_root
 
 Transform = Callable[[Any], Any]
-__all__ = ["DataSplits", "DatasetNotFoundError", "SampleBatch", "TensorImages", "Transform", "TransformSubset",
+__all__ = ["DataSplits", "DatasetNotFoundError", "TensorImages", "Transform", "TransformSubset",
            "collate", "explain_missing", "require_root", "seeded_subset", "split_indices", "splits_from_files"]
 
 
@@ -55,39 +55,25 @@ class TensorImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])
 
-    def __getitems__(self, indices: Sequence[int]) -> SampleBatch:
-        """A DataLoader's whole batch in one indexing (see :class:`SampleBatch`)."""
+    def __getitems__(self, indices: Sequence[int]) -> TensorImages:
+        """A DataLoader's whole batch in one indexing, handed on as it is by :func:`collate`.
+
+        Fetching a batch of in-memory images one ``__getitem__`` at a time and stacking them was
+        7% of a LeNet-5 mnist5k job's profiled CPU time; one indexing gives the very same
+        tensors and makes the job 3-5% faster. As a dataset of ``(image, label)`` samples the
+        batch still suits PyTorch's ``default_collate``, so a plain DataLoader keeps working.
+        """
         index = torch.as_tensor(indices, dtype=torch.long)
-        return SampleBatch(self.images[index], self.labels[index])
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-class SampleBatch(Sequence):
-    """Samples fetched together, already stacked; :func:`collate` hands the tensors on as they are.
-
-    Fetching a batch of in-memory images one ``__getitem__`` at a time and stacking them was 7%
-    of a LeNet-5 mnist5k job's profiled CPU time; one indexing gives the very same tensors and
-    makes the job 3-5% faster. As a sequence of ``(image, label)`` samples it still suits
-    PyTorch's ``default_collate``, so a plain DataLoader over these datasets keeps working.
-    """
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        return self.images[index], int(self.labels[index])
+        return TensorImages(self.images[index], self.labels[index])
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
 def collate(batch: Any) -> Any:
-    """``default_collate``, but a :class:`SampleBatch` is passed through as ``(images, labels)``."""
-    if isinstance(batch, SampleBatch):
+    """``default_collate``, but a batch fetched whole (:class:`TensorImages`) is passed through as
+    ``(images, labels)``."""
+    if isinstance(batch, TensorImages):
         return batch.images, batch.labels
     return default_collate(batch)
 
