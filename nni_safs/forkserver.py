@@ -23,6 +23,12 @@ What keeps it safe:
   path, the nni_safs sources and their modification times, the environment variables read
   once at start-up), so an edited checkout or another virtual environment gets its own
   server; it leaves once no trial has run for ``IDLE_SECONDS``;
+* the server never touches CUDA: its warm-up trains on the CPU with an optimizer whose step
+  asks nothing of CUDA, and it checks, by forking a probe once, that a child can still
+  initialise CUDA (``torch.cuda._is_in_bad_fork()`` False); if one could not, it serves no
+  trial and every trial runs cold. Each child initialises CUDA itself, if its trial uses it,
+  under its own trial's ``CUDA_VISIBLE_DEVICES``;
+* the server's own messages go to ``<socket>.log`` beside its socket;
 * on Linux, by default only trials of NNI's local training service use it (remote machines
   start trials cold); ``NNI_SAFS_FORKSERVER=0`` in the trial's environment turns it off,
   ``1`` on for any trial (``python -m nni_safs.trial --params FILE`` run by hand too).
@@ -56,6 +62,7 @@ _MAX_REQUEST = 1 << 20
 _MAX_SOCKET_PATH = 108  # sun_path, with its terminating zero
 _POLL_SECONDS = 5.0  # how often an idle server reaps its children and checks its idle time
 _TAKEN = b"\x01"  # a child's first word: the trial is its from here on
+_warm = False  # True in a server's child: this process's trial started warm
 # read once when the server starts (by torch's OpenMP, the C library), so part of its key
 _READ_AT_START = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONHASHSEED",
                   "PYTHONIOENCODING")
@@ -117,13 +124,45 @@ def run_in_server(argv: list[str], started: float, target: str = TARGET) -> int 
     return struct.unpack("i", reply)[0]
 
 
+def started_warm() -> bool:
+    """Whether this process runs a trial a server's child took on (else it started cold)."""
+    return _warm
+
+
 def _start_server(path: Path, target: str) -> None:
     try:
-        subprocess.Popen([sys.executable, "-m", "nni_safs.forkserver", str(path), target],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True)
+        with open(f"{path}.log", "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "nni_safs.forkserver", str(path), target],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                             close_fds=True)
     except OSError:
         pass  # this trial runs cold anyway, and the next one tries again
+
+
+def ready(target: str = TARGET) -> Callable:
+    """Import and warm up what every trial needs (:data:`PRELOAD`, :data:`WARM_UP`), exactly as
+    the server does before it forks; return the function a child runs."""
+    for module in PRELOAD:
+        importlib.import_module(module)
+    _resolve(WARM_UP)()
+    return _resolve(target)
+
+
+def fork_is_clean() -> bool:
+    """Whether a child forked now could still use CUDA (this process never initialised it)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return True
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(write, b"1" if torch.cuda._is_in_bad_fork() else b"0")
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        poisoned = answer.read(1)
+    os.waitpid(child, 0)
+    return poisoned == b"0"
 
 
 def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) -> None:
@@ -145,10 +184,11 @@ def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) 
         pid = os.getpid()
         signal.signal(signal.SIGTERM, _leave)  # through the finally below: the socket goes with us
         try:
-            for module in PRELOAD:
-                importlib.import_module(module)
-            _resolve(WARM_UP)()
-            function = _resolve(target)
+            function = ready(target)
+            clean = fork_is_clean()
+            if not clean:
+                print(f"nni_safs.forkserver {pid}: CUDA was initialised before forking (a forked trial could "
+                      "not use it): serving no trial, every trial runs cold", file=sys.stderr, flush=True)
             server.listen(16)
             server.settimeout(_POLL_SECONDS)
             children: set[int] = set()
@@ -162,8 +202,8 @@ def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) 
                         last_busy = time.monotonic()
                     continue
                 with connection:
-                    if _peer_uid(connection) != os.getuid():
-                        continue
+                    if _peer_uid(connection) != os.getuid() or not clean:
+                        continue  # closed unanswered: the client runs its trial cold
                     child = os.fork()
                     if child == 0:
                         try:
@@ -209,6 +249,8 @@ def _peer_uid(connection: socket.socket) -> int:
 
 def _child(connection: socket.socket, function: Callable[[list[str], float], int]) -> None:
     """Become the client's trial: its output, environment and directory; never returns."""
+    global _warm
+    _warm = True
     status = 1
     try:
         connection.settimeout(None)
@@ -251,4 +293,6 @@ def _die_with_client(connection: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else TARGET)
+    from nni_safs import forkserver  # the module trials import (this one runs as __main__): it knows they are warm
+
+    forkserver.serve(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else TARGET)

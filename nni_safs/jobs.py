@@ -61,7 +61,17 @@ def run_job(spec: JobSpec, on_epoch: Callable[[EpochRecord], None] | None = None
                            metrics={key: outcome[key] for key in KEPT_METRICS})
     result.variant, result.genome = spec.variant, spec.genome
     result.metrics["seconds"] = time.perf_counter() - start
+    result.metrics["device"] = device_used(config.device)
     return result
+
+
+def device_used(setting: str) -> str:
+    """Where a job with the ``device`` setting ran: ``cpu``, or ``cuda:N (the GPU's name)``."""
+    device = resolve_device(setting)
+    if device.type != "cuda":
+        return device.type
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 @functools.cache

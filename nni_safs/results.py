@@ -41,6 +41,22 @@ def _column(found: list[tuple[JobSpec, JobResult]]) -> dict[str, Any]:
             "reasons": "; ".join(r.reason for _, r in found if r.reason)}  # why a run failed or diverged
 
 
+def where_trials_ran(pipeline: SafsPipeline) -> dict[str, dict[str, Any]]:
+    """Per stage: how many jobs ran on each device, and how many NNI trials started warm or cold
+    (jobs run in-process by ``safs run`` count as neither)."""
+    where: dict[str, dict[str, Any]] = {}
+    for job in pipeline.jobs.values():
+        result = pipeline.results.get(job.id)
+        if result is None:
+            continue
+        stage = where.setdefault(job.stage.value, {"devices": {}, "warm": 0, "cold": 0})
+        device = result.metrics.get("device", "unknown")
+        stage["devices"][device] = stage["devices"].get(device, 0) + 1
+        if isinstance(result.metrics.get("warm"), bool):
+            stage["warm" if result.metrics["warm"] else "cold"] += 1
+    return where
+
+
 def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
     """Every stage's best and the table's figures, from what the trials reported."""
     config: SafsConfig = pipeline.config
@@ -69,7 +85,7 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
     }
     trials = {stage.value: pipeline.count(stage) for stage in Stage}
     return {"config": config.to_dict(), "columns": columns, "stages": stages, "trials_per_stage": trials,
-            "finished": pipeline.finished, "failure": pipeline.failure,
+            "where": where_trials_ran(pipeline), "finished": pipeline.finished, "failure": pipeline.failure,
             "jobs": [{**job.params, "result": pipeline.results[job.id].to_dict() if job.id in pipeline.results else None}
                      for job in pipeline.jobs.values()]}
 
@@ -111,6 +127,10 @@ def format_table(summary: dict[str, Any]) -> str:
     hparams = (columns.get("safs") or {}).get("hparams")
     if hparams:
         lines += ["", "SAFS fine-tuning hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hparams.items())]
+    if summary.get("where"):
+        lines += ["", "| stage | device (jobs) | started warm | started cold |", "|---|---|---|---|"]
+        lines += [f"| {stage} | " + ", ".join(f"{device} ({n})" for device, n in where["devices"].items())
+                  + f" | {where['warm']} | {where['cold']} |" for stage, where in summary["where"].items()]
     if summary.get("failure"):
         lines += ["", f"The run stopped: {summary['failure']}"]
     return "\n".join(lines) + "\n"

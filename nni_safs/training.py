@@ -234,14 +234,17 @@ def fine_tune(model: nn.Module, train_loader: Batches, val_loader: Batches, hpar
 
 
 def warm_up() -> None:
-    """Pay, once per process, what the first training of a process pays: about 1 s here.
+    """Pay, once per process, what the first training of a process pays, without touching CUDA.
 
     Building the first optimizer imports ``torch._dynamo`` (torch wraps
     ``Optimizer.add_param_group`` in ``torch._disable_dynamo``) and with it sympy, some 900
     modules; :mod:`nni_safs.forkserver` runs this before it forks, so no warm trial pays it.
-    A few steps of a tiny conv net with each optimizer, on one thread (no OpenMP threads are
-    started, which a forked child could not use), constant data and the random state put back
-    as it was: nothing of it reaches a later result.
+    Only SGD takes steps: Adam's and AdamW's ``step`` run a graph-capture health check that asks
+    ``torch.cuda.is_available()``, which initialises the CUDA driver and leaves every process
+    forked afterwards unable to use CUDA. Building them is enough to import what their steps
+    need. A tiny conv net on one thread (no OpenMP threads are started, which a forked child
+    could not use), constant data and the random state put back as it was: nothing of it
+    reaches a later result.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -249,8 +252,9 @@ def warm_up() -> None:
         with torch.random.fork_rng(devices=[]):
             model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 2))
             batches = [(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))]
+            fine_tune(model, batches, batches, {"optimizer": "sgd", "lr": 0.1}, epochs=1)
             for name in OPTIMIZERS:
-                fine_tune(model, batches, batches, {"optimizer": name, "lr": 0.1}, epochs=1)
+                build_optimizer(model.parameters(), {"optimizer": name, "lr": 0.1})
     finally:
         torch.set_num_threads(threads)
 

@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import forkserver
 from .atomic import atomic_write
 from .contract import JobResult, JobSpec
 from .trial_channel import TrialChannel, open_channel
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         return 2
     spec = JobSpec.from_params(params)
     parameter_id = channel.parameter_id if channel else None
+    warm = forkserver.started_warm()
     reporter = _EpochReporter(f"{spec.stage.value} job {spec.job}", channel)
 
     def report_final(value: dict[str, Any]) -> None:
@@ -136,11 +138,13 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
             if finished is None:
                 result = run_job(spec, on_epoch=reporter)
                 result.parameter_id = parameter_id
+                result.metrics["warm"] = warm
                 _write_marker(spec, {"trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "result": result.to_dict()})
     except Exception as err:  # report, then fail visibly
         traceback.print_exc(file=sys.stdout)  # trial.log, which the portal shows
         failed = JobResult.failed(spec, f"{type(err).__name__}: {err}")
         failed.parameter_id = parameter_id
+        failed.metrics["warm"] = warm
         report_final(failed.to_dict())
         return 1
     finally:
@@ -157,8 +161,6 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     return 0
 
 if __name__ == "__main__":
-    from . import forkserver
-
     started = process_started()
     warm = forkserver.run_in_server(sys.argv[1:], started) if forkserver.wanted() else None
     exit_code = main(started=started) if warm is None else warm

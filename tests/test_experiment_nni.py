@@ -156,6 +156,15 @@ def test_experiment_runs_every_stage_and_ends_done(experiment):
     # trials after the first start warm (nni_safs.forkserver); the first ones may be cold while it starts
     warm = [log for log in logs if "nni_safs: warm start" in (log.parent / "trial.stdout").read_text()]
     assert len(warm) >= len(trials) // 2, f"{len(warm)} of {len(trials)} trials started warm"
+    # each trial says where it ran, and the summary and table say it per stage
+    assert all(m["device"] == "cpu" and isinstance(m["warm"], bool) for m in metrics)
+    assert sum(m["warm"] for m in metrics) == len(warm)
+    where = summary["where"]
+    assert {s: w["devices"] for s, w in where.items()} == {s: {"cpu": stages.count(s)} for s in set(stages)}
+    assert {s: w["warm"] for s, w in where.items()} == {s: sum(m["warm"] for m in metrics if m["stage"] == s)
+                                                         for s in set(stages)}
+    assert sum(w["warm"] + w["cold"] for w in where.values()) == len(trials)
+    assert "| search | cpu (" in (exp.workspace / "results.md").read_text()
 
 
 def test_stop_and_resume_continues_without_repeating_work(experiment):

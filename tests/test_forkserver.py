@@ -48,7 +48,7 @@ def server(tmp_path):
     """A started server for TARGET (by a first, cold client); stopped afterwards."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE / "forkserver_target"),
                                                          *filter(None, [os.environ.get("PYTHONPATH")])]),
-           "FORKSERVER_TEST": "from the client"}
+           "FORKSERVER_TEST": "from the client", "CUDA_VISIBLE_DEVICES": "3"}
     path = Path(_client("path", env=env, cwd=tmp_path).communicate()[0].strip())
     out, _ = _client("echo", env=env, cwd=tmp_path).communicate(timeout=60)
     assert out.strip().splitlines()[-1] == "cold"  # the first one starts the server and runs cold
@@ -65,7 +65,7 @@ def server(tmp_path):
 
 def test_a_warm_child_becomes_its_client(server):
     env, cwd = server
-    client = _client("echo", "x y", env=env, cwd=cwd)
+    client = _client("echo", "x y", env={**env, "CUDA_VISIBLE_DEVICES": "7"}, cwd=cwd)
     out, err = client.communicate(timeout=60)
     assert client.returncode == 3, err  # the child's exit status
     lines = out.strip().splitlines()
@@ -75,6 +75,8 @@ def test_a_warm_child_becomes_its_client(server):
     assert seen["argv"] == seen["sys_argv"] == ["echo", "x y"] and seen["started"] == 12.5
     assert seen["torch"], "the server preloads the job code (and torch)"
     assert seen["dynamo"], "and has built an optimizer once (which imports torch._dynamo)"
+    assert seen["warm"] and not seen["bad_fork"], "a warm child can still initialise CUDA"
+    assert seen["cuda_visible"] == "7", "under its own trial's CUDA_VISIBLE_DEVICES, not the server's"
     assert "to stderr" in err
 
 
@@ -160,3 +162,37 @@ def test_a_server_stays_while_a_trial_runs_and_leaves_when_idle(tmp_path):
     client.kill()
     server.wait(timeout=2 * forkserver._POLL_SECONDS + 10)  # then it leaves, and its socket with it
     assert not path.exists()
+
+
+SERVER_START = """
+import json, os, sys, torch
+calls = []
+count = torch._C._cuda_getDeviceCount
+def counted():
+    calls.append(1)
+    return count()
+torch._C._cuda_getDeviceCount = counted  # what initialises the CUDA driver and poisons fork
+from nni_safs import forkserver
+forkserver.ready()  # the preload and warm-up, exactly as the server runs them
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    os.write(write, json.dumps(torch.cuda._is_in_bad_fork()).encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(child, 0)
+print(json.dumps({"calls": len(calls), "bad_fork": json.loads(os.read(read, 16)),
+                  "clean": forkserver.fork_is_clean()}))
+torch.cuda.is_available()  # what the warm-up once did in Adam's step
+print(json.dumps(forkserver.fork_is_clean()))
+"""
+
+
+def test_the_server_never_touches_cuda_before_it_forks():
+    """A child forked after the server's preload and warm-up can initialise CUDA (on a GPU its
+    trial would otherwise fail at its first CUDA call); the check the server makes sees it."""
+    run = subprocess.run([sys.executable, "-c", SERVER_START], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    first, after_cuda = run.stdout.strip().splitlines()[-2:]
+    assert json.loads(first) == {"calls": 0, "bad_fork": False, "clean": True}
+    assert json.loads(after_cuda) is False, "once CUDA was asked for, a fork is poisoned and the server sees it"

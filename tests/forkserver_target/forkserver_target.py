@@ -11,7 +11,10 @@ def main(argv: list[str], started: float) -> int:
     if mode == "echo":
         print(json.dumps({"pid": os.getpid(), "cwd": os.getcwd(), "env": os.environ.get("FORKSERVER_TEST"),
                           "argv": argv, "sys_argv": sys.argv[1:], "started": started,
-                          "torch": "torch" in sys.modules, "dynamo": "torch._dynamo" in sys.modules}))
+                          "torch": "torch" in sys.modules, "dynamo": "torch._dynamo" in sys.modules,
+                          "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                          "bad_fork": sys.modules["torch"].cuda._is_in_bad_fork(),
+                          "warm": sys.modules["nni_safs.forkserver"].started_warm()}))
         print("to stderr", file=sys.stderr)
         return 3
     if mode == "sleep":
