@@ -1,6 +1,11 @@
-"""VGG-16 on a GPU: the tensor fast path against the DataLoader/fp32 path, and the pipeline via nnictl.
+"""The GPU acceptance run: the shipped paper configs through nnictl on CUDA, and VGG-16's epoch time.
 
-(a) Epoch time of VGG-16 (13 conv + BN, CIFAR form) at batch 256 on CIFAR-shaped synthetic
+(a) Acceptance (``benchmarks/acceptance.py``): ``vgg16_safs``, ``resnet18_safs`` and
+    ``efficientnet_b0_safs`` through ``safs experiment`` with ``--set`` tiny budgets on generated
+    files in the datasets' real on-disk formats, NNI's local training service, two trials at a
+    time on the one device, so trials start warm. Passes when every trial SUCCEEDED, ran on the
+    asked device and some started warm; reports warm and cold trials' start-up.
+(b) Epoch time of VGG-16 (13 conv + BN, CIFAR form) at batch 256 on CIFAR-shaped synthetic
     data that goes through CIFAR-10's real input pipeline (uint8 HWC pixels -> PIL ->
     pad-crop-flip -> ToTensor -> Normalize): 45,000 train and 5,000 val images, one epoch =
     train + validate, as a trial pays it. Paths, each with and without the mask hooks (ratio
@@ -8,30 +13,25 @@
       dataloader/fp32   the DataLoader pipeline (``num_workers`` processes), float32, NCHW
       tensor/fp32       the splits held on the device, augmented there, float32, NCHW
       tensor/bf16/cl    the fast path: held on the device, bf16 autocast, channels_last
-    Target on one H100: <= 1.5 s per epoch on the fast path (the arithmetic floor is ~0.2 s:
-    ~47 TFLOP per epoch).
-(b) The VGG-16 pipeline as a real ``nnictl`` experiment (``safs experiment`` on a temporary
-    config) with small budgets on ``device: cuda`` and the default ``precision``/``data_loader``
-    (auto: bf16 and the tensor path), on CIFAR-shaped ``synthetic`` data (no download needed):
-    wall time, trials, and the per-epoch seconds the trials reported.
+    Arithmetic floor on one H100: ~0.2 s per epoch (~47 TFLOP).
 
-On a GPU machine with only this repository (no network needed after the installs):
+On a GPU machine, from a clean checkout (the report names its commit; no network needed after
+the installs), sized for about 6 minutes on one H100:
 
-    python3.11 -m venv .venv && . .venv/bin/activate
+    python3 -m venv .venv && . .venv/bin/activate
     pip install torch==2.14.1 torchvision==0.29.1 && pip install -e .
-    python benchmarks/gpu.py            # (a) and (b); sized for < 8 min on one H100 (its pipeline
-                                        # part took 95 s there); writes benchmarks/results/gpu.md
+    python benchmarks/gpu.py            # (a) and (b); writes benchmarks/results/gpu.md
 
-    python benchmarks/gpu.py --tiny --device cpu   # a CPU smoke run of (a) in < 1 min (tests run it)
+    python benchmarks/gpu.py --device cpu --parts acceptance --configs vgg16_safs  # the CPU check (tests)
+    python benchmarks/gpu.py --tiny --device cpu   # a CPU smoke run of (b) in < 1 min (tests run it)
 
-(b) runs by default only on CUDA (``--parts`` overrides). The report is written only for a
-full-size CUDA run; every run prints its figures.
+The report is written only for a full-size CUDA run of both parts from a clean tree; every run
+prints its figures, and the exit status is 1 when a config was not accepted.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import socket
 import statistics
@@ -39,17 +39,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 from torch.utils.data import Dataset
 
-from report import write_report  # benchmarks/report.py (scripts run from this folder)
+import acceptance  # benchmarks/acceptance.py (scripts run from this folder)
+from report import write_report  # benchmarks/report.py
 
 from nni_safs.data import DataSplits
 from nni_safs.data.splits import splits_from_files
@@ -135,105 +135,113 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def nnictl_pipeline(device: str, tiny: bool, timeout: float) -> dict:
-    """Run VGG-16 through ``safs experiment`` (nnictl create + follow + stop) in a private HOME."""
-    budgets = dict(dense_epochs=2, baseline_epochs=2, final_epochs=2, search_epochs=1, search_steps=2,
-                   max_search_steps=2, hpo_trials=2, hpo_epochs=1, final_seeds=1)
-    size = 120 if tiny else 12_000
-    trials_bound = 1 + 4 * 1 + 1 + budgets["max_search_steps"] + 2 * budgets["hpo_trials"]
-    with tempfile.TemporaryDirectory(prefix="safs-gpu-bench-") as tmp:
-        root = Path(tmp)
-        class_args = {"model": "vgg16", "dataset": "synthetic", "device": device, "ratio": 0.99, "scope": "layer",
-                      "batch_size": 32 if tiny else 256, "threads": 1 if tiny else 0, "workspace": str(root / "ws"),
-                      "dataset_options": {"in_channels": 3, "image_size": 32, "num_classes": 10, "size": size},
-                      **budgets}
-        config = root / "experiment.yml"
-        config.write_text(yaml.safe_dump({
-            "experimentName": "safs-gpu-benchmark", "searchSpace": {},
-            "trialCommand": f"{sys.executable} -m nni_safs.trial", "trialCodeDirectory": str(REPO),
-            "trialConcurrency": 1, "maxTrialNumber": trials_bound, "maxExperimentDuration": f"{int(timeout)}s",
-            "tuner": {"codeDirectory": str(REPO), "className": "nni_safs.tuner.SafsTuner", "classArgs": class_args},
-            "trainingService": {"platform": "local"}}))
-        env = dict(os.environ, HOME=str(root / "home"), NNI_CONFIG_DIR=str(root / "home" / "nni-config"),
-                   PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-        start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "nni_safs.cli", "experiment", str(config), "--port",
-                              str(free_port()), "--stop", "--poll", "2", "--timeout", str(timeout)],
-                             env=env, capture_output=True, text=True, timeout=timeout + 120)
-        wall = time.perf_counter() - start
-        print(out.stdout[-3000:], out.stderr[-3000:], sep="\n", flush=True)
-        summary_file = root / "ws" / "summary.json"
-        if out.returncode != 0 or not summary_file.is_file():
-            return {"ok": False, "wall_s": wall, "returncode": out.returncode}
-        summary = json.loads(summary_file.read_text())
-    results = [job["result"] for job in summary["jobs"] if job.get("result")]
-    tuned = [r for r in results if r.get("epochs") and "training" in r.get("timings", {})]  # all but prepare
-    return {"ok": out.returncode == 0 and not summary.get("failure"), "returncode": out.returncode,
-            "wall_s": wall, "trials": len(results), "size": size,
-            "trial_s_median": statistics.median(r["seconds"] for r in results),
-            "data_s_median": statistics.median(r["timings"]["data"] for r in tuned),
-            "epoch_s_median": statistics.median(r["timings"]["training"] / r["epochs"] for r in tuned)}
+def acceptance_runs(device: str, names: list[str]) -> list[acceptance.Run]:
+    """Each config's accepted-or-not run (see benchmarks/acceptance.py), one after the other."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="safs-acceptance-") as tmp:
+        roots = acceptance.write_data(Path(tmp) / "data")
+        for name in names:
+            run = acceptance.run_config(name, device, roots, Path(tmp) / name, free_port())
+            figures = run.figures()
+            print(f"{name}: {'ACCEPTED' if run.accepted else 'NOT ACCEPTED'} in {run.wall_s:.0f} s, "
+                  f"{figures['trials']} trials on {', '.join(figures['devices'])}, {figures['warm']} warm, "
+                  f"{figures['cold']} cold", flush=True)
+            if not run.accepted:
+                print("\n".join(["problems:", *run.problems, "output (tail):", run.output[-6000:]]), flush=True)
+            runs.append(run)
+    return runs
 
 
-def report(rows: list[dict], pipeline: dict | None, sizes: Sizes, device: torch.device, num_workers: int) -> list[str]:
+def provenance() -> tuple[str, bool]:
+    """The checkout's commit and whether its tree is clean (tracked and untracked files)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") or "unknown", not git("status", "--porcelain")
+
+
+def versions() -> str:
+    import nni
+    return (f"Python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN "
+            f"{torch.backends.cudnn.version()}), NNI {nni.__version__}")
+
+
+def report(rows: list[dict], runs: list[acceptance.Run], sizes: Sizes, device: torch.device,
+           num_workers: int) -> list[str]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    lines = ["# VGG-16 on the GPU fast path (measured by benchmarks/gpu.py)", "",
-             f"Device: {name}; torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}. "
-             f"VGG-16 (13 conv + BN), batch {sizes.batch_size}, CIFAR-shaped synthetic data through CIFAR-10's "
-             f"input pipeline: {sizes.train} train + {sizes.val} val images per epoch; median of {sizes.epochs} "
-             f"epochs after a warm-up epoch; DataLoader with {num_workers} workers. "
-             f"Command: `{shlex.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`.", "",
-             "| path | masks | epoch (s) | images/s | data held in (s) |", "|---|---|---|---|---|"]
-    lines += [f"| {r['path']} | {'yes' if r['masks'] else 'no'} | {r['epoch_s']:.3f} | {r['images_per_s']:.0f} | "
-              f"{r['hold_s']:.2f} |" for r in rows]
-    base = next(r["epoch_s"] for r in rows if r["path"].startswith("dataloader") and r["masks"])
-    fast = next(r["epoch_s"] for r in rows if r["path"].endswith("channels_last") and r["masks"])
-    lines += ["", f"Fast path with masks: {fast:.3f} s per epoch, {base / fast:.1f}x the DataLoader/fp32 path "
-              f"(target <= 1.5 s on one H100; arithmetic floor ~0.2 s)."]
-    if pipeline is None:  # a report of (a) alone must not read as if (b) had run
-        lines += ["", "Part (b), VGG-16 through nnictl, was not run (`--parts`)."]
-    else:
-        lines += ["", "## VGG-16 through nnictl (`safs experiment`, device cuda, precision/data_loader auto)", ""]
-        if pipeline["ok"]:
-            lines.append(f"{pipeline['trials']} trials on {pipeline['size']} CIFAR-shaped synthetic images, "
-                         f"experiment wall time {pipeline['wall_s']:.0f} s (nnictl start-up included); per "
-                         f"trial (median): {pipeline['trial_s_median']:.1f} s in all, data "
-                         f"{pipeline['data_s_median']:.2f} s, "
-                         f"{pipeline['epoch_s_median']:.3f} s per fine-tuning epoch (validation included).")
-        else:
-            lines.append(f"FAILED (exit code {pipeline['returncode']}) after {pipeline['wall_s']:.0f} s; "
-                         "see the output.")
+    commit, clean = provenance()
+    lines = ["# The GPU acceptance run and VGG-16's epoch time (measured by benchmarks/gpu.py)", "",
+             f"Commit {commit}{'' if clean else ' with uncommitted changes'}; {name}; {versions()}. "
+             f"Command: `{shlex.join(['python', 'benchmarks/gpu.py', *sys.argv[1:]])}`.", ""]
+    if runs:
+        lines += ["## Acceptance: the shipped configs through nnictl (tiny budgets, two trials at a time)", "",
+                  "| config | accepted | trials | devices | warm | cold | start-up warm / cold (s) | "
+                  "trial warm / cold (s) | wall (s) |", "|---|---|---|---|---|---|---|---|---|"]
+        for run in runs:
+            f = run.figures()
+            lines.append(f"| {run.name} | {'yes' if run.accepted else 'NO: ' + '; '.join(run.problems)} | "
+                         f"{f['trials']} | {', '.join(f['devices'])} | {f['warm']} | {f['cold']} | "
+                         f"{_seconds(f['warm_startup_s'])} / {_seconds(f['cold_startup_s'])} | "
+                         f"{_seconds(f['warm_trial_s'])} / {_seconds(f['cold_trial_s'])} | {run.wall_s:.0f} |")
+        lines.append("")
+    if rows:
+        lines += ["## VGG-16 epoch time", "",
+                  f"Batch {sizes.batch_size}, CIFAR-shaped synthetic data through CIFAR-10's input pipeline: "
+                  f"{sizes.train} train + {sizes.val} val images per epoch; median of {sizes.epochs} epochs after "
+                  f"a warm-up epoch; DataLoader with {num_workers} workers.", "",
+                  "| path | masks | epoch (s) | images/s | data held in (s) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['path']} | {'yes' if r['masks'] else 'no'} | {r['epoch_s']:.3f} | "
+                  f"{r['images_per_s']:.0f} | {r['hold_s']:.2f} |" for r in rows]
+        base = next(r["epoch_s"] for r in rows if r["path"].startswith("dataloader") and r["masks"])
+        fast = next(r["epoch_s"] for r in rows if r["path"].endswith("channels_last") and r["masks"])
+        lines += ["", f"Fast path with masks: {fast:.3f} s per epoch, {base / fast:.1f}x the DataLoader/fp32 "
+                  f"path (arithmetic floor ~0.2 s on one H100)."]
     return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    parser.add_argument("--tiny", action="store_true", help="a few batches instead of an epoch of CIFAR-10")
-    parser.add_argument("--parts", default=None, help="comma-separated: epoch, nnictl (default: both on CUDA, "
+    parser.add_argument("--tiny", action="store_true", help="(b): a few batches instead of an epoch of CIFAR-10")
+    parser.add_argument("--parts", default=None, help="comma-separated: acceptance, epoch (default: both on CUDA, "
                                                      "epoch on CPU)")
+    parser.add_argument("--configs", default=",".join(acceptance.NAMES),
+                        help=f"(a): comma-separated shipped configs (default: {','.join(acceptance.NAMES)})")
     parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers (vgg16_safs.yml: 4)")
-    parser.add_argument("--nnictl-timeout", type=float, default=300)
+    parser.add_argument("--json", type=Path, help="also write (a)'s runs here, as JSON")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "gpu.md")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    parts = set((args.parts or ("epoch,nnictl" if device.type == "cuda" else "epoch")).split(","))
-    if not parts <= {"epoch", "nnictl"}:
-        raise SystemExit(f"error: unknown --parts {sorted(parts - {'epoch', 'nnictl'})}; valid: epoch, nnictl")
+    parts = set((args.parts or ("acceptance,epoch" if device.type == "cuda" else "epoch")).split(","))
+    if not parts <= {"acceptance", "epoch"}:
+        raise SystemExit(f"error: unknown --parts {sorted(parts - {'acceptance', 'epoch'})}; valid: acceptance, epoch")
+    names = args.configs.split(",")
+    if not set(names) <= set(acceptance.NAMES):
+        raise SystemExit(f"error: unknown --configs {sorted(set(names) - set(acceptance.NAMES))}; "
+                         f"valid: {', '.join(acceptance.NAMES)}")
     sizes = TINY if args.tiny else FULL
     if args.tiny and device.type == "cpu":
         torch.set_num_threads(1)  # a smoke run: stay off the other cores (its figures mean little anyway)
     workers = 0 if args.tiny else args.num_workers
+    # acceptance first: its experiments' trials must not share the GPU with this process's epochs
+    runs = acceptance_runs(str(device), names) if "acceptance" in parts else []
     rows = epoch_times(sizes, device, workers) if "epoch" in parts else []
-    pipeline = nnictl_pipeline(str(device), args.tiny, args.nnictl_timeout) if "nnictl" in parts else None
-    lines = report(rows, pipeline, sizes, device, workers) if rows else [json.dumps(pipeline, indent=2)]
-    if device.type == "cuda" and not args.tiny and rows:
+    if args.json:
+        args.json.write_text(json.dumps([{**asdict(run), "figures": run.figures()} for run in runs], indent=2))
+    lines = report(rows, runs, sizes, device, workers)
+    full = device.type == "cuda" and not args.tiny and parts == {"acceptance", "epoch"} and len(names) == 3
+    if full and provenance()[1]:
         write_report(lines, args.output)
         print(f"wrote {args.output}")
     else:
         print("\n".join(lines))
-    if pipeline is not None and not pipeline["ok"]:
+        if full:
+            print(f"not written to {args.output}: the tree has uncommitted changes (the report names a commit)")
+    if not all(run.accepted for run in runs):
         raise SystemExit(1)
 
 

@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
                 result = run_job(spec, on_epoch=reporter)
                 result.parameter_id = parameter_id
                 result.metrics["warm"] = warm
+                result.metrics.setdefault("timings", {})["startup"] = startup
                 _write_marker(spec, {"trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "result": result.to_dict()})
     except Exception as err:  # report, then fail visibly
         traceback.print_exc(file=sys.stdout)  # trial.log, which the portal shows
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
         return 0
     start = time.perf_counter()
     report_final(result.to_dict())
-    timings = {"startup": startup, **result.metrics.get("timings", {}),
+    timings = {**result.metrics["timings"],
                "reporting": reporter.seconds + time.perf_counter() - start}
     print(f"timings: {json.dumps(timings)}", flush=True)
     return 0

@@ -200,12 +200,3 @@ def test_gpu_benchmark_tiny_mode_runs_on_cpu():
     assert "| tensor/bf16/channels_last | yes |" in out.stdout and "Fast path with masks:" in out.stdout
     assert not (REPO / "benchmarks" / "results" / "gpu.md").exists() or "CPU" not in \
         (REPO / "benchmarks" / "results" / "gpu.md").read_text()  # tiny CPU runs write no report
-
-
-@pytest.mark.nni
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the benchmark's nnictl part runs VGG-16 on CUDA")
-def test_gpu_benchmark_tiny_nnictl_part_on_cuda():
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--tiny", "--device", "cuda",
-                          "--parts", "nnictl"], capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert '"ok": true' in out.stdout and '"trials": 12' in out.stdout
