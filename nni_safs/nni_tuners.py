@@ -114,9 +114,9 @@ class TunerStream:
             _logger.info("%s explored the whole space after %d trials", self.tuner_name, self.next_id)
             self.n_trials = self.next_id
             return None
-        except Exception as err:  # Evolution: "population is empty" until results arrive
-            if not self.asked:
-                raise
+        except RuntimeError as err:  # Evolution: "The population is empty" until results arrive
+            if not (self.asked and str(err) == "The population is empty"):
+                raise  # anything else is a failure (the SAFS tuner stops with it), not a wait
             _logger.debug("%s cannot suggest yet (%s); waiting for results", self.tuner_name, err)
             return None
         key = self.next_id

@@ -35,8 +35,10 @@ Minimal config (``experiment_configs/lenet5_mnist_safs.yml`` has the full, docum
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +58,25 @@ FAILED_STATES = {"FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
 IN_FLIGHT_STATES = {"WAITING", "RUNNING", "UNKNOWN"}  # nnictl resume re-submits these itself
 
 
-def _guarded(method):
-    """An exception in a tuner callback kills NNI's dispatcher: log it instead."""
+def _callback(method):
+    """An NNI callback: one at a time, and fail-stop.
+
+    NNI 3.0's dispatcher runs ``trial_end`` on a second thread, beside the others: every
+    callback holds the tuner's lock. An exception would kill the dispatcher (the experiment
+    errors) and, caught and forgotten, would leave the state half applied and the experiment
+    waiting until ``maxExperimentDuration``; instead it stops the pipeline with its reason
+    (``summary.json``, ``results.md``, ``dispatcher.log``) and the experiment ends once the
+    trials NNI already runs have ended.
+    """
+    @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except Exception:
-            _logger.exception("SafsTuner.%s failed", method.__name__)
-            return [] if method.__name__ == "generate_multiple_parameters" else None
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
+        with self._lock:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as err:
+                _logger.exception("SafsTuner.%s raised; SAFS stops", method.__name__)
+                self._fail_stop(f"SafsTuner.{method.__name__} raised {type(err).__name__}: {err}")
+                return [] if method.__name__ == "generate_multiple_parameters" else None
     return wrapper
 
 
@@ -74,6 +85,8 @@ class SafsTuner(Tuner):
 
     def __init__(self, *, manager: ManagerClient | None = None, **class_args: Any) -> None:
         """``manager``: the NNI manager's REST API (default: the one that started this dispatcher)."""
+        self._lock = threading.RLock()  # held by every callback (see _callback)
+        self._stopping = False
         self.manager = manager or ManagerClient.from_environment()
         config = SafsConfig.from_dict(class_args)
         self.config = open_workspace(config, self.manager.base_directory())
@@ -98,7 +111,7 @@ class SafsTuner(Tuner):
     def update_search_space(self, search_space: dict) -> None:
         """The spaces come from classArgs and ``search_spaces/``; NNI's searchSpace is unused."""
 
-    @_guarded
+    @_callback
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict]:
         if kwargs.get("st_callback") is not None:
             self.st_callback = kwargs["st_callback"]
@@ -116,11 +129,11 @@ class SafsTuner(Tuner):
         self._after_change()
         return served
 
-    @_guarded
+    @_callback
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
         self._fold(parameter_id, value, slot_freeing=True)
 
-    @_guarded
+    @_callback
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         """A trial that died without reporting (killed, crashed) is a failed evaluation.
 
@@ -148,7 +161,7 @@ class SafsTuner(Tuner):
         if dead:
             self._after_change()
 
-    @_guarded
+    @_callback
     def import_data(self, data: list[dict]) -> None:
         """Results that arrived while the tuner was down (``nnictl resume``)."""
         for entry in data:
@@ -170,7 +183,12 @@ class SafsTuner(Tuner):
             self._state = Journal(path)
         return self._state
 
+    @_callback
     def save_checkpoint(self) -> None:
+        """NNI's request; the tuner saves after every change anyway."""
+        self._save()
+
+    def _save(self) -> None:
         """After every change: costs what changed, not the whole state (:mod:`nni_safs.journal`)."""
         head = {"pipeline": self.pipeline.state_head(), "config": self.config.to_dict(), "requeued": self.requeued,
                 "resubmitted": self.resubmitted, "extra_trial_jobs": sorted(self.extra_trial_jobs)}
@@ -178,6 +196,7 @@ class SafsTuner(Tuner):
                 **self.pipeline.state_logs("pipeline.")}
         self._journal().save(head, logs)
 
+    @_callback
     def load_checkpoint(self) -> None:
         state = self._journal().load()
         if state is None:
@@ -222,16 +241,44 @@ class SafsTuner(Tuner):
         self._pay_credits()
         if slot_freeing:
             self._send_ahead()
-        self.save_checkpoint()
+        self._save()
+        self._settle_trial_count()
+        if self.pipeline.finished or self.pipeline.failure:
+            self.write_results()
+
+    def _settle_trial_count(self) -> None:
+        """Tell NNI the exact trial count once known; once nothing more will be issued, what it ran."""
         total = self.pipeline.total_if_known()
         total = None if total is None else total + self.resubmitted
-        if self.pipeline.finished:  # nothing more will be issued: end exactly at what NNI ran
+        if self.pipeline.finished or self.pipeline.failure:
             total = self.manager.recorded_trial_count() or total
         if total is not None and total != self.reported_total:
             self.reported_total = total
             self.manager.set_max_trial_number(total)
-        if self.pipeline.finished:
-            self.write_results()
+
+    def _fail_stop(self, reason: str) -> None:
+        """Stop the pipeline with ``reason``; the experiment ends once the trials NNI runs have ended.
+
+        Each step on its own: the results (with the reason) are written even when the state or
+        the manager cannot be reached.
+        """
+        if self._stopping:
+            return  # recording the stop raised in turn
+        self._stopping = True
+        try:
+            if not self.pipeline.failure:
+                self.pipeline.failure = reason
+            self.credits.clear()  # requests NNI will not see answered: it stops asking at maxTrialNumber
+            _logger.error("SAFS stops: %s. No further trials; the experiment ends once running ones finish.",
+                          self.pipeline.failure)
+            self._failure_logged = True
+            for step in (self.write_results, self._settle_trial_count, self._save):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001  (logged; the other steps still run)
+                    _logger.exception("SafsTuner could not %s while stopping", step.__name__.strip("_"))
+        finally:
+            self._stopping = False
 
     def requeue(self, job_id: int, extra_trial: bool = True) -> None:
         """Hand an issued job out again (its trial was lost: e.g. cancelled before a resume).

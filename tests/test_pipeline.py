@@ -259,6 +259,19 @@ def test_tpe_starts_model_based_search_after_a_fifth_of_the_budget():
     assert create_tuner("TPE", seed=0, budget=20).args.n_startup_jobs == 4
 
 
+def test_an_inner_tuner_that_cannot_suggest_yet_waits_and_one_that_breaks_raises(monkeypatch):
+    """Evolution's empty population (results still out) is a wait; any other exception of an
+    inner tuner is a failure that reaches the SAFS tuner (which stops with it), not a wait."""
+    from nni_safs.nni_tuners import TunerStream
+    space = {"x": {"_type": "choice", "_value": [1, 2, 3]}}
+    stream = TunerStream("Evolution", space, n_trials=40)
+    asked = [stream.ask() for _ in range(stream.tuner.population_size)]
+    assert all(asked) and stream.ask() is None  # the population is out being evaluated
+    monkeypatch.setattr(stream.tuner, "generate_parameters", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        stream.ask()
+
+
 def test_a_stage2_space_smaller_than_the_budget_ends_its_study_early(tmp_path):
     space = tmp_path / "hpo_space.json"  # one point: TPE has nothing left after one trial
     space.write_text(json.dumps({"optimizer": {"_type": "choice", "_value": [

@@ -3,7 +3,10 @@ drives a tuner: commands in, commands out, with the manager's REST API served by
 passed to the tuner. Covers in seconds what the nnictl tests cover in minutes: credits,
 trial_end attribution through the job markers, import_data and resume."""
 import json
+import queue
 import random
+import threading
+import time
 
 import pytest
 from nni.common import dump, load
@@ -48,7 +51,12 @@ class Nni:
     def __init__(self, tuner: SafsTuner) -> None:
         self.dispatcher = MsgDispatcher("ws://_unittest_placeholder_", tuner)
         self.sent: list[tuple] = []
-        self.dispatcher.send = lambda command, data: self.sent.append((command, data))
+        self.lock = threading.Lock()  # the tuner may send from NNI's second thread (trial_end)
+
+        def send(command, data):
+            with self.lock:
+                self.sent.append((command, data))
+        self.dispatcher.send = send
         self.dispatcher.process_command(CommandType.Initialize, {})
 
     def request(self, count: int) -> None:
@@ -56,8 +64,9 @@ class Nni:
 
     def new_trials(self) -> list[dict]:
         """Parameter records sent since the last call (NewTrialJob, from either path)."""
-        records = [load(data) for command, data in self.sent if command == CommandType.NewTrialJob]
-        self.sent = [(c, d) for c, d in self.sent if c != CommandType.NewTrialJob]
+        with self.lock:
+            records = [load(data) for command, data in self.sent if command == CommandType.NewTrialJob]
+            self.sent = [(c, d) for c, d in self.sent if c != CommandType.NewTrialJob]
         return records
 
     def final(self, record: dict, value: dict) -> None:
@@ -164,3 +173,121 @@ def test_resume_requeues_lost_jobs_and_folds_results_nni_replays(tmp_path, manag
     # itself and the finished one is not repeated
     assert again["parameters"]["job"] == cancelled["parameters"]["job"] and tuner.resubmitted == 1
     assert new["parameters"]["job"] not in {r["parameters"]["job"] for r in (prepare, cancelled, running, finished)}
+
+
+def test_trial_ends_on_nnis_second_thread_never_run_beside_the_other_callbacks(tmp_path, manager):
+    """NNI 3.0 handles TrialEnd on its assessor thread. Thousands of trial ends (some of trials
+    that died, most of trials long finished) arrive from a second thread while requests and
+    results arrive on the first: no two callbacks overlap, no job is handed out twice, no result
+    is lost, the trial count is exact, and the saved state reloads to the same pipeline."""
+    rng = random.Random(3)
+    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
+    tuner = nni.dispatcher.tuner
+    inside, overlaps = [0], []
+
+    def exclusive(function):  # what two callbacks at once would both be inside; widened by a sleep
+        def wrapper(*args, **kwargs):
+            inside[0] += 1
+            overlaps.extend([function.__name__] if inside[0] > 1 else [])
+            time.sleep(0.0002)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                inside[0] -= 1
+        return wrapper
+    tuner.pipeline.ask, tuner.pipeline.tell = exclusive(tuner.pipeline.ask), exclusive(tuner.pipeline.tell)
+    tuner._save = exclusive(tuner._save)
+    tuner.manager.trial_statuses = exclusive(tuner.manager.trial_statuses)  # trial_end's first step
+
+    ends: queue.Queue = queue.Queue()
+    fired = [0]
+
+    def assessor_thread():
+        while (event := ends.get()) is not None:
+            nni.trial_end(*event)
+            fired[0] += 1
+    thread = threading.Thread(target=assessor_thread)
+    thread.start()
+    issued, finished, died = [], [], 0
+    waiting, running = nni.new_trials(), []
+    nni.request(2)
+    deadline = time.time() + 120
+    try:
+        while not tuner.pipeline.finished and time.time() < deadline:
+            new = nni.new_trials()
+            issued += new
+            waiting += new
+            while waiting and len(running) < 2:
+                running.append(waiting.pop(0))
+            if not running:
+                time.sleep(0.001)  # a dead trial's end, on the other thread, unlocks the next job
+                continue
+            record = running.pop(rng.randrange(len(running)))
+            if record["parameters"]["stage"] == "search" and rng.random() < 0.2:
+                died += 1  # no result: its end, on the other thread, scores it lost
+                ends.put((record["parameter_id"], f"T{record['parameter_id']}", "FAILED"))
+            else:
+                nni.final(record, result_for(record["parameters"]))
+                finished.append(record)
+                for _ in range(150):  # the ends of trials long finished, which change nothing
+                    old = rng.choice(finished)
+                    ends.put((old["parameter_id"], f"T{old['parameter_id']}", "FAILED"))
+            nni.request(1)
+    finally:
+        ends.put(None)
+        thread.join(timeout=120)
+    issued += nni.new_trials()
+    assert tuner.pipeline.finished and not tuner.pipeline.failure, "the pipeline did not finish in time"
+    assert not overlaps, f"callbacks overlapped in {sorted(set(overlaps))}"
+    assert fired[0] >= 2000 and died >= 1
+    jobs = [r["parameters"]["job"] for r in issued]
+    assert len(jobs) == len(set(jobs)) == len(tuner.pipeline.jobs), "a job handed out twice, or one never"
+    assert len({r["parameter_id"] for r in issued}) == len(issued)
+    assert set(tuner.pipeline.results) == set(tuner.pipeline.jobs)  # no result lost
+    lost = [r for r in tuner.pipeline.results.values() if r.status == Status.LOST]
+    assert len(lost) == died
+    assert manager.profile["params"]["maxTrialNumber"] == len(issued)
+    reloaded = SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client)
+    reloaded.load_checkpoint()
+    assert {k: r.to_dict() for k, r in reloaded.pipeline.results.items()} == \
+        {k: r.to_dict() for k, r in tuner.pipeline.results.items()}
+    assert reloaded.parameter_jobs == tuner.parameter_jobs
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("injected")
+
+
+@pytest.mark.parametrize("callback", ["generate_multiple_parameters", "receive_trial_result", "trial_end",
+                                      "import_data"])
+def test_an_exception_in_a_callback_stops_the_pipeline_with_its_reason(tmp_path, manager, callback):
+    """Fail-stop: the dispatcher lives on, the reason reaches summary.json and results.md, and NNI
+    is told to end at the trials it has (no hang until maxExperimentDuration)."""
+    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
+    tuner = nni.dispatcher.tuner
+    nni.request(1)
+    (prepare,) = nni.new_trials()
+    nni.final(prepare, {"default": 20.0, "job": prepare["parameters"]["job"]})
+    nni.request(1)
+    (running,) = nni.new_trials()
+    manager.trials = [{"trialJobId": "T0", "status": "SUCCEEDED"}, {"trialJobId": "T1", "status": "RUNNING"}]
+    if callback == "generate_multiple_parameters":
+        tuner.pipeline.ask = _raise
+        nni.request(1)
+    elif callback == "receive_trial_result":
+        tuner.pipeline.tell = _raise
+        nni.final(running, result_for(running["parameters"]))
+    elif callback == "trial_end":
+        tuner.manager.trial_statuses = _raise
+        nni.trial_end(running["parameter_id"], "T1", "FAILED")
+    else:
+        tuner.pipeline.tell = _raise
+        nni.dispatcher.process_command(CommandType.ImportData, [
+            {"parameter": running["parameters"], "value": dump(result_for(running["parameters"]))}])
+    reason = f"SafsTuner.{callback} raised RuntimeError: injected"
+    assert tuner.pipeline.failure == reason
+    assert json.loads((tmp_path / "ws" / "summary.json").read_text())["failure"] == reason
+    assert f"The run stopped: {reason}" in (tmp_path / "ws" / "results.md").read_text()
+    assert manager.profile["params"]["maxTrialNumber"] == 2  # what NNI recorded: it ends when they end
+    nni.request(1)
+    assert nni.new_trials() == []  # nothing more is handed out
