@@ -28,7 +28,9 @@ What keeps it safe:
   initialise CUDA (``torch.cuda._is_in_bad_fork()`` False); if one could not, it serves no
   trial and every trial runs cold. Each child initialises CUDA itself, if its trial uses it,
   under its own trial's ``CUDA_VISIBLE_DEVICES``;
-* the server's own messages go to ``<socket>.log`` beside its socket;
+* the server's own messages go to ``<socket>.log`` beside its socket; one that fails to start
+  leaves ``<socket>.failed``, and trials start cold without starting another for
+  ``RETRY_SECONDS``;
 * on Linux, by default only trials of NNI's local training service use it (remote machines
   start trials cold); ``NNI_SAFS_FORKSERVER=0`` in the trial's environment turns it off,
   ``1`` on for any trial (``python -m nni_safs.trial --params FILE`` run by hand too).
@@ -41,6 +43,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -54,6 +57,7 @@ from typing import Callable
 from .trial_channel import launched_locally
 
 IDLE_SECONDS = 120.0  # a server with no trial for this long exits
+RETRY_SECONDS = 600.0  # after a server failed to start, trials start cold this long before one tries again
 SWITCH_ENV = "NNI_SAFS_FORKSERVER"  # "0": trials start cold
 TARGET = "nni_safs.trial:main"  # what a child runs: a function (argv, started) -> exit status
 PRELOAD = ("nni_safs.jobs",)  # imported by the server once: torch, the models, the training loop
@@ -76,8 +80,9 @@ def socket_path(target: str = TARGET) -> Path:
     key = json.dumps([sys.executable, sys.path[1:], str(package), newest, target, settings])
     folder = Path(tempfile.gettempdir()) / f"nni_safs-forkserver-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
-    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
-        raise PermissionError(f"{folder} must belong to this user and be closed to others")
+    status = folder.lstat()  # not a link's target: a link planted by another user is refused
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise PermissionError(f"{folder} must be a directory of this user's, closed to others")
     path = folder / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".sock")
     if len(os.fsencode(path)) >= _MAX_SOCKET_PATH:
         raise OSError(f"{path} is too long for a Unix socket address")
@@ -130,6 +135,12 @@ def started_warm() -> bool:
 
 
 def _start_server(path: Path, target: str) -> None:
+    failed = Path(f"{path}.failed")  # written by a server that could not start (see serve)
+    try:
+        if time.time() - failed.stat().st_mtime < RETRY_SECONDS:
+            return
+    except OSError:
+        pass  # none failed
     try:
         with open(f"{path}.log", "ab") as log:
             subprocess.Popen([sys.executable, "-m", "nni_safs.forkserver", str(path), target],
@@ -184,8 +195,14 @@ def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) 
         pid = os.getpid()
         signal.signal(signal.SIGTERM, _leave)  # through the finally below: the socket goes with us
         try:
-            function = ready(target)
-            clean = fork_is_clean()
+            try:
+                function = ready(target)
+                clean = fork_is_clean()
+            except Exception as err:  # not SystemExit: a server stopped while it starts has not failed
+                traceback.print_exc()  # into the log beside the socket
+                Path(f"{path}.failed").write_text(f"{type(err).__name__}: {err}\n")
+                return
+            Path(f"{path}.failed").unlink(missing_ok=True)
             if not clean:
                 print(f"nni_safs.forkserver {pid}: CUDA was initialised before forking (a forked trial could "
                       "not use it): serving no trial, every trial runs cold", file=sys.stderr, flush=True)

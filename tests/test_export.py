@@ -186,7 +186,7 @@ def exported(model_workspace, tmp_path_factory):
     return out
 
 
-def test_exported_model_runs_without_nni_safs_and_gives_the_same_logits(model_workspace, exported, tmp_path):
+def test_exported_model_runs_without_nni_safs_and_gives_the_same_predictions(model_workspace, exported, tmp_path):
     model, checkpoint, images = workspace_model(model_workspace)
     assert {slot.op_name for slot in slots(model).values()} == {"acon", "srs", "tanhsoft", "symexp"}
     assert any(float(slot.alpha) != 1.0 for slot in slots(model).values())  # learned scales, not defaults
@@ -206,10 +206,13 @@ def test_exported_model_runs_without_nni_safs_and_gives_the_same_logits(model_wo
               "    logits = model(split['images'])\n"
               "    one = model(split['images'][:1])\n"
               "assert 'nni_safs' not in sys.modules\n"
-              "print(torch.equal(logits, split['expected']['split']), torch.equal(one, split['expected']['one']))\n")
+              "for got, want in ((logits, split['expected']['split']), (one, split['expected']['one'])):\n"
+              "    print(torch.allclose(got, want, rtol=1e-4, atol=1e-4), torch.equal(got.argmax(1), want.argmax(1)))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "True"]
+    # the same logits up to float rounding (another process may pick other kernels: bitwise equality
+    # holds on one machine and build, not on every CPU) and the same predicted classes
+    assert done.stdout.split() == ["True"] * 4
     assert len(images) == 1000  # the whole test split of mnist5k
 
 

@@ -196,3 +196,43 @@ def test_the_server_never_touches_cuda_before_it_forks():
     first, after_cuda = run.stdout.strip().splitlines()[-2:]
     assert json.loads(first) == {"calls": 0, "bad_fork": False, "clean": True}
     assert json.loads(after_cuda) is False, "once CUDA was asked for, a fork is poisoned and the server sees it"
+
+
+def test_a_server_that_fails_to_start_is_not_started_again_by_every_trial(tmp_path):
+    """Its traceback goes to the log beside its socket; trials then start cold without trying again."""
+    short = Path(tempfile.mkdtemp(prefix="fs-"))  # a socket's address must stay under 108 bytes
+    client = ("import sys, tempfile; tempfile.gettempdir = lambda: sys.argv[1]; "
+              "from nni_safs.forkserver import run_in_server, socket_path; "
+              "print(socket_path('no_such_module:main')); "
+              "print(run_in_server(['echo'], 0.0, target='no_such_module:main'))")
+    try:
+        first = subprocess.run([sys.executable, "-c", client, str(short)], capture_output=True, text=True, timeout=60)
+        path, status = first.stdout.split()
+        assert status == "None"  # cold
+        failed, log = Path(f"{path}.failed"), Path(f"{path}.log")
+        deadline = time.time() + 60
+        while not failed.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert "ModuleNotFoundError: No module named 'no_such_module'" in failed.read_text()
+        time.sleep(1)  # the failed server has left
+        assert "Traceback" in log.read_text()
+        for _ in range(3):
+            again = subprocess.run([sys.executable, "-c", client, str(short)], capture_output=True, text=True,
+                                   timeout=60)
+            assert again.stdout.split()[1] == "None"
+        time.sleep(2)
+        assert log.read_text().count("Traceback") == 1, "a trial started another server"
+    finally:
+        shutil.rmtree(short)
+
+
+def test_the_socket_folder_may_not_be_a_link(tmp_path, monkeypatch):
+    """A link in the shared temporary folder (planted by anyone) is not followed."""
+    from nni_safs import forkserver
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / f"nni_safs-forkserver-{os.getuid()}").symlink_to(real)
+    monkeypatch.setattr(forkserver.tempfile, "gettempdir", lambda: str(tmp_path))
+    with pytest.raises(PermissionError, match="must be a directory of this user's"):
+        forkserver.socket_path(TARGET)
+    assert forkserver.run_in_server(["echo"], 0.0, target=TARGET) is None  # the trial runs cold
