@@ -20,9 +20,24 @@ def atomic_write(path: str | Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        sync_directory(path.parent)  # the rename itself survives a power cut
     except OSError as err:  # e.g. a full disk: name the file, keep the previous one
         Path(tmp).unlink(missing_ok=True)
         raise OSError(err.errno, f"could not write {str(path)!r}: {err.strerror or err}") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sync_directory(folder: str | Path) -> None:
+    """Make the names in ``folder`` (renames, new files, removals) durable, where the OS allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a file system that cannot sync directories
+    finally:
+        os.close(fd)

@@ -9,6 +9,11 @@ save costs O(1) amortized however long the experiment. A crash loses nothing tha
 each line is flushed and synced, a torn last line (a crash mid-write) is ignored, and a line
 already folded into the snapshot (a crash between the two writes) is skipped by its number.
 
+One writer at a time: the first save takes an exclusive lock (``path`` + ``.lock``) that the
+journal holds until :meth:`Journal.close` or the process ends; a second writer (a stale
+dispatcher beside a resumed one) waits for it up to ``LOCK_WAIT_SECONDS``, then is refused
+with the holder's pid.
+
 A log is named by its path in the state (``"pipeline.search.trace"``); :func:`assemble` puts
 head and logs together into the dict ``load`` returns, which is what ``state_dict()`` gives.
 """
@@ -17,10 +22,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
-from .atomic import atomic_write
+from .atomic import atomic_write, sync_directory
+
+LOCK_WAIT_SECONDS = 30.0
 
 
 class LogView(Sequence):
@@ -59,6 +67,10 @@ class CorruptStateError(ValueError):
     """A saved state that cannot be read back (not a crash's torn last line)."""
 
 
+class StateLockedError(RuntimeError):
+    """Another process writes this state."""
+
+
 class Journal:
     """``path`` holds the snapshot, ``path`` + ``.journal`` the changes since."""
 
@@ -69,11 +81,44 @@ class Journal:
         self._written: dict[str, int] = {}  # items of each log already saved
         self._snapshot_bytes = 0
         self._journal_bytes = 0
+        self._lock: Any = None  # the open lock file while this journal is the state's writer
+
+    def _take_lock(self) -> None:
+        import fcntl
+
+        if self._lock is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path.with_name(self.path.name + ".lock"), "a+")
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown"
+                    handle.close()
+                    raise StateLockedError(f"{self.path} is written by another process (pid {holder}), e.g. "
+                                           "another SAFS tuner of this experiment; stop it first") from None
+                time.sleep(0.1)
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def close(self) -> None:
+        """Give up writing this state (another journal may then write it)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def exists(self) -> bool:
         return self.path.is_file() or self.journal_path.is_file()
 
     def save(self, head: Mapping[str, Any], logs: Mapping[str, Sequence]) -> None:
+        self._take_lock()
         shrunk = any(len(items) < self._written.get(path, 0) for path, items in logs.items())
         if shrunk or not self.path.is_file() or self._journal_bytes > max(self._snapshot_bytes, 1 << 16):
             self._snapshot(head, logs)
@@ -83,10 +128,13 @@ class Journal:
                 "append": {path: items[self._written.get(path, 0):] for path, items in logs.items()
                            if path not in self._written or len(items) > self._written[path]}}
         data = (json.dumps(line) + "\n").encode()
+        new = not self.journal_path.exists()
         with open(self.journal_path, "ab") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if new:
+            sync_directory(self.journal_path.parent)
         self._journal_bytes += len(data)
         self._written.update({path: len(items) for path, items in logs.items()})
 

@@ -180,8 +180,15 @@ class SafsTuner(Tuner):
     def _journal(self) -> Journal:
         path = self._state_path()
         if self._state is None or self._state.path != path:
+            self.close()
             self._state = Journal(path)
         return self._state
+
+    def close(self) -> None:
+        """Stop writing the state (held from the first save until the process ends), so another
+        tuner may: ``nnictl resume`` starts a new dispatcher while the old one may live on briefly."""
+        if self._state is not None:
+            self._state.close()
 
     @_callback
     def save_checkpoint(self) -> None:

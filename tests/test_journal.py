@@ -1,5 +1,6 @@
 """The state journal: a snapshot plus appended changes, read back exactly, crash or not."""
 import json
+import os
 import random
 
 import pytest
@@ -27,6 +28,7 @@ def test_a_saved_state_reads_back_exactly_and_saving_continues_after_a_load(tmp_
     grow(journal, 10, head, logs)
     assert journal.journal_path.is_file()  # changes were appended, not rewritten
     assert Journal(tmp_path / "state.json").load() == assemble(head, logs)
+    journal.close()
     again = Journal(tmp_path / "state.json")
     again.load()
     grow(again, 5, head, logs)  # a resumed run appends after what it read
@@ -53,6 +55,7 @@ def test_a_torn_last_line_is_the_save_that_never_completed(tmp_path):
     complete = assemble(head, logs)
     with open(journal.journal_path, "ab") as handle:  # a crash in the middle of the fifth save
         handle.write(b'{"seq": 99, "head": {"st')
+    journal.close()
     again = Journal(tmp_path / "state.json")
     assert again.load() == complete
     grow(again, 2, head, logs)  # the torn bytes were cut: later lines stay readable
@@ -111,3 +114,24 @@ def test_a_pipeline_reloaded_from_its_journal_at_every_step_continues_as_one_nev
     # history on a reload, so only its suggestions (the hparams) may differ
     assert always == never and len(never) >= 15
     assert reloaded.search.best == original.search.best and reloaded.search.trace == original.search.trace
+
+
+def test_one_writer_at_a_time(tmp_path, monkeypatch):
+    """A second writer (a stale dispatcher beside a resumed one) waits, then is refused by name."""
+    import subprocess
+    import sys
+    from nni_safs import journal as journal_module
+    monkeypatch.setattr(journal_module, "LOCK_WAIT_SECONDS", 0.5)
+    first = Journal(tmp_path / "state.json")
+    first.save({"a": {}}, {"a.x": [1]})
+    other = subprocess.run([sys.executable, "-c", "import sys, nni_safs.journal as j; j.LOCK_WAIT_SECONDS = 0.5; "
+                            "j.Journal(sys.argv[1]).save({'a': {}}, {'a.x': [2]})", str(tmp_path / "state.json")],
+                           capture_output=True, text=True, timeout=120)
+    assert other.returncode != 0 and f"written by another process (pid {os.getpid()})" in other.stderr
+    second = Journal(tmp_path / "state.json")
+    second.load()
+    with pytest.raises(journal_module.StateLockedError, match="state.json is written by another process"):
+        second.save({"a": {}}, {"a.x": [1, 2]})
+    first.close()
+    second.save({"a": {}}, {"a.x": [1, 2]})  # the first gave it up
+    assert Journal(tmp_path / "state.json").load() == {"a": {"x": [1, 2]}}

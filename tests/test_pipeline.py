@@ -144,6 +144,7 @@ def test_tuner_state_survives_a_restart_and_imports_missed_results(tmp_path, mon
     running = [p for _, p in nni.sent] + tuner.generate_multiple_parameters([1, 2], st_callback=nni)
     assert [p["stage"] for p in running] == ["baseline", "search"]  # the first sent ahead on prepare's result
 
+    tuner.close()  # as the stopped dispatcher's process would, at its end
     again = SafsTuner(**SMALL, workspace=str(tmp_path / "ws"))
     again.load_checkpoint()
     assert again.pipeline.jobs.keys() == tuner.pipeline.jobs.keys()

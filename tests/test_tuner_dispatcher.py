@@ -159,6 +159,7 @@ def test_resume_requeues_lost_jobs_and_folds_results_nni_replays(tmp_path, manag
                        for r, status in ((cancelled, "USER_CANCELED"), (running, "RUNNING"),
                                          (finished, "SUCCEEDED"))]
 
+    nni.dispatcher.tuner.close()  # as the stopped dispatcher's process would, at its end
     resumed = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
     resumed.dispatcher.load_checkpoint()
     tuner = resumed.dispatcher.tuner
