@@ -28,11 +28,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the generated files' writers, shared with the tests
 
-from datafiles import write_cifar10, write_imagenet16  # noqa: E402
+from datafiles import write_cifar10, write_imagenet16, write_mnist  # noqa: E402
 
 CONFIGS = REPO / "experiment_configs"
 PLUGIN_DIR = REPO / "tests" / "fake_data_plugin"
-NAMES = ("vgg16_safs", "resnet18_safs", "efficientnet_b0_safs")
+NAMES = ("vgg16_safs", "resnet18_safs", "efficientnet_b0_safs")  # the GPU configs
+PAPER_NAMES = (*NAMES, "lenet5_mnist_paper")  # every config of a paper row
 HPO_TRIALS = 2
 MAX_SEARCH_STEPS = 1
 # prepare + baseline + search start + LAHC steps + both stage-2 studies + 3 finals (final_seeds 1)
@@ -46,9 +47,10 @@ TINY = dict(threads=1, num_workers=0, batch_size=50, download=False, val_fractio
 
 def write_data(root: Path) -> dict[str, Path]:
     """100 training and 50 test images per dataset; ImageNet16 with labels 1..10."""
+    write_mnist(root / "mnist", train=100, test=50)
     write_cifar10(root / "cifar10", per_batch=20, test_ids=range(1000, 1050))
     write_imagenet16(root / "imagenet16", per_batch=10, val_ids=range(1000, 1050), num_classes=10)
-    return {"cifar10": root / "cifar10", "imagenet16": root / "imagenet16"}
+    return {"mnist": root / "mnist", "cifar10": root / "cifar10", "imagenet16": root / "imagenet16"}
 
 
 @dataclass

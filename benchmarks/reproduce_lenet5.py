@@ -48,7 +48,7 @@ def run_one(args: tuple[dict, str, int, str]) -> dict:
     config = SafsConfig.from_dict({**class_args, "scope": scope, "seed": seed, "threads": 1,
                                    "workspace": f"{root}/{scope}_seed{seed}_{tag}"})
     start = time.perf_counter()
-    run_pipeline(config, progress=False)
+    run_pipeline(config, base_dir=REPO, progress=False)  # relative paths as the tuner takes them
     summary = json.loads((Path(config.workspace) / "summary.json").read_text())
     return {"scope": scope, "seed": seed, "minutes": (time.perf_counter() - start) / 60,
             "trials": sum(summary["trials_per_stage"].values()),

@@ -17,8 +17,9 @@ from .models import MODELS, model_facts
 from .plugins import import_plugins
 
 # the values a key may take; the modules that act on them dispatch on these names
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("constant", "step_halving", "step", "cosine", "cosine_warm_restarts", "linear_warmup", "plateau")
+OPTIMIZERS = ("sgd", "adam", "adamw", "tadam", "fromage")  # nni_safs.training
+SCHEDULERS = ("constant", "constant_warmup", "step_halving", "step", "cosine", "cosine_warm_restarts",
+              "linear_warmup", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16")  # nni_safs.training
 DATA_LOADERS = ("auto", "tensor", "dataloader")  # nni_safs.data.tensors
 SCOPES = ("layer", "global", "lamp")  # nni_safs.pruning
@@ -68,7 +69,7 @@ class SafsConfig:
     hpo_epochs: int = 80
     hpo_space: str | None = None  # stage-2 space JSON; None: search_spaces/hpo_space.json
     hpo_warm_start: bool = False  # the SAFS study's tuner starts from the ablation study's finished trials
-    hpo_default_first: bool = True  # each study's first trial: train_hparams (SMAC's default-first design)
+    hpo_default_first: bool = False  # each study's first trial: train_hparams (not the reference's design)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SafsConfig":

@@ -194,8 +194,9 @@ class LateAcceptanceHillClimbing:
 
     @property
     def bounds(self) -> tuple[int, int]:
-        """(fewest, most) evaluations: the initial genomes, then min_steps..max_steps steps."""
-        return len(self.initial) + self.args.min_steps, len(self.initial) + self.args.max_steps
+        """(fewest, most) evaluations: the initial genomes, then min_steps + 1..max_steps steps."""
+        return (len(self.initial) + min(self.args.min_steps + 1, self.args.max_steps),
+                len(self.initial) + self.args.max_steps)
 
     @property
     def current(self) -> dict[str, str]:
@@ -237,7 +238,7 @@ class LateAcceptanceHillClimbing:
         self._record(candidate_id, genome, fitness, energy, accepted, improved, discarded=False)
         steps = self.steps
         if steps >= self.args.max_steps or (
-                steps >= self.args.min_steps and self._idle > self.args.idle_fraction * steps):
+                steps > self.args.min_steps and self._idle > self.args.idle_fraction * steps):  # as `lahc`
             self._finished = True
 
     def _discard(self, candidate_id: int, fitness: float | None) -> None:

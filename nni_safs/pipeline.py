@@ -113,6 +113,12 @@ class SafsPipeline:
         point = nest_hparams(self.config.hparams, self.hpo_space) if self.config.hpo_default_first else None
         return [point] if point else []
 
+    def _hparams(self, nested: dict) -> dict:
+        """A study's point as training hyperparameters: the dense ones whole (with what the space does
+        not tune, e.g. ``step_size``) when it is the default first trial."""
+        first = self._first_hpo_trials()
+        return dict(self.config.hparams) if first and nested == first[0] else flatten_hparams(nested)
+
     # -- the flow ------------------------------------------------------------------------
     @property
     def seeds(self) -> list[int]:
@@ -187,7 +193,7 @@ class SafsPipeline:
             return None
         key, nested = asked
         genome = None if variant == OWN_ACTIVATION else self.search.best[0]
-        job = self._emit(Stage.HPO, variant, genome=genome, hparams=flatten_hparams(nested),
+        job = self._emit(Stage.HPO, variant, genome=genome, hparams=self._hparams(nested),
                          epochs=self.config.hpo_epochs, train_scales=True,
                          data_fraction=self.config.search_data_fraction)
         job.stream_key = key
@@ -202,7 +208,7 @@ class SafsPipeline:
         for variant, study, genome in (("stage2", OWN_ACTIVATION, None), (SAFS, SAFS, best and best[0])):
             stream = self.hpo[study]
             if stream is not None and stream.finished and stream.best:
-                ready[variant] = (genome, flatten_hparams(stream.best[0]), True)
+                ready[variant] = (genome, self._hparams(stream.best[0]), True)
         for variant in FINAL_VARIANTS:
             done = self.count(Stage.FINAL, variant)
             if variant in ready and done < len(self.seeds):

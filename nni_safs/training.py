@@ -2,10 +2,21 @@
 
 Hyperparameters (``hparams``), every key optional except ``optimizer`` and ``lr``:
 
-* ``optimizer``: ``sgd`` | ``adam`` | ``adamw``; ``lr``; ``weight_decay`` (default 0);
-  ``momentum`` (sgd only, default 0.9)
-* ``scheduler``: one of :data:`SCHEDULERS` (default ``constant``); ``step_size`` (epochs,
-  for ``step_halving``/``step``; default a tenth / a third of the budget)
+* ``optimizer``: ``sgd`` | ``adam`` | ``adamw`` | ``tadam`` | ``fromage`` (the last two:
+  :mod:`nni_safs.optimizers`); ``lr``; ``weight_decay`` (default 0); ``momentum`` (sgd only,
+  default 0.9); ``beta2`` (adam, adamw, tadam; default 0.999, the reference's stage 2 uses 0.99)
+* ``scheduler`` (stepped once per epoch), as the reference SAFS defines them:
+
+  ============================ ===================================================================
+  ``constant`` (default)       no schedule
+  ``constant_warmup``          the reference's "Constant": lr x 0.1 for the first 5 epochs, then lr
+  ``step_halving``             the reference's "VGG": x 0.5 every ``step_size`` epochs (default 20)
+  ``step``                     x 0.1 every ``step_size`` epochs (default a quarter of the budget)
+  ``cosine``                   cosine annealing to 0 over the budget (not in the reference)
+  ``cosine_warm_restarts``     restarts every quarter of the budget, down to 5e-5
+  ``linear_warmup``            lr x 0.1 rising linearly to lr over the first 5 epochs
+  ``plateau``                  x 0.05 when the training loss has not fallen for 2 epochs
+  ============================ ===================================================================
 
 The best epoch on validation is kept as a deep copy (the reference code aliased the live
 weights and so saved the last epoch). A loss that turns NaN/inf ends the run as *diverged*
@@ -122,35 +133,45 @@ def _choice(hparams: Mapping, key: str, valid: Iterable[str], default: str | Non
 
 
 def build_optimizer(params: Iterable[nn.Parameter], hparams: Mapping) -> torch.optim.Optimizer:
+    from .optimizers import Fromage, TAdam
+
     name = _choice(hparams, "optimizer", OPTIMIZERS)
     if "lr" not in hparams or not float(hparams["lr"]) > 0:
         raise ValueError(f"hyperparameter 'lr' must be a positive number, got {hparams.get('lr')!r}")
     lr, wd = float(hparams["lr"]), float(hparams.get("weight_decay", 0.0))
+    betas = (0.9, float(hparams.get("beta2", 0.999)))
     params = [p for p in params if p.requires_grad]
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=float(hparams.get("momentum", 0.9)), weight_decay=wd)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "fromage":
+        return Fromage(params, lr=lr, weight_decay=wd)
+    adam = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "tadam": TAdam}[name]
+    return adam(params, lr=lr, betas=betas, weight_decay=wd)
+
+
+WARMUP_EPOCHS = 5  # constant_warmup and linear_warmup, as the reference
+RESTART_ETA_MIN = 5e-5  # cosine_warm_restarts' floor, as the reference
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, hparams: Mapping, epochs: int):
-    """An epoch-stepped scheduler (``None`` for constant); ``plateau`` is stepped with val acc."""
+    """An epoch-stepped scheduler (``None`` for constant); ``plateau`` is stepped with the training loss."""
     name = _choice(hparams, "scheduler", SCHEDULERS, "constant")
     S = torch.optim.lr_scheduler
     if name == "constant":
         return None
+    if name == "constant_warmup":
+        return S.ConstantLR(optimizer, factor=0.1, total_iters=WARMUP_EPOCHS)
     if name == "step_halving":
-        return S.StepLR(optimizer, int(hparams.get("step_size", max(1, epochs // 10))), gamma=0.5)
+        return S.StepLR(optimizer, int(hparams.get("step_size", 20)), gamma=0.5)
     if name == "step":
-        return S.StepLR(optimizer, int(hparams.get("step_size", max(1, epochs // 3))), gamma=0.1)
+        return S.StepLR(optimizer, int(hparams.get("step_size", max(1, epochs // 4))), gamma=0.1)
     if name == "cosine":
         return S.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
     if name == "cosine_warm_restarts":
-        return S.CosineAnnealingWarmRestarts(optimizer, T_0=max(1, epochs // 4))
+        return S.CosineAnnealingWarmRestarts(optimizer, T_0=max(1, epochs // 4), eta_min=RESTART_ETA_MIN)
     if name == "linear_warmup":
-        return S.LinearLR(optimizer, start_factor=0.1, total_iters=max(1, epochs // 10))
-    return S.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=max(1, epochs // 20))
+        return S.LinearLR(optimizer, start_factor=0.1, total_iters=WARMUP_EPOCHS)
+    return S.ReduceLROnPlateau(optimizer, mode="min", factor=0.05, patience=2)
 
 
 @torch.no_grad()
@@ -212,7 +233,7 @@ def fine_tune(model: nn.Module, train_loader: Batches, val_loader: Batches, hpar
             val_acc, val_loss = evaluate(model, val_loader, device, precision, channels_last)
             lr = optimizer.param_groups[0]["lr"]
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(val_acc)
+                scheduler.step(train_loss)
             elif scheduler is not None:
                 scheduler.step()
             record = EpochRecord(epoch, train_loss, val_acc, val_loss, lr, time.perf_counter() - start)

@@ -1,6 +1,6 @@
 """Small dataset files in the real on-disk formats, for tests that must not download anything.
 
-CIFAR-10: torchvision's ``cifar-10-batches-py`` folder (pickled ``data_batch_1..5``, ``test_batch``,
+MNIST: torchvision's ``MNIST/raw`` idx files. CIFAR-10: torchvision's ``cifar-10-batches-py`` folder (pickled ``data_batch_1..5``, ``test_batch``,
 ``batches.meta``). ImageNet16: the pickled ``train_data_batch_1..10`` and ``val_data`` of
 "Downsampled ImageNet 16x16". Pixels are random except where a test marks them.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,3 +60,20 @@ def write_imagenet16(root: Path, per_batch: int, val_ids: Sequence[int], num_cla
         ids = range(per_batch * k, per_batch * (k + 1))
         write_pickle(root / f"train_data_batch_{k + 1}", imagenet16_batch(ids, [1 + (37 * i) % num_classes for i in ids]))
     write_pickle(root / "val_data", imagenet16_batch(val_ids, [1 + (53 * i) % num_classes for i in val_ids]))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """MNIST idx: big-endian magic (0x0800 | ndim for uint8), the dims, then the raw bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root: Path, train: int, test: int, test_fill: int | None = None, seed: int = 0) -> None:
+    """``root/MNIST/raw``: random digits (labels id % 10); ``test_fill``: every test pixel that value."""
+    raw = root / "MNIST" / "raw"
+    rng = np.random.default_rng(seed)
+    for prefix, n, fill in (("train", train, None), ("t10k", test, test_fill)):
+        images = rng.integers(0, 200, (n, 28, 28)) if fill is None else np.full((n, 28, 28), fill)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)

@@ -41,9 +41,18 @@ def test_paper_hparams_by_model():
 
 
 def test_hpo_space_file(tmp_path):
-    space = load_hpo_space()
-    names = [branch["_name"] for branch in space["optimizer"]["_value"]]
-    assert names == ["sgd", "adam"]
+    space = load_hpo_space()  # the reference SAFS's stage-2 space
+    branches = {branch["_name"]: branch for branch in space["optimizer"]["_value"]}
+    assert list(branches) == ["sgd", "tadam", "fromage", "adam"]
+    for branch in branches.values():
+        assert branch["lr"] == {"_type": "loguniform", "_value": [1e-4, 0.1]}
+        assert branch["weight_decay"] == {"_type": "uniform", "_value": [1e-5, 0.1]}
+    assert branches["sgd"]["momentum"] == {"_type": "uniform", "_value": [0.1, 0.999]}
+    assert set(branches["sgd"]["scheduler"]["_value"]) == {"step_halving", "step", "cosine_warm_restarts", "plateau",
+                                                           "linear_warmup", "constant_warmup"}
+    assert branches["adam"]["beta2"]["_value"] == [0.99]
+    embedded = load_hpo_space(REPO / "search_spaces" / "hpo_space_embedded.json")
+    assert [branch["_name"] for branch in embedded["optimizer"]["_value"]] == ["sgd", "adam"]
     bad = tmp_path / "space.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="hpo_space file .* does not parse"):
@@ -57,6 +66,7 @@ def test_hpo_space_file(tmp_path):
 
 def test_every_shipped_experiment_config_is_valid():
     configs = sorted((REPO / "experiment_configs").glob("*_safs.yml")) + \
+        [REPO / "experiment_configs" / "lenet5_mnist_paper.yml"] + \
         [REPO / "experiment_configs" / "remote_shared_storage_example.yml"]
     assert len(configs) >= 5
     for path in configs:

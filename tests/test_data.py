@@ -4,7 +4,6 @@ File-backed datasets are exercised on tiny fakes written in the real formats (id
 pickled batches for CIFAR-10 and ImageNet16), never on downloads.
 """
 import math
-import struct
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from nni_safs.data.imagenet16 import IMAGENET16_AUGMENT, IMAGENET16_MEAN, IMAGEN
 from nni_safs.data.splits import TensorImages, split_indices
 from nni_safs.data.vision import CIFAR10_AUGMENT, CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
 
-from datafiles import imagenet16_batch, write_cifar10, write_imagenet16, write_pickle
+from datafiles import imagenet16_batch, write_cifar10, write_imagenet16, write_mnist, write_pickle
 
 
 def labels_of(dataset):
@@ -234,21 +233,9 @@ def test_synthetic_is_seeded_and_learnable():
 # --------------------------------------------------------------------------- mnist (idx files)
 
 
-def write_idx(path, array):
-    """MNIST idx: big-endian magic (0x0800 | ndim for uint8), the dims, then the raw bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture
 def mnist_root(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    rng = np.random.default_rng(0)
-    for prefix, n, fill in (("train", 40, None), ("t10k", 10, 255)):
-        images = rng.integers(0, 200, (n, 28, 28)) if fill is None else np.full((n, 28, 28), fill)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    write_mnist(tmp_path, train=40, test=10, test_fill=255)
     return tmp_path
 
 

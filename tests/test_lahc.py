@@ -111,12 +111,13 @@ def test_single_slot_and_single_op_spaces():
 
 
 def test_constant_fitness_stops_right_after_min_steps():
+    """As the `lahc` package the reference uses: it stops once step > steps_minimum."""
     opt = run_sequential(LateAcceptanceHillClimbing(SLOTS, OPS, seed=0), lambda i: 50.0)
-    assert opt.finished and opt.steps == 20 and len(opt.trace) == 21
+    assert opt.finished and opt.steps == 21 and len(opt.trace) == 22
     assert all(e["accepted"] for e in opt.trace)  # sideways moves are accepted
     assert opt.ask() is None and opt.pending == 0
     opt = run_sequential(LateAcceptanceHillClimbing(SLOTS, OPS, LahcArguments(min_steps=7), seed=0), lambda i: 1)
-    assert opt.steps == 7 and len(opt.trace) == 8
+    assert opt.steps == 8 and len(opt.trace) == 9
 
 
 def test_idle_fraction_needs_more_idle_steps_than_the_fraction():
@@ -179,16 +180,15 @@ def test_results_after_finish_are_discarded():
     args = LahcArguments(min_steps=3, max_steps=10)
     opt = LateAcceptanceHillClimbing(SLOTS, OPS, args)
     cands = [opt.ask() for _ in range(7)]
-    opt.tell(5, 99.0)  # buffered, then discarded when the search stops at step 3 (id 3)
-    for i in range(4):
+    opt.tell(5, 99.0)  # buffered, then discarded when the search stops after step 4 (id 4): step > min_steps
+    for i in range(5):
         opt.tell(i, 50.0)
     assert opt.finished and opt.ask() is None
-    assert opt.pending == 2  # ids 4 and 6 still in flight
+    assert opt.pending == 1  # id 6 still in flight
     opt.tell(6, 98.0)
-    opt.tell(4, 97.0)
     assert opt.pending == 0 and opt.ask() is None
     assert [(e["id"], e["discarded"]) for e in opt.trace] == [
-        (0, False), (1, False), (2, False), (3, False), (5, True), (6, True), (4, True)]
+        (0, False), (1, False), (2, False), (3, False), (4, False), (5, True), (6, True)]
     assert opt.best == (cands[0].genome, 50.0)  # discarded results never count
     assert all(not e["accepted"] for e in opt.trace if e["discarded"])
     with pytest.raises(ValueError, match="already told"):

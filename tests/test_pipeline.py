@@ -300,20 +300,25 @@ def test_hpo_warm_start_feeds_the_ablation_study_to_the_safs_study(tmp_path):
     assert restored.hpo["safs"].prior == safs.prior
 
 
-def test_each_stage2_study_first_tries_the_dense_hyperparameters(tmp_path):
+def test_each_stage2_study_first_tries_the_dense_hyperparameters_when_asked(tmp_path):
+    """Off by default (the reference's SMAC starts from a Sobol design); when on, the first trial
+    runs the dense hyperparameters whole, keys the space does not tune (step_size) included."""
     from nni_safs.space import nest_hparams
-    config = SafsConfig(**SMALL, workspace=str(tmp_path))
+    assert SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path / "off"))).hpo["default"].first == []
+    vgg_like = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "step_halving",
+                "step_size": 20}
+    config = SafsConfig(**SMALL, train_hparams=vgg_like, hpo_default_first=True, workspace=str(tmp_path / "on"))
     pipeline = SafsPipeline.for_config(config)
     jobs = drive(pipeline, 2, random.Random(0))
     for variant in ("default", "safs"):
         first = next(j for j in jobs if j.stage == "hpo" and j.variant == variant)
-        assert first.params["hparams"] == {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4}
+        assert first.params["hparams"] == vgg_like  # halving every 20 epochs, not the default step
         assert len([j for j in jobs if j.stage == "hpo" and j.variant == variant]) == config.hpo_trials
-    assert SafsPipeline.for_config(SafsConfig(**SMALL, hpo_default_first=False, workspace=str(tmp_path))
-                                   ).hpo["default"].first == []
     space = pipeline.hpo_space  # a value outside the space's range cannot be a trial of it
-    assert nest_hparams({"optimizer": "adam", "lr": 5.0}, space) is None
+    assert nest_hparams({"optimizer": "adam", "lr": 5.0, "beta2": 0.99}, space) is None
     assert nest_hparams({"optimizer": "rmsprop", "lr": 1e-3}, space) is None
+    # LeNet-5's dense Adam (betas 0.9, 0.999) is not a point of the reference space (0.99)
+    assert nest_hparams(dict(SafsConfig(**SMALL).hparams), space) is None
 
 
 def test_a_genome_the_search_proposes_again_reuses_its_score_without_a_job(tmp_path):

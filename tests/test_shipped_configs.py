@@ -1,4 +1,4 @@
-"""Every shipped paper config runs end to end through a real nnictl experiment on CPU: the GPU
+"""Every shipped paper config (the three GPU configs and the LeNet-5 row's) runs end to end through a real nnictl experiment on CPU: the GPU
 acceptance run's own command (``benchmarks/gpu.py --device cpu --parts acceptance``), one config
 at a time, with tiny budgets and small generated files in the dataset's real format.
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.nni
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["vgg16_safs", "resnet18_safs", "efficientnet_b0_safs"])
+@pytest.mark.parametrize("name", ["vgg16_safs", "resnet18_safs", "efficientnet_b0_safs", "lenet5_mnist_paper"])
 def test_shipped_config_is_accepted_on_cpu(name, tmp_path):
     runs_file = tmp_path / "runs.json"
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--device", "cpu", "--parts",

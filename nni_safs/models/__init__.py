@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     from torch import nn
 
 MODELS: Registry = Registry("model")
-# the paper's dense fine-tuning (Loni et al. 2023): VGG-16, ResNet-18 and EfficientNet-B0; LeNet-5
-PAPER_SGD = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "step_halving",
-             "step_size": 20}
+# the reference SAFS's dense, baseline and stage-1 fine-tuning of each model (Loni et al. 2023,
+# automl/SAFS); schedulers as nni_safs.training defines them
+_SGD = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4}
+PAPER_VGG16 = {**_SGD, "scheduler": "step_halving", "step_size": 20}
+PAPER_RESNET18 = {**_SGD, "scheduler": "plateau"}  # x0.05 after 2 epochs without a lower training loss
+PAPER_EFFICIENTNET_B0 = {**_SGD, "scheduler": "cosine_warm_restarts"}  # T_0 = epochs / 4, eta_min 5e-5
 PAPER_LENET5 = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"}
 
 
@@ -60,7 +63,7 @@ def list_models() -> list[str]:
 
 # the built-ins and their facts; each builder's module (and torch) is imported when it is first built
 register_model("lenet5", hparams=PAPER_LENET5, in_channels=1, image_size=28)("nni_safs.models.lenet:lenet5")
-register_model("vgg16", hparams=PAPER_SGD, in_channels=3, image_size=32)("nni_safs.models.vgg:vgg16")
-register_model("resnet18", hparams=PAPER_SGD, in_channels=3, image_size=32)("nni_safs.models.resnet:resnet18")
-register_model("efficientnet_b0", hparams=PAPER_SGD, in_channels=3, image_size=16,
+register_model("vgg16", hparams=PAPER_VGG16, in_channels=3, image_size=32)("nni_safs.models.vgg:vgg16")
+register_model("resnet18", hparams=PAPER_RESNET18, in_channels=3, image_size=32)("nni_safs.models.resnet:resnet18")
+register_model("efficientnet_b0", hparams=PAPER_EFFICIENTNET_B0, in_channels=3, image_size=16,
                act="swish")("nni_safs.models.efficientnet:efficientnet_b0")

@@ -1,8 +1,10 @@
 """EfficientNet-B0 from torchvision's building blocks, every SiLU turned into a slot.
 
-The paper's ImageNet-16 setup keeps the architecture and its default activation (swish);
-torchvision builds it without downloading weights. Slots are named by module path
-(e.g. ``features.1.0.block.0.2``), including the squeeze-excitation activations.
+The paper's ImageNet-16 setup keeps the blocks and their default activation (swish) with a
+stride-1 stem, as the reference's CIFAR-style variant: ImageNet's stride-2 stem would leave 1x1
+feature maps from the fourth stage on at 16x16. torchvision builds it without downloading
+weights. Slots are named by module path (e.g. ``features.1.0.block.0.2``), including the
+squeeze-excitation activations.
 """
 from __future__ import annotations
 
@@ -25,8 +27,6 @@ def efficientnet_b0(num_classes: int, in_channels: int, image_size: int, act: st
     from torchvision.models import efficientnet_b0 as tv_efficientnet_b0  # only when built: heavy import
 
     model = tv_efficientnet_b0(weights=None, num_classes=num_classes)
-    if in_channels != 3:
-        stem = model.features[0][0]
-        model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size,
-                                          stem.stride, stem.padding, bias=False)
+    stem = model.features[0][0]
+    model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, 1, stem.padding, bias=False)
     return replace_activations(model, nn.SiLU, act)

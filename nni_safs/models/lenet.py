@@ -1,4 +1,7 @@
-"""LeNet-5 (LeCun et al. 1998) for 28x28 digits: two conv layers, three dense layers, no BN."""
+"""LeNet-5 (LeCun et al. 1998) for 28x28 digits: two conv layers, three dense layers, no BN.
+
+As the reference SAFS's ``models.LeNet``: no padding, so fc1 takes 16 x 4 x 4 = 256 inputs.
+"""
 from __future__ import annotations
 
 from torch import nn
@@ -12,13 +15,13 @@ class LeNet5(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                  act: str = "relu") -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
+        self.conv1 = nn.Conv2d(in_channels, 6, 5)
         self.act1 = ActivationSlot(act)
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(6, 16, 5)
         self.act2 = ActivationSlot(act)
         self.pool2 = nn.MaxPool2d(2)
-        side = (image_size // 2 - 4) // 2
+        side = ((image_size - 4) // 2 - 4) // 2
         self.fc1 = nn.Linear(16 * side * side, 120)
         self.act3 = ActivationSlot(act)
         self.fc2 = nn.Linear(120, 84)
