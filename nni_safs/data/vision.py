@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .augment import PadCropFlip
+from .augment import Augmentation, PadCropFlip
 from .files import CIFAR10_FILES, CIFAR10_FOLDER, MNIST_FILES, explain_missing, require_root
 from .splits import DataSplits, splits_from_files
 
@@ -24,7 +24,7 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR10_AUGMENT = PadCropFlip(32, 4, CIFAR10_MEAN, CIFAR10_STD)
 
 
-def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], augmentation: PadCropFlip | None = None
+def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], augmentation: Augmentation | None = None
                      ) -> tuple["transforms.Compose", "transforms.Compose"]:
     """(train, eval) transforms; train adds ``augmentation`` before normalizing, else it is eval itself."""
     from torchvision import transforms
