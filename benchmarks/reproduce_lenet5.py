@@ -70,18 +70,41 @@ def table(rows: list[dict], scopes: list[str]) -> list[str]:
                      f" {statistics.mean(r['minutes'] for r in mine):.1f} |")
     lines.append("| paper (layer, 200-epoch budgets, full MNIST) | - | " +
                  " | ".join(f"{PAPER[key]:.2f}" for key, _ in TABLE) + " | - | - |")
-    lines += ["", "| scope | stage 1 - magnitude pruning, per seed | seeds >= +5 | SAFS - magnitude pruning | "
-              "SAFS - stage 2 |", "|---|---|---|---|---|"]
+    lines += ["", "Paired differences over the seeds: mean and its 95% confidence interval (Student's t).", "",
+              "| scope | stage 1 - magnitude pruning | lowest seed | seeds >= +5 | SAFS - magnitude pruning | "
+              "SAFS - stage 2 |", "|---|---|---|---|---|---|"]
     for scope in scopes:
         mine = [r for r in rows if r["scope"] == scope and all(isinstance(r[k], (int, float))
                                                                 for k in ("baseline", "stage1", "stage2", "safs"))]
         if not mine:
             continue
         gains = [r["stage1"] - r["baseline"] for r in mine]
-        lines.append(f"| {scope} | {', '.join(f'{g:+.2f}' for g in gains)} | {sum(g >= 5 for g in gains)} of "
-                     f"{len(mine)} | {statistics.mean(r['safs'] - r['baseline'] for r in mine):+.2f} | "
-                     f"{statistics.mean(r['safs'] - r['stage2'] for r in mine):+.2f} |")
+        lines.append(f"| {scope} | {interval(gains)} | {min(gains):+.2f} | {sum(g >= 5 for g in gains)} of "
+                     f"{len(mine)} | {interval([r['safs'] - r['baseline'] for r in mine])} | "
+                     f"{interval([r['safs'] - r['stage2'] for r in mine])} |")
+    lines += ["", "Per seed (test top-1 %):", "", "| scope | seed | " + " | ".join(t for _, t in TABLE) +
+              " | stage 1 - MP | SAFS - stage 2 | SAFS - MP |", "|---" * (len(TABLE) + 5) + "|"]
+    for r in sorted(rows, key=lambda r: (r["scope"], r["seed"])):
+        values = [r[key] for key, _ in TABLE]
+        diffs = [r["stage1"] - r["baseline"], r["safs"] - r["stage2"], r["safs"] - r["baseline"]] \
+            if all(isinstance(r[k], (int, float)) for k in ("baseline", "stage1", "stage2", "safs")) else []
+        lines.append(f"| {r['scope']} | {r['seed']} | " + " | ".join(_cell(v) for v in values) + " | " +
+                     " | ".join(f"{d:+.2f}" for d in diffs or [float("nan")] * 3) + " |")
     return lines
+
+
+def _cell(value) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def interval(values: list[float]) -> str:
+    """Mean [95% confidence interval], from Student's t with n - 1 degrees of freedom."""
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return f"{mean:+.2f}"
+    from scipy import stats
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
 
 
 def main() -> None:

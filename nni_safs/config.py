@@ -63,6 +63,9 @@ class SafsConfig:
     search_idle_fraction: float = 0.02  # LAHC stops once idle steps exceed this share of steps
     search_history: int = 3  # LAHC history length L
     max_search_steps: int = 100  # hard cap on stage-1 evaluations
+    confirm_top: int = 0  # 0: stage 1's winner is the search's best (paper); N: the top N and the own activation re-scored
+    confirm_epochs: int | None = None  # the confirmation's budget per run; None: search_epochs
+    confirm_seeds: int = 2  # fine-tuning seeds each confirmed genome is scored over (mean)
     op_choices: str | None = None  # catalog YAML with the stage-1 choices; None: search_spaces/activations.yaml
     hpo_tuner: str = "TPE"  # any NNI built-in tuner name for stage 2
     hpo_trials: int = 20
@@ -129,6 +132,14 @@ class SafsConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if isinstance(self.confirm_top, bool) or not isinstance(self.confirm_top, int) or self.confirm_top < 0:
+            raise ValueError(f"confirm_top must be an integer >= 0, got {self.confirm_top!r}")
+        for key in ("confirm_epochs", "confirm_seeds"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if self.confirm_seeds is None:
+            raise ValueError("confirm_seeds must be a positive integer, got None")
         if self.max_search_steps < self.search_steps:
             raise ValueError(f"max_search_steps ({self.max_search_steps}) must be >= search_steps "
                              f"({self.search_steps})")

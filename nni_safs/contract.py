@@ -30,6 +30,7 @@ class Status(str, Enum):
 
 
 OWN_ACTIVATION = "default"  # variant: the model's own activation (ReLU; swish for EfficientNet-B0)
+CONFIRM = "confirm"         # variant of a search job that re-scores a top genome (or the own activation)
 SAFS = "safs"               # variant: the stage-1 winner with stage-2 hyperparameters
 STUDIES = (OWN_ACTIVATION, SAFS)  # the two stage-2 studies: the ablation and SAFS itself
 

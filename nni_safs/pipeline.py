@@ -7,6 +7,10 @@ Stages and their jobs (every job's parameters name its ``stage``):
   swish for EfficientNet-B0) and the dense hyperparameters (final budget), one per seed.
 * ``search``   stage 1: a genome per job (LAHC, or an NNI tuner on the slot space), frozen
   alpha/beta, dense hyperparameters, ``search_epochs``.
+* ``search``, variant ``confirm`` (``confirm_top`` > 0): once the search has stopped, its top
+  ``confirm_top`` genomes and the model's own activation are fine-tuned again with
+  ``confirm_epochs`` and ``confirm_seeds`` seeds; stage 1's winner is the best mean, the own
+  activation on a tie, so a searched genome wins only where it beat the own activation.
 * ``hpo``      stage 2: ``hpo_trials`` jobs with the stage-1 winner and trainable alpha/beta
   (variant ``safs``), and as many for the ablation on the model's own activation (variant
   ``default``), which needs no stage-1 result and so fills free slots while the search runs.
@@ -25,15 +29,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .activations import Genome, genome_to_string, load_op_choices, slots
+from .activations import Genome, genome_from_string, genome_to_string, load_op_choices, slots
 from .config import SafsConfig
-from .contract import FINAL_VARIANTS, OWN_ACTIVATION, SAFS, JobResult, JobSpec, Stage
+from .contract import CONFIRM, FINAL_VARIANTS, OWN_ACTIVATION, SAFS, JobResult, JobSpec, Stage
 from .data import check_dataset_files
 from .nni_tuners import TunerStream, check_tuner_name
 from .journal import LogView, assemble
 from .lahc import LahcArguments, LateAcceptanceHillClimbing
 from .optimizer import Optimizer
-from .models import build_model
+from .models import build_model, model_facts
 from .space import activation_space, classic_space, flatten_hparams, load_hpo_space, nest_hparams
 
 @dataclass
@@ -78,6 +82,7 @@ class SafsPipeline:
         self.next_id = 0
         self.reused = 0  # search proposals answered with an earlier job's score (no trial run)
         self._measured: dict[str, JobResult] = {}  # genome -> its search job's result (see _search_result)
+        self._confirm: list[str] | None = None  # the genomes the confirmation re-scores, own activation first
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
         self.search: Optimizer = self._new_search()
         self.hpo: dict[str, TunerStream | None] = {
@@ -150,7 +155,7 @@ class SafsPipeline:
             return self._emit(Stage.BASELINE, OWN_ACTIVATION, genome=None, hparams=self.config.hparams,
                               epochs=self.config.baseline_epochs, train_scales=False,
                               seed=self.seeds[self.count(Stage.BASELINE)])
-        job = self._ask_search() or self._ask_hpo(OWN_ACTIVATION) or self._ask_hpo(SAFS)
+        job = self._ask_search() or self._ask_confirm() or self._ask_hpo(OWN_ACTIVATION) or self._ask_hpo(SAFS)
         return job or self._ask_final()
 
     def _ask_search(self) -> Job | None:
@@ -168,6 +173,60 @@ class SafsPipeline:
         self._check_search()
         return None
 
+    # -- stage 1's winner ----------------------------------------------------------------
+    @property
+    def confirm_seeds(self) -> list[int]:
+        """Fresh fine-tuning seeds (the search ran ``seed``): a search score is the maximum of many
+        noisy draws, so it is biased upwards; fresh runs are not."""
+        return [self.config.seed + 1 + i for i in range(self.config.confirm_seeds)]
+
+    def confirm_genomes(self) -> list[str]:
+        """What the confirmation re-scores (none before the search has stopped, or when it is off):
+        the model's own activation, then the search's top ``confirm_top`` other genomes. Fixed
+        when first asked, so results of search jobs still running then change nothing."""
+        if self._confirm is None and self.config.confirm_top and self.search.finished and self.search.best:
+            own = genome_to_string({slot: model_facts(self.config.model).act for slot in self.slot_names})
+            ranked = sorted(self._measured.items(), key=lambda item: -self._search_fitness(item[1]))
+            self._confirm = [own] + [genome for genome, _ in ranked if genome != own][:self.config.confirm_top]
+        return list(self._confirm or [])
+
+    def _ask_confirm(self) -> Job | None:
+        genomes, seeds = self.confirm_genomes(), self.confirm_seeds
+        issued = self.count(Stage.SEARCH, CONFIRM)
+        if issued >= len(genomes) * len(seeds):
+            return None
+        genome, seed = genomes[issued // len(seeds)], seeds[issued % len(seeds)]
+        return self._emit(Stage.SEARCH, CONFIRM, genome=genome_from_string(genome), hparams=self.config.hparams,
+                          epochs=self.config.confirm_epochs or self.config.search_epochs, train_scales=False,
+                          data_fraction=self.config.search_data_fraction, seed=seed)
+
+    def confirm_scores(self) -> dict[str, list[float]] | None:
+        """Each confirmed genome's scores over the seeds, once every confirmation job is in."""
+        genomes = self.confirm_genomes()
+        jobs = [j for j in self.jobs.values() if j.stage == Stage.SEARCH and j.variant == CONFIRM]
+        if not genomes or len(jobs) < len(genomes) * len(self.confirm_seeds) or \
+                any(j.id not in self.results for j in jobs):
+            return None
+        scores: dict[str, list[float]] = {genome: [] for genome in genomes}
+        for job in jobs:
+            scores[job.spec.genome].append(self._search_fitness(self.results[job.id]))
+        return scores
+
+    @property
+    def winner(self) -> tuple[Genome, float] | None:
+        """Stage 1's result (genome, score), once known: the search's best, or with ``confirm_top``
+        the best mean of the confirmation (the own activation unless a searched genome beat it)."""
+        if not self.search.finished or self.search.best is None:
+            return None
+        if not self.config.confirm_top:
+            return self.search.best
+        scores = self.confirm_scores()
+        if scores is None:
+            return None
+        means = {genome: sum(values) / len(values) for genome, values in scores.items()}
+        best = max(means, key=lambda genome: means[genome])  # the first of equals: the own activation
+        return genome_from_string(best), means[best]
+
     def _search_result(self, genome: str) -> JobResult | None:
         """An earlier search job's result for ``genome``, when it was measured: every search job
         fine-tunes the same checkpoint with the same budget and seed, so a genome the search
@@ -176,13 +235,14 @@ class SafsPipeline:
         return self._measured.get(genome)
 
     def _remember(self, job: Job, result: JobResult) -> None:
-        if job.stage == Stage.SEARCH and result.succeeded:
+        if job.stage == Stage.SEARCH and job.variant != CONFIRM and result.succeeded:
             self._measured.setdefault(job.spec.genome, result)
 
     def _ask_hpo(self, variant: str) -> Job | None:
         stream = self.hpo[variant]
+        winner = self.winner
         if stream is None:
-            if not self.search.finished or self.search.best is None:
+            if winner is None:
                 return None
             prior = self.hpo[OWN_ACTIVATION].history if self.config.hpo_warm_start else None
             stream = self.hpo[variant] = TunerStream(self.config.hpo_tuner, self.hpo_space,
@@ -192,7 +252,7 @@ class SafsPipeline:
         if asked is None:
             return None
         key, nested = asked
-        genome = None if variant == OWN_ACTIVATION else self.search.best[0]
+        genome = None if variant == OWN_ACTIVATION else winner[0]
         job = self._emit(Stage.HPO, variant, genome=genome, hparams=self._hparams(nested),
                          epochs=self.config.hpo_epochs, train_scales=True,
                          data_fraction=self.config.search_data_fraction)
@@ -201,7 +261,7 @@ class SafsPipeline:
 
     def _ask_final(self) -> Job | None:
         c = self.config
-        best = self.search.best if self.search.finished else None
+        best = self.winner
         ready: dict[str, tuple[Genome | None, dict, bool]] = {}  # variant -> genome, hparams, train_scales
         if best:
             ready["stage1"] = (best[0], c.hparams, False)
@@ -238,6 +298,10 @@ class SafsPipeline:
         self._remember(job, result)
         if job.stage == Stage.PREPARE and not result.succeeded:
             self.failure = f"the prepare trial failed: {result.reason or result.status.value} (see its trial log)"
+        elif job.stage == Stage.SEARCH and job.variant == CONFIRM:
+            scores = self.confirm_scores()
+            if scores is not None and not any(any(values) for values in scores.values()) and not self.failure:
+                self.failure = "every stage-1 confirmation run failed (see their trial logs)"
         elif job.stage == Stage.SEARCH:
             self.search.tell(job.stream_key, self._search_fitness(result))
             self._check_search()
@@ -262,7 +326,8 @@ class SafsPipeline:
         for a genome the search proposes again (:meth:`_search_result`), so at most this many jobs."""
         fixed = self._trials_outside_search()
         low, high = self.search.bounds
-        return fixed + low, fixed + high
+        seeds = len(self.confirm_seeds) if self.config.confirm_top else 0
+        return fixed + low + seeds, fixed + high + (self.config.confirm_top + 1) * seeds
 
     def total_if_known(self) -> int | None:
         """The exact job count once stage 1 is over (the tuner ends the NNI experiment with it)."""
@@ -270,7 +335,8 @@ class SafsPipeline:
             return len(self.jobs)
         if not self.search.finished:
             return None
-        return self._trials_outside_search() + self.count(Stage.SEARCH)
+        confirm = len(self.confirm_genomes()) * len(self.confirm_seeds)
+        return self._trials_outside_search() + self.count(Stage.SEARCH) - self.count(Stage.SEARCH, CONFIRM) + confirm
 
     def _trials_outside_search(self) -> int:
         """prepare + baselines + both stage-2 studies + the final jobs (a study over a space smaller
@@ -284,7 +350,7 @@ class SafsPipeline:
 
     def state_head(self) -> dict:
         """The state but the parts that only grow (see :mod:`nni_safs.journal`)."""
-        return {"next_id": self.next_id, "failure": self.failure, "reused": self.reused,
+        return {"next_id": self.next_id, "failure": self.failure, "reused": self.reused, "confirm": self._confirm,
                 "search": self.search.state_head(),
                 "hpo": {k: None if v is None else v.state_head() for k, v in self.hpo.items()}}
 
@@ -310,6 +376,7 @@ class SafsPipeline:
             pipeline._remember(pipeline.jobs[result.job], result)
         pipeline.next_id, pipeline.failure = state["next_id"], state["failure"]
         pipeline.reused = state.get("reused", 0)  # a 0.2.0 state saved before reuse existed
+        pipeline._confirm = state.get("confirm")
         pipeline.search = type(pipeline.search).from_state_dict(state["search"])
         pipeline.hpo = {k: None if v is None else TunerStream.from_state_dict(v) for k, v in state["hpo"].items()}
         return pipeline

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .activations import genome_from_string
+from .activations import genome_from_string, genome_to_string
 from .atomic import atomic_write
 from .config import SafsConfig
 from .contract import COLUMNS, JobResult, JobSpec, Stage
@@ -70,14 +70,19 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
         found = _job_results(pipeline, column.stage, column.variant)
         if found:
             columns[column.key] = _column(found)
-    best = pipeline.search.best
+    best, winner, confirmed = pipeline.search.best, pipeline.winner, pipeline.confirm_scores()
     hpo_best = {variant: (stream.best if stream else None) for variant, stream in pipeline.hpo.items()}
     stages = {
         "search": {"algorithm": config.search_algorithm, "evaluations": pipeline.count(Stage.SEARCH) + pipeline.reused,
                    "reused": pipeline.reused,
                    "best_val_acc": best[1] if best else None,
                    "genome": best[0] if best else None,
-                   "trace": getattr(pipeline.search, "trace", None)},
+                   "trace": getattr(pipeline.search, "trace", None),
+                   "winner": genome_to_string(winner[0]) if winner else None,
+                   "winner_score": winner[1] if winner else None,
+                   "confirm": confirmed,  # genome -> scores over confirm_seeds (confirm_top > 0)
+                   "kept_own_activation": bool(confirmed) and bool(winner)
+                   and genome_to_string(winner[0]) == pipeline.confirm_genomes()[0]},
         "hpo": {variant: {"trials": stream.next_id if stream else 0,
                           "best_val_acc": best_record[1] if best_record else None,
                           "hparams": best_record[0] if best_record else None}
@@ -127,6 +132,16 @@ def format_table(summary: dict[str, Any]) -> str:
     hparams = (columns.get("safs") or {}).get("hparams")
     if hparams:
         lines += ["", "SAFS fine-tuning hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hparams.items())]
+    search = summary.get("stages", {}).get("search", {})
+    if search.get("confirm"):
+        scores = {genome: sum(v) / len(v) for genome, v in search["confirm"].items()}
+        own = next(iter(scores))
+        lines += ["", (f"Stage 1 kept the model's own activation: no searched genome beat it when re-scored "
+                       f"(own {scores[own]:.2f}, best searched {max(list(scores.values())[1:], default=0):.2f})"
+                       if search["kept_own_activation"] else
+                       f"Stage 1's winner beat the model's own activation when re-scored "
+                       f"({search['winner_score']:.2f} against {scores[own]:.2f})")
+                  + f", validation top-1, mean over {len(search['confirm'][own])} fresh seeds."]
     if summary.get("where"):
         lines += ["", "| stage | device (jobs) | started warm | started cold |", "|---|---|---|---|"]
         lines += [f"| {stage} | " + ", ".join(f"{device} ({n})" for device, n in where["devices"].items())

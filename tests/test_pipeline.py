@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from nni_safs.activations import genome_to_string
 from nni_safs.config import SafsConfig
 from nni_safs.contract import JobResult, Stage, Status
 from nni_safs.pipeline import FINAL_VARIANTS, SafsPipeline
@@ -347,3 +348,65 @@ def test_a_genome_the_search_proposes_again_reuses_its_score_without_a_job(tmp_p
     assert pipeline.total_if_known() == len(pipeline.jobs)
     summary_search = build_summary(pipeline)["stages"]["search"]
     assert summary_search["evaluations"] == len(evaluations) and summary_search["reused"] == pipeline.reused
+
+
+def _drive_scored(pipeline, score):
+    """Run every job of ``pipeline`` two at a time, each scored by ``score(job)``."""
+    rng, running, jobs = random.Random(0), [], []
+    while not pipeline.finished:
+        while len(running) < 2 and (job := pipeline.ask()) is not None:
+            running.append(job)
+            jobs.append(job)
+        done = running.pop(rng.randrange(len(running)))
+        value = score(done)
+        pipeline.tell(done.id, JobResult.from_dict({"default": value, "val_acc": value, "test_acc": value,
+                                                    "density": 0.01}, done.spec))
+    return jobs
+
+
+@pytest.mark.parametrize("own_wins", [True, False])
+def test_the_confirmation_keeps_the_own_activation_unless_a_searched_genome_beats_it(tmp_path, own_wins):
+    """With confirm_top, the search's top genomes and the own activation are re-scored on fresh
+    seeds; stage 1's winner (the SAFS study's and the stage-1 column's genome) is the best mean,
+    so the search can never hand stage 2 a genome that scored below the own activation."""
+    config = SafsConfig(**SMALL, confirm_top=2, confirm_epochs=3, workspace=str(tmp_path / "ws"))
+    pipeline = SafsPipeline.for_config(config)
+    own = "act1=relu;act2=relu;act3=relu;act4=relu"
+
+    def score(job):
+        swish = job.params["genome"].count("swish")
+        if job.variant != "confirm":
+            return 50.0 + 5 * swish  # the search prefers swish
+        if job.params["genome"] == own:
+            return 80.0 if own_wins else 55.0
+        return 60.0 + swish + job.params["seed"] % 2  # re-scored lower than in the search (its max)
+
+    jobs = _drive_scored(pipeline, score)
+    assert pipeline.finished and not pipeline.failure
+    confirm = [j for j in jobs if j.variant == "confirm"]
+    genomes = pipeline.confirm_genomes()
+    assert genomes[0] == own and len(genomes) == 3 and len(confirm) == 3 * 2
+    assert {j.params["seed"] for j in confirm} == {1, 2} and {j.params["epochs"] for j in confirm} == {3}
+    searched = [j for j in jobs if j.stage == "search" and j.variant != "confirm"]
+    assert max(confirm, key=lambda j: j.id).id > max(searched, key=lambda j: j.id).id  # after the search
+    winner = genome_to_string(pipeline.winner[0])
+    assert (winner == own) is own_wins
+    assert winner != genome_to_string(pipeline.search.best[0]) if own_wins else winner in genomes[1:]
+    for job in jobs:
+        if (job.stage, job.variant) in (("hpo", "safs"), ("final", "safs"), ("final", "stage1")):
+            assert job.params["genome"] == winner
+    assert len(jobs) == pipeline.total_if_known()
+    low, high = pipeline.evaluation_bounds()
+    assert low <= len(jobs) <= high
+    summary = build_summary(pipeline)
+    assert summary["stages"]["search"]["kept_own_activation"] is own_wins
+    assert summary["stages"]["search"]["winner"] == winner
+    restored = SafsPipeline.for_config(config).restored(pipeline.state_dict())
+    assert restored.confirm_genomes() == genomes and restored.winner == pipeline.winner
+
+
+def test_without_confirmation_stage1_is_the_searchs_best(tmp_path):
+    pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+    jobs = drive(pipeline, 2, random.Random(0))
+    assert not [j for j in jobs if j.variant == "confirm"] and pipeline.confirm_genomes() == []
+    assert pipeline.winner == pipeline.search.best
