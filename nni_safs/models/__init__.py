@@ -63,6 +63,8 @@ def list_models() -> list[str]:
 
 # the built-ins and their facts; each builder's module (and torch) is imported when it is first built
 register_model("lenet5", hparams=PAPER_LENET5, in_channels=1, image_size=28)("nni_safs.models.lenet:lenet5")
+register_model("lenet5_padded", hparams=PAPER_LENET5, in_channels=1, image_size=28)(
+    "nni_safs.models.lenet:lenet5_padded")
 register_model("vgg16", hparams=PAPER_VGG16, in_channels=3, image_size=32)("nni_safs.models.vgg:vgg16")
 register_model("resnet18", hparams=PAPER_RESNET18, in_channels=3, image_size=32)("nni_safs.models.resnet:resnet18")
 register_model("efficientnet_b0", hparams=PAPER_EFFICIENTNET_B0, in_channels=3, image_size=16,
