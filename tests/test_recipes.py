@@ -27,6 +27,9 @@ def test_each_model_trains_with_the_reference_recipe(model, recipe):
 def test_the_reference_lenet5_has_no_padding_and_efficientnet_a_stride_1_stem():
     lenet = build_model("lenet5")
     assert lenet.conv1.padding == (0, 0) and lenet.fc1.in_features == 256  # fc 256-120-84-10
+    padded = build_model("lenet5_padded")  # the embedded default's, a named departure
+    assert padded.conv1.padding == (2, 2) and padded.fc1.in_features == 400
+    assert padded(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     efficientnet = build_model("efficientnet_b0", num_classes=10)
     assert efficientnet.features[0][0].stride == (1, 1)
     with torch.no_grad():
