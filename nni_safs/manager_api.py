@@ -66,6 +66,11 @@ class ManagerClient:
         params = profile["params"]
         return (params.get("tuner") or {}).get("codeDirectory") or params.get("trialCodeDirectory")
 
+    def trial_concurrency(self) -> int | None:
+        """How many trials NNI runs at once (a user may change it while the experiment runs)."""
+        profile = self._get("/experiment")
+        return None if profile is None else profile["params"].get("trialConcurrency")
+
     def trial_statuses(self) -> dict[str, str] | None:
         """trialJobId -> status (SUCCEEDED, FAILED, USER_CANCELED, ...) of every trial; None outside NNI."""
         trials = self._get("/trial-jobs")

@@ -9,13 +9,14 @@ A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
 * ``credits``: parameter ids of refused requests. Stage boundaries are barriers: when no job
   can start yet, the request is refused and its id kept; the job is sent later through the
   ``st_callback`` as soon as a result unlocks work, so no slot of ``trialConcurrency`` idles.
-* ``sent_ahead``: jobs sent when a trial reported its result, before NNI asks for its slot.
-  NNI's manager looks at its trials every 0.5 s and asks for the next job when it sees one
-  ended, but starts what the tuner sends only at its next look: 0.7 s idle per trial on
-  average. A job sent on the result (a trial ends moments after reporting) is waiting when
-  the end is seen and starts at once (0.3 s idle); the request that follows is then refused,
-  so NNI shows ``TUNER_NO_MORE_TRIAL`` until the next job is sent, which ends nothing. The
-  job is the one the request would have got: the pipeline has seen the same results.
+* one job waiting at NNI: NNI's manager looks at its trials every 0.5 s and asks for the next
+  job when it sees one ended, but starts what the tuner sends only at its next look (0.7 s
+  idle per trial on average). So when a trial reports its result (it ends moments later) and
+  NNI holds no job in waiting, the tuner sends the slot's next job at once: it is waiting when
+  the end is seen and starts then. Every request NNI makes is answered with a job when the
+  pipeline has one; that job waits at NNI for the next slot to free. Only a stage barrier
+  refuses a request, so NNI's status reads ``TUNER_NO_MORE_TRIAL`` only while the pipeline
+  truly has nothing to start.
 * ``requeued``: jobs whose trial was lost while the tuner was down (cancelled before a resume),
   handed out again before new work; ``resubmitted`` counts the re-runs NNI had already
   counted a trial for, so the maxTrialNumber the tuner sets stays exact.
@@ -93,7 +94,6 @@ class SafsTuner(Tuner):
         self.pipeline = SafsPipeline.for_config(self.config)
         self.parameter_jobs: dict[int, int] = {}
         self.credits: list[int] = []
-        self.sent_ahead = 0
         self.st_callback = None
         self.reported_total: int | None = None
         self._failure_logged = False
@@ -115,9 +115,6 @@ class SafsTuner(Tuner):
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict]:
         if kwargs.get("st_callback") is not None:
             self.st_callback = kwargs["st_callback"]
-        answered = min(self.sent_ahead, len(parameter_id_list))  # these slots' jobs went out ahead
-        self.sent_ahead -= answered
-        parameter_id_list = parameter_id_list[:len(parameter_id_list) - answered]
         served = []  # NNI pairs served[i] with parameter_id_list[i]: serve a prefix
         for index, parameter_id in enumerate(parameter_id_list):
             job = self._next_job()
@@ -318,16 +315,20 @@ class SafsTuner(Tuner):
             self.parameter_jobs[parameter_id] = job.id
             self.st_callback(parameter_id, job.params)
 
+    def _in_flight(self) -> int:
+        """Jobs handed to NNI whose result has not come: running, or waiting for a slot."""
+        return sum(1 for job_id in set(self.parameter_jobs.values()) if job_id not in self.pipeline.results)
+
     def _send_ahead(self) -> None:
-        """The job for the slot a reporting trial is about to free, before NNI asks (``sent_ahead``)."""
-        if self.st_callback is None:
+        """The job for the slot a reporting trial is about to free, unless one already waits at NNI
+        (the reporting trial is no longer in flight: in flight are the others and any waiting)."""
+        if self.st_callback is None or self._in_flight() >= (self.manager.trial_concurrency() or 1):
             return
         job = self._next_job()
         if job is None:
             return
         parameter_id = new_parameter_id()  # from NNI's own counter, as its requests' ids
         self.parameter_jobs[parameter_id] = job.id
-        self.sent_ahead += 1
         self.st_callback(parameter_id, job.params)
 
     def write_results(self) -> None:

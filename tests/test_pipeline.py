@@ -109,12 +109,14 @@ def test_tuner_pays_refused_requests_later_and_ignores_blanked_parameters(tmp_pa
     assert tuner.credits == [1]  # the refused request is kept as a credit
     # NNI 3.0 blanks a partly served batch's parameters: the result must still be matched
     tuner.receive_trial_result(0, "", {"default": 20.0, "job": served[0]["job"], "stage": "prepare"})
-    # the credit is paid, and prepare's slot, about to free, gets its next job ahead of NNI's request
-    assert nni.sent[0][0] == 1 and [p["stage"] for _, p in nni.sent] == ["baseline", "search"]
-    assert not tuner.credits and tuner.sent_ahead == 1
-    assert tuner.generate_multiple_parameters([2], st_callback=nni) == [] and tuner.sent_ahead == 0
+    # the credit is paid; with it one job is in flight, all one slot holds (no manager: concurrency 1),
+    # so nothing more is sent ahead, and NNI's next request is answered, not refused
+    assert nni.sent[0][0] == 1 and [p["stage"] for _, p in nni.sent] == ["baseline"]
+    assert not tuner.credits
+    (search,) = tuner.generate_multiple_parameters([2], st_callback=nni)
+    assert search["stage"] == "search"
     # finish everything, results arriving out of order, a refused request now and then
-    rng, running, next_pid = random.Random(3), {}, 3
+    rng, running, next_pid = random.Random(3), {search["job"]: search}, 3
     while not tuner.pipeline.finished:
         for params in tuner.generate_multiple_parameters([next_pid, next_pid + 1], st_callback=nni):
             running[params["job"]] = params
@@ -142,7 +144,7 @@ def test_tuner_state_survives_a_restart_and_imports_missed_results(tmp_path, mon
     nni = FakeNni()
     prepare = tuner.generate_multiple_parameters([0], st_callback=nni)[0]
     tuner.receive_trial_result(0, prepare, {"default": 20.0, "job": prepare["job"]})
-    running = [p for _, p in nni.sent] + tuner.generate_multiple_parameters([1, 2], st_callback=nni)
+    running = [p for _, p in nni.sent] + tuner.generate_multiple_parameters([1], st_callback=nni)
     assert [p["stage"] for p in running] == ["baseline", "search"]  # the first sent ahead on prepare's result
 
     tuner.close()  # as the stopped dispatcher's process would, at its end
@@ -183,7 +185,7 @@ def test_requeued_jobs_count_extra_trials_only_when_nni_had_recorded_one(tmp_pat
     tuner.receive_trial_result(0, prepare, {"default": 20.0, "job": prepare["job"]})
     (lost_unsubmitted,) = [p for _, p in nni.sent]  # sent ahead on prepare's result
     nni.sent.clear()
-    (lost_cancelled,) = tuner.generate_multiple_parameters([1, 2], st_callback=nni)  # one answered ahead
+    (lost_cancelled,) = tuner.generate_multiple_parameters([1], st_callback=nni)
     tuner.requeue(lost_unsubmitted["job"], extra_trial=False)  # NNI never submitted its trial
     tuner.requeue(lost_cancelled["job"], extra_trial=True)  # NNI recorded a cancelled trial for it
     reissued = tuner.generate_multiple_parameters([3, 4], st_callback=nni)
