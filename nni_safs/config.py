@@ -40,7 +40,7 @@ class SafsConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {num_classes: 120} for imagenet16
     workspace: str = "workspace"  # where checkpoints, tuner state and results live
     seed: int = 0  # seeds data splits, dense training, pruning ties, the search
-    val_fraction: float = 0.1  # share of the training files held out to score epochs and candidates
+    val_fraction: float = 0.1  # share (0, 1) of the training files held out to score epochs and candidates, or a count
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # fp32 | bf16 (autocast; weights stay fp32) | auto: bf16 on CUDA, fp32 on CPU
     data_loader: str = "auto"  # tensor (held, augmented on the device) | dataloader | auto: tensor on CUDA if it fits
@@ -121,8 +121,10 @@ class SafsConfig:
         if self.search_init != "random" and self.search_algorithm != "lahc":
             raise ValueError(f"search_init {self.search_init!r} needs search_algorithm 'lahc', "
                              f"got {self.search_algorithm!r}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        whole = isinstance(self.val_fraction, int) and not isinstance(self.val_fraction, bool) and self.val_fraction >= 1
+        if not (whole or (isinstance(self.val_fraction, (int, float)) and 0.0 < self.val_fraction < 1.0)):
+            raise ValueError(f"val_fraction must be a share in (0, 1) or a whole number of images >= 1, "
+                             f"got {self.val_fraction!r}")
         if not 0.0 < self.search_data_fraction <= 1.0:
             raise ValueError(f"search_data_fraction must be in (0, 1], got {self.search_data_fraction!r}")
         if not 0.0 <= self.search_idle_fraction < 1.0:

@@ -396,3 +396,20 @@ def test_random_resized_crop_on_the_device_crops_inside_and_resizes():
     assert rows_agree and widths.unique().numel() > 1 and (widths <= 15 + 1e-5).all()
     with pytest.raises(ValueError, match="unknown imagenet16 augmentation 'flip'; valid: resized_crop, pad_crop_flip"):
         build_dataset("imagenet16", root=".", seed=0, augmentation="flip")
+
+
+def test_val_fraction_may_be_a_number_of_samples():
+    """The reference SAFS holds out 10,000 images: a whole number >= 1 is a count, not a share."""
+    from nni_safs.config import SafsConfig
+    from nni_safs.data.splits import split_indices
+    train, val = split_indices(50_000, seed=0, val_fraction=10000)
+    assert (len(train), len(val)) == (40_000, 10_000) and not set(train) & set(val)
+    assert len(split_indices(100, seed=0, val_fraction=0.1)[1]) == 10
+    splits = build_dataset("mnist5k", seed=0, val_fraction=1000)
+    assert (len(splits.train), len(splits.val)) == (3000, 1000)
+    assert SafsConfig(val_fraction=10000).val_fraction == 10000
+    for bad in (1.5, 0, -3, True):
+        with pytest.raises(ValueError, match="val_fraction must be"):
+            SafsConfig.from_dict({"val_fraction": bad})
+    with pytest.raises(ValueError, match="leaves no training data"):
+        split_indices(100, seed=0, val_fraction=100)

@@ -102,10 +102,15 @@ class TransformSubset(Dataset):
 
 
 def split_indices(n: int, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """Disjoint (train, val) indices of ``range(n)``, a seeded shuffle so val is a random sample."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    n_val = int(round(n * val_fraction))
+    """Disjoint (train, val) indices of ``range(n)``, a seeded shuffle so val is a random sample.
+
+    ``val_fraction``: a share in [0, 1), or a whole number >= 1 of samples (the reference SAFS
+    holds out 10,000 images).
+    """
+    whole = isinstance(val_fraction, int) and not isinstance(val_fraction, bool) and val_fraction >= 1
+    if not (whole or 0.0 <= val_fraction < 1.0):
+        raise ValueError(f"val_fraction must be in [0, 1) or a whole number of samples, got {val_fraction!r}")
+    n_val = int(val_fraction) if whole else int(round(n * val_fraction))
     if n_val >= n:
         raise ValueError(f"val_fraction={val_fraction} of {n} samples leaves no training data")
     order = np.random.default_rng(seed).permutation(n).tolist()
