@@ -200,8 +200,13 @@ class SafsTuner(Tuner):
                 **self.pipeline.state_logs("pipeline.")}
         self._journal().save(head, logs)
 
-    @_callback
     def load_checkpoint(self) -> None:
+        """``nnictl resume``: the saved state (refused if saved with other classArgs; an error here
+        must not be fail-stop, which would save this tuner's state over it)."""
+        with self._lock:
+            self._load()
+
+    def _load(self) -> None:
         state = self._journal().load()
         if state is None:
             _logger.warning("no SAFS state at %s: starting the pipeline from the beginning", self._state_path())
