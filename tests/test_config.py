@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"model": "alexnet"}, "unknown model 'alexnet'; valid names: lenet5, vgg16"),
+    ({"model": "alexnet"}, "unknown model 'alexnet'; valid names: lenet5, lenet5_padded, vgg16"),
     ({"dataset": "svhn"}, "unknown dataset 'svhn'; valid names: .*mnist5k"),
     ({"scope": "row"}, "unknown scope 'row'; valid: layer, global, lamp"),
     ({"search_algorithm": "anneal"}, "unknown search_algorithm 'anneal'"),
