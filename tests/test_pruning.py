@@ -217,7 +217,7 @@ def test_sparsity_report_numbers():
     conv1, fc3 = rows[0], rows[-1]
     assert conv1 == {"name": "conv1.weight", "shape": (6, 1, 5, 5), "total": 150, "kept": 3, "density": 0.02}
     assert (fc3["total"], fc3["kept"]) == (840, 84) and fc3["density"] == pytest.approx(0.1)
-    assert overall_density(masks) == pytest.approx(87 / 61470)
+    assert overall_density(masks) == pytest.approx(87 / 44190)  # 150 + 2400 + 256 x 120 + 120 x 84 + 840 weights
     table = format_sparsity_report(rows)
     assert "conv1.weight" in table and "6x1x5x5" in table and "2.00%" in table
     assert table.splitlines()[-1].split()[:3] == ["total", "87", "61470"]
