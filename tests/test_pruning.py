@@ -220,7 +220,7 @@ def test_sparsity_report_numbers():
     assert overall_density(masks) == pytest.approx(87 / 44190)  # 150 + 2400 + 256 x 120 + 120 x 84 + 840 weights
     table = format_sparsity_report(rows)
     assert "conv1.weight" in table and "6x1x5x5" in table and "2.00%" in table
-    assert table.splitlines()[-1].split()[:3] == ["total", "87", "61470"]
+    assert table.splitlines()[-1].split()[:3] == ["total", "87", "44190"]
 
 
 # --- LAMP -------------------------------------------------------------------------------------
