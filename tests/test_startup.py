@@ -36,13 +36,13 @@ from nni_safs.config import SafsConfig
 from nni_safs.models import MODELS, model_facts
 from nni_safs.workspace import load_config, open_workspace
 names = []
-for path in sorted(glob.glob("experiment_configs/*_safs.yml")):
+for path in sorted(glob.glob("experiment_configs/*_safs.yml") + glob.glob("experiment_configs/*_paper.yml")):
     args = yaml.safe_load(open(path))["tuner"]["classArgs"]
     args.update(workspace=r"{tmp_path}/" + path.split("/")[-1], data_root=r"{tmp_path}")
     config = open_workspace(SafsConfig.from_dict(args))
     assert load_config(config.workspace) == config
     names.append((config.model, config.hparams["optimizer"], model_facts(config.model).image_size))
-assert len(names) == 4, names
+assert len(names) == 5, names
 assert "torch" not in sys.modules, "loading the settings imported torch"
 model = __import__("nni_safs.models", fromlist=["build_model"]).build_model("lenet5")
 assert "torch" in sys.modules and type(model).__name__ == "LeNet5"
@@ -52,3 +52,4 @@ print(sorted(names))
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0, out.stderr
     assert "('vgg16', 'sgd', 32)" in out.stdout and "('lenet5', 'adam', 28)" in out.stdout
+    assert "('lenet5_padded', 'adam', 28)" in out.stdout  # the embedded default's
