@@ -130,22 +130,15 @@ class SafsConfig:
         if not 0.0 <= self.search_idle_fraction < 1.0:
             raise ValueError(f"search_idle_fraction must be in [0, 1), got {self.search_idle_fraction!r}")
         for key in ("batch_size", "dense_epochs", "baseline_epochs", "final_epochs", "final_seeds", "search_epochs",
-                    "search_steps", "search_history", "max_search_steps", "hpo_trials", "hpo_epochs"):
+                    "search_steps", "search_history", "max_search_steps", "hpo_trials", "hpo_epochs", "confirm_seeds",
+                    *(["confirm_epochs"] if self.confirm_epochs is not None else [])):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        if isinstance(self.confirm_top, bool) or not isinstance(self.confirm_top, int) or self.confirm_top < 0:
-            raise ValueError(f"confirm_top must be an integer >= 0, got {self.confirm_top!r}")
-        for key in ("confirm_epochs", "confirm_seeds"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        if self.confirm_seeds is None:
-            raise ValueError("confirm_seeds must be a positive integer, got None")
         if self.max_search_steps < self.search_steps:
             raise ValueError(f"max_search_steps ({self.max_search_steps}) must be >= search_steps "
                              f"({self.search_steps})")
-        for key in ("num_workers", "threads"):
+        for key in ("num_workers", "threads", "confirm_top"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")

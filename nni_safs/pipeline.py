@@ -182,12 +182,8 @@ class SafsPipeline:
 
     def confirm_genomes(self) -> list[str]:
         """What the confirmation re-scores (none before the search has stopped, or when it is off):
-        the model's own activation, then the search's top ``confirm_top`` other genomes. Fixed
-        when first asked, so results of search jobs still running then change nothing."""
-        if self._confirm is None and self.config.confirm_top and self.search.finished and self.search.best:
-            own = genome_to_string({slot: model_facts(self.config.model).act for slot in self.slot_names})
-            ranked = sorted(self._measured.items(), key=lambda item: -self._search_fitness(item[1]))
-            self._confirm = [own] + [genome for genome, _ in ranked if genome != own][:self.config.confirm_top]
+        the model's own activation, then the search's top ``confirm_top`` other genomes, as fixed
+        when the search stopped (:meth:`_check_search`)."""
         return list(self._confirm or [])
 
     def _ask_confirm(self) -> Job | None:
@@ -319,6 +315,11 @@ class SafsPipeline:
         if self.search.finished and self.search.best is None and not self.failure:
             self.failure = (f"every stage-1 candidate failed ({self.count(Stage.SEARCH)} evaluations scored 0; "
                             "see their trial logs)")
+        if self._confirm is None and self.config.confirm_top and self.search.finished and self.search.best:
+            # fixed now: results of search jobs still running when the search stopped change nothing
+            own = genome_to_string({slot: model_facts(self.config.model).act for slot in self.slot_names})
+            ranked = sorted(self._measured.items(), key=lambda item: -self._search_fitness(item[1]))
+            self._confirm = [own] + [genome for genome, _ in ranked if genome != own][:self.config.confirm_top]
 
     # -- bookkeeping -----------------------------------------------------------------------
     def evaluation_bounds(self) -> tuple[int, int]:
