@@ -41,6 +41,7 @@ class SafsConfig:
     workspace: str = "workspace"  # where checkpoints, tuner state and results live
     seed: int = 0  # seeds data splits, dense training, pruning ties, the search
     val_fraction: float = 0.1  # share (0, 1) of the training files held out to score epochs and candidates, or a count
+    cv_folds: int = 1  # >= 2: dense, baseline and final models trained on k folds of the train split, best fold kept
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # fp32 | bf16 (autocast; weights stay fp32) | auto: bf16 on CUDA, fp32 on CPU
     data_loader: str = "auto"  # tensor (held, augmented on the device) | dataloader | auto: tensor on CUDA if it fits
@@ -130,7 +131,7 @@ class SafsConfig:
         if not 0.0 <= self.search_idle_fraction < 1.0:
             raise ValueError(f"search_idle_fraction must be in [0, 1), got {self.search_idle_fraction!r}")
         for key in ("batch_size", "dense_epochs", "baseline_epochs", "final_epochs", "final_seeds", "search_epochs",
-                    "search_steps", "search_history", "max_search_steps", "hpo_trials", "hpo_epochs", "confirm_seeds",
+                    "search_steps", "search_history", "max_search_steps", "hpo_trials", "hpo_epochs", "confirm_seeds", "cv_folds",
                     *(["confirm_epochs"] if self.confirm_epochs is not None else [])):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -26,16 +26,18 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .config import SafsConfig
 from .contract import JobResult, JobSpec, Stage, Status
 from .data import DataSplits, build_dataset
+from .data.splits import cross_validation_folds
 from .data.tensors import build_loaders
 from .models import build_model
 from .pruning import Masks, overall_density
-from .training import (EpochRecord, evaluate, fine_tune, resolve_device, resolve_precision, seed_everything,
+from .training import (EpochRecord, TrainResult, evaluate, fine_tune, resolve_device, resolve_precision, seed_everything,
                        wants_channels_last)
 from .workspace import Workspace, load_config, model_checkpoint, model_file
 
 Log = Callable[[str], None]
 
-KEPT_METRICS = ("val_acc", "late_val_acc", "test_acc", "density", "best_epoch", "epochs", "seed", "timings")
+KEPT_METRICS = ("val_acc", "late_val_acc", "test_acc", "density", "best_epoch", "epochs", "seed", "timings",
+                "fold_val_accs")
 
 
 def run_job(spec: JobSpec, on_epoch: Callable[[EpochRecord], None] | None = None) -> JobResult:
@@ -52,8 +54,9 @@ def run_job(spec: JobSpec, on_epoch: Callable[[EpochRecord], None] | None = None
     else:
         genome = genome_from_string(spec.genome) if spec.genome else None
         keep = spec.stage in (Stage.BASELINE, Stage.FINAL) and spec.seed == config.seed  # what `safs export` reads
+        final = spec.stage in (Stage.BASELINE, Stage.FINAL)
         outcome = run_candidate(config, genome, spec.hparams, spec.epochs, spec.train_scales, spec.data_fraction,
-                                on_epoch=on_epoch, seed=spec.seed,
+                                on_epoch=on_epoch, seed=spec.seed, folds=config.cv_folds if final else 1,
                                 save_as=model_file(spec.stage, spec.variant) if keep else None)
         # a run that diverged late still scores its best epoch before the divergence
         result = JobResult(spec.job, spec.stage, Status.DIVERGED if outcome["diverged"] else Status.OK,
@@ -146,23 +149,32 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
             return payload["figures"]
         device = resolve_device(config.device)
         splits = load_data(config)
-        train, val, test = build_loaders(splits, config.batch_size, config.seed, device, config.data_loader,
-                                         config.num_workers)
-        seed_everything(config.seed)
-        model = new_model(config, splits)
-        fast = arithmetic(config, model, device)
+        _, val, test = build_loaders(splits, config.batch_size, config.seed, device, config.data_loader,
+                                     config.num_workers)
+
+        def train_dense(fold: DataSplits) -> tuple[nn.Module, TrainResult]:
+            train, fold_val, _ = build_loaders(fold, config.batch_size, config.seed, device, config.data_loader,
+                                               config.num_workers)
+            seed_everything(config.seed)
+            model = new_model(config, fold)
+            return model, fine_tune(model, train, fold_val, config.hparams, config.dense_epochs, device,
+                                    on_epoch=on_epoch, **arithmetic(config, model, device))
+
         if workspace.dense_path.exists():
+            seed_everything(config.seed)
+            model = new_model(config, splits)
             model.load_state_dict(load_checkpoint(workspace.dense_path, workspace.dense_meta())["state"])
             model.to(device)
             log(f"reusing dense checkpoint {workspace.dense_path}")
         else:
-            log(f"training dense {config.model} on {config.dataset} for {config.dense_epochs} epochs")
-            result = fine_tune(model, train, val, config.hparams, config.dense_epochs, device, on_epoch=on_epoch,
-                               **fast)
+            log(f"training dense {config.model} on {config.dataset} for {config.dense_epochs} epochs"
+                + (f", {config.cv_folds}-fold cross-validation" if config.cv_folds > 1 else ""))
+            model, result, fold_accs = train_folds(splits, config.cv_folds, config.seed, train_dense)
             if result.diverged:
                 raise RuntimeError(f"dense training diverged: {result.failure}")
             save_checkpoint(workspace.dense_path, model.state_dict(), workspace.dense_meta(),
-                            best_epoch=result.best_epoch, best_val_acc=result.best_val_acc)
+                            best_epoch=result.best_epoch, best_val_acc=result.best_val_acc, fold_val_accs=fold_accs)
+        fast = arithmetic(config, model, device)
         dense_val, _ = evaluate(model, val, device, **fast)
         dense_test, _ = evaluate(model, test, device, **fast)
         from .pruning import magnitude_prune  # NNI's pruners: only prepare needs them
@@ -177,6 +189,25 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
         log(f"dense test {dense_test:.2f}%, pruned at {config.ratio} ({config.scope}) "
             f"before fine-tuning {pruned_test:.2f}%, density {100 * figures['density']:.2f}%")
         return figures
+
+
+def train_folds(splits: DataSplits, folds: int, seed: int,
+                train: Callable[[DataSplits], tuple[nn.Module, TrainResult]]
+                ) -> tuple[nn.Module, TrainResult, list[float]]:
+    """``train`` on ``splits`` (``folds`` 1), or on each of ``folds`` cross-validation folds of its
+    train split, keeping the model of the fold with the best validation top-1 (a diverged fold
+    loses); returns it, its result and every fold's best validation top-1."""
+    if folds == 1:
+        model, result = train(splits)
+        return model, result, []
+    best: tuple[nn.Module, TrainResult] | None = None
+    accs = []
+    for fold in cross_validation_folds(splits, folds, seed):
+        model, result = train(fold)
+        accs.append(result.best_val_acc)
+        if best is None or (best[1].diverged, -best[1].best_val_acc) > (result.diverged, -result.best_val_acc):
+            best = model, result
+    return *best, accs
 
 
 def load_pruned(config: SafsConfig, splits: DataSplits, device: torch.device | str = "cpu"
@@ -207,7 +238,7 @@ def load_kept_model(workspace: str | Path, variant: str) -> tuple[nn.Module, dic
 def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: dict[str, Any], epochs: int,
                   train_scales: bool, data_fraction: float = 1.0, splits: DataSplits | None = None,
                   on_epoch: Callable | None = None, save_as: str | None = None,
-                  seed: int | None = None) -> dict[str, Any]:
+                  seed: int | None = None, folds: int = 1) -> dict[str, Any]:
     """Fine-tune the pruned checkpoint with ``genome`` (None: the model's own activations).
 
     The one code path of every stage after prepare (baseline, search, hpo, final): returns
@@ -216,27 +247,39 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
     measured density and whether the run diverged. ``seed`` drives the fine-tuning's own
     randomness (data order, op initialisation; default the run's seed); the splits stay those
     of the run's seed. ``save_as`` keeps the best weights in the workspace under that file name.
+    ``folds`` > 1 trains once per cross-validation fold (:func:`train_folds`); the kept fold's
+    model is then scored on the held-out val split, like every other job.
     """
     timer = _Timer()
     device = resolve_device(config.device)
     seed = config.seed if seed is None else seed
     with timer("data"):
         splits = splits or load_data(config, data_fraction)
-    seed_everything(seed)
-    with timer("checkpoint_load"):
-        model, masks = load_pruned(config, splits, device)
-    if genome is not None:
-        apply_genome(model, genome)
-    set_scales_trainable(model, train_scales)
-    model.to(device)
+        _, val, test = build_loaders(splits, config.batch_size, seed, device, config.data_loader, config.num_workers)
+    masks: Masks = {}
+
+    def train_pruned(fold: DataSplits) -> tuple[nn.Module, TrainResult]:
+        nonlocal masks
+        seed_everything(seed)
+        with timer("checkpoint_load"):
+            model, masks = load_pruned(config, fold, device)
+        if genome is not None:
+            apply_genome(model, genome)
+        set_scales_trainable(model, train_scales)
+        model.to(device)
+        with timer("data"):
+            train, val, _ = build_loaders(fold, config.batch_size, seed, device, config.data_loader,
+                                          config.num_workers)
+        with timer("training"):
+            return model, fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch,
+                                    **arithmetic(config, model, device))
+
+    model, result, fold_accs = train_folds(splits, folds, seed, train_pruned)
     fast = arithmetic(config, model, device)
-    with timer("data"):
-        train, val, test = build_loaders(splits, config.batch_size, seed, device, config.data_loader,
-                                         config.num_workers)
-    with timer("training"):
-        result = fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch, **fast)
     with timer("evaluation"):
         test_acc = evaluate(model, test, device, **fast)[0] if result.best_state is not None else 0.0
+        if fold_accs and result.best_state is not None:  # the kept fold's model on the split the others use
+            result.best_val_acc = evaluate(model, val, device, **fast)[0]
     kept = sum(int((p != 0).sum()) for n, p in model.named_parameters() if n in masks)
     total = sum(masks[n].numel() for n in masks)
     if save_as and result.best_state is not None:
@@ -249,4 +292,4 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
             "test_acc": test_acc, "best_epoch": result.best_epoch, "seed": seed,
             "epochs": result.epochs_run, "density": kept / total, "diverged": result.diverged,
             "timings": timer.seconds,
-            "failure": result.failure, "history": [r.__dict__ for r in result.history]}
+            "failure": result.failure, "history": [r.__dict__ for r in result.history], "fold_val_accs": fold_accs}

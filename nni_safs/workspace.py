@@ -44,7 +44,7 @@ class Workspace:
     def dense_meta(self) -> dict[str, Any]:
         c = self.config
         return {"model": c.model, "dataset": c.dataset, "dataset_options": dict(c.dataset_options),
-                "seed": c.seed, "val_fraction": c.val_fraction, "dense_epochs": c.dense_epochs,
+                "seed": c.seed, "val_fraction": c.val_fraction, "cv_folds": c.cv_folds, "dense_epochs": c.dense_epochs,
                 "train_hparams": c.hparams, "scales": "frozen"}
 
     def pruned_meta(self) -> dict[str, Any]:

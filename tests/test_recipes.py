@@ -160,3 +160,51 @@ def test_tadam_and_fromage_train_a_model_with_masks_held(name):
     assert result.best_val_acc > 80  # learning, far above chance (50)
     for layer_name, mask in masks.items():
         assert (model.get_parameter(layer_name)[~mask.bool()] == 0).all()
+
+
+def test_cross_validation_folds_partition_the_train_split_and_validate_unaugmented():
+    from nni_safs.data import build_dataset
+    from nni_safs.data.splits import cross_validation_folds
+    splits = build_dataset("synthetic", seed=0, val_fraction=0.1)
+    folds = cross_validation_folds(splits, 3, seed=0)
+    held = [fold.val.indices for fold in folds]
+    assert sorted(i for share in held for i in share) == list(range(len(splits.train)))  # each sample held once
+    for fold, share in zip(folds, held):
+        assert not set(fold.train.indices) & set(share)
+        assert len(fold.train) + len(share) == len(splits.train) and fold.test is splits.test
+        image, label = fold.val[0]
+        assert torch.equal(image, splits.train_plain[share[0]][0]) and label == splits.train_plain[share[0]][1]
+    assert [f.val.indices for f in cross_validation_folds(splits, 3, seed=0)] == held  # seeded
+    with pytest.raises(ValueError, match="folds >= 2"):
+        cross_validation_folds(splits, 1, seed=0)
+
+
+def test_cv_folds_trains_dense_and_final_models_per_fold_keeping_the_best(tmp_path):
+    """The reference's protocol (3-fold cross-validation of the dense and final models), on real digits."""
+    from nni_safs.checkpoints import load_checkpoint
+    from nni_safs.config import SafsConfig
+    from nni_safs.contract import JobSpec, Stage
+    from nni_safs.jobs import run_job
+    from nni_safs.workspace import Workspace, open_workspace
+    config = open_workspace(SafsConfig(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", ratio=0.9,
+                                       dense_epochs=2, batch_size=128, cv_folds=3, workspace=str(tmp_path / "ws")))
+    prepared = run_job(JobSpec(0, Stage.PREPARE, "", config.workspace))
+    dense = load_checkpoint(Workspace(config).dense_path, Workspace(config).dense_meta())
+    assert len(dense["fold_val_accs"]) == 3 and dense["best_val_acc"] == max(dense["fold_val_accs"])
+    assert prepared.metrics["dense_test_acc"] > 50  # ten classes: chance is 10 %
+    final = run_job(JobSpec(1, Stage.FINAL, "safs", config.workspace, hparams=config.hparams, epochs=1))
+    search = run_job(JobSpec(2, Stage.SEARCH, "lahc", config.workspace, hparams=config.hparams, epochs=1))
+    assert len(final.metrics["fold_val_accs"]) == 3 and search.metrics["fold_val_accs"] == []  # search: one run
+    assert final.metrics["test_acc"] > 30
+    with pytest.raises(ValueError, match="cv_folds must be a positive integer"):
+        SafsConfig.from_dict({"cv_folds": 0})
+
+
+@pytest.mark.parametrize("name", ["lenet5_mnist_paper", "vgg16_safs", "resnet18_safs", "efficientnet_b0_safs"])
+def test_paper_configs_use_the_reference_validation_protocol(name):
+    from pathlib import Path
+    import yaml
+    from nni_safs.config import SafsConfig
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "experiment_configs" / f"{name}.yml").read_text())
+    config = SafsConfig.from_dict(shipped["tuner"]["classArgs"])
+    assert (config.val_fraction, config.cv_folds, config.precision) == (10000, 3, "fp32")

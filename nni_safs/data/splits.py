@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any, Callable
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, default_collate
@@ -20,7 +22,7 @@ from .files import DatasetNotFoundError, explain_missing, require_root
 
 Transform = Callable[[Any], Any]
 __all__ = ["DataSplits", "DatasetNotFoundError", "TensorImages", "Transform", "TransformSubset",
-           "collate", "explain_missing", "require_root", "seeded_subset", "split_indices", "splits_from_files"]
+           "collate", "cross_validation_folds", "explain_missing", "require_root", "seeded_subset", "split_indices", "splits_from_files"]
 
 
 @dataclass
@@ -115,6 +117,31 @@ def split_indices(n: int, seed: int, val_fraction: float) -> tuple[list[int], li
         raise ValueError(f"val_fraction={val_fraction} of {n} samples leaves no training data")
     order = np.random.default_rng(seed).permutation(n).tolist()
     return order[n_val:], order[:n_val]
+
+
+def cross_validation_folds(splits: DataSplits, folds: int, seed: int) -> list[DataSplits]:
+    """The ``folds`` splits of k-fold cross-validation over the train split (the reference SAFS
+    trains its dense and final models so, keeping the best fold).
+
+    Fold ``i`` trains on the train split less its ``i``-th seeded share and validates on that
+    share, unaugmented; the held-out val split that scores the search is never trained on.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"cross-validation needs folds >= 2, got {folds!r}")
+    if splits.train_plain is None:
+        raise ValueError(f"cv_folds: dataset {splits.name!r} has no unaugmented view of its training files "
+                         "(train_plain) to validate a fold on; use cv_folds: 1")
+    if len(splits.train) < folds:
+        raise ValueError(f"cv_folds={folds} exceeds the {len(splits.train)} training samples")
+    order = np.random.default_rng(seed).permutation(len(splits.train)).tolist()
+    shares = [sorted(order[i::folds]) for i in range(folds)]
+    out = []
+    for i, held in enumerate(shares):
+        keep = sorted(index for j, share in enumerate(shares) if j != i for index in share)
+        out.append(dataclasses.replace(splits, train=Subset(splits.train, keep),
+                                       train_plain=Subset(splits.train_plain, keep),
+                                       val=Subset(splits.train_plain, held)))
+    return out
 
 
 def seeded_subset(dataset: Dataset, fraction: float, seed: int) -> Dataset:
