@@ -153,10 +153,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         status = _get(args.port, "/check-status")["status"]
         trials = _get(args.port, "/trial-jobs")
         counts = {s: sum(t["status"] == s for t in trials) for s in ("SUCCEEDED", "RUNNING", "WAITING", "FAILED")}
-        # at a stage barrier the tuner refuses NNI's request (README: NNI 3.0 defects, 9); NNI
-        # then reads TUNER_NO_MORE_TRIAL while the experiment runs on
-        shown = "RUNNING" if status == "TUNER_NO_MORE_TRIAL" and counts["RUNNING"] + counts["WAITING"] else status
-        line = f"[{shown}] trials: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v)
+        line = f"[{status}] trials: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v)
         if line != last:
             print(line, flush=True)
             last = line

@@ -14,9 +14,9 @@ A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
   idle per trial on average). So when a trial reports its result (it ends moments later) and
   NNI holds no job in waiting, the tuner sends the slot's next job at once: it is waiting when
   the end is seen and starts then. Every request NNI makes is answered with a job when the
-  pipeline has one; that job waits at NNI for the next slot to free. Only a stage barrier
-  refuses a request, so NNI's status reads ``TUNER_NO_MORE_TRIAL`` only while the pipeline
-  truly has nothing to start.
+  pipeline has one; that job waits at NNI for the next slot to free. At a stage barrier the
+  request is answered later (:class:`AnsweredLater`), so NNI's status reads
+  ``TUNER_NO_MORE_TRIAL`` only once the pipeline has nothing more to run.
 * ``requeued``: jobs whose trial was lost while the tuner was down (cancelled before a resume),
   handed out again before new work; ``resubmitted`` counts the re-runs NNI had already
   counted a trial for, so the maxTrialNumber the tuner sets stays exact.
@@ -81,6 +81,23 @@ def _callback(method):
     return wrapper
 
 
+class AnsweredLater(list):
+    """The jobs a request gets now, counting as an answer to all of it: the rest follow through
+    ``st_callback`` once the stage barrier lifts.
+
+    NNI 3.0's dispatcher sends one ``NewTrialJob`` per item it iterates and tells the manager
+    "no more trials" (status ``TUNER_NO_MORE_TRIAL``, a warning per later job) when ``len()``
+    is short of the ids asked for; a barrier is not the end, so it must not say so.
+    """
+
+    def __init__(self, served: list[dict], asked: int) -> None:
+        super().__init__(served)
+        self.asked = asked
+
+    def __len__(self) -> int:
+        return self.asked
+
+
 class SafsTuner(Tuner):
     """The SAFS pipeline as an NNI tuner; ``classArgs`` are the keys of :class:`SafsConfig`."""
 
@@ -120,6 +137,8 @@ class SafsTuner(Tuner):
             job = self._next_job()
             if job is None:  # a barrier: keep the refused ids, pay them through st_callback
                 self.credits.extend(parameter_id_list[index:])
+                if self.st_callback is not None and not (self.pipeline.finished or self.pipeline.failure):
+                    served = AnsweredLater(served, len(parameter_id_list))
                 break
             self.parameter_jobs[parameter_id] = job.id
             served.append(job.params)

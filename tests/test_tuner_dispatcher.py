@@ -93,10 +93,12 @@ def test_a_whole_pipeline_through_nnis_dispatcher_ends_at_the_exact_trial_count(
     of them), and still no job runs twice and no form is left over."""
     rng = random.Random(1)
     nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
-    nni.request(2)  # concurrency 2: only prepare can start, the other request becomes a credit
+    nni.request(2)  # concurrency 2: only prepare can start, the other request is answered later
     waiting = nni.new_trials()
     assert [r["parameters"]["stage"] for r in waiting] == ["prepare"]
-    assert any(command == CommandType.NoMoreTrialJobs for command, _ in nni.sent)
+    tuner = nni.dispatcher.tuner
+    told_no_more = lambda: any(command == CommandType.NoMoreTrialJobs for command, _ in nni.sent)  # noqa: E731
+    assert not told_no_more() and tuner.credits  # a barrier is not the end: NNI's status stays RUNNING
     running, finished, waiting_at_end = [], 0, 0
     while waiting or running:
         while waiting and len(running) < 2:
@@ -109,12 +111,13 @@ def test_a_whole_pipeline_through_nnis_dispatcher_ends_at_the_exact_trial_count(
         waiting_at_end += bool(waiting)
         nni.trial_end(record["parameter_id"], f"T{record['parameter_id']}", "SUCCEEDED")
         finished += 1
+        ended = tuner.pipeline.finished
         nni.request(1)
+        assert ended or not told_no_more(), f"NNI told 'no more trials' after {finished} of the trials"
         if late:
             nni.final(record, result_for(record["parameters"]))
         waiting += nni.new_trials()
         assert len(waiting) <= 3  # two slots' jobs and at most one more waiting
-    tuner = nni.dispatcher.tuner
     assert tuner.pipeline.finished and not tuner.pipeline.failure
     assert finished == len(tuner.pipeline.jobs)
     assert manager.profile["params"]["maxTrialNumber"] == finished  # the experiment ends DONE here
