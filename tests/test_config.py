@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,30 @@ def test_relative_paths_resolve_against_the_code_directory(tmp_path):
     config = open_workspace(SafsConfig(workspace="ws", data_root="data", hpo_space="spaces/hpo.json"), tmp_path)
     assert config.workspace == str(tmp_path / "ws") and config.data_root == str(tmp_path / "data")
     assert load_config(tmp_path / "ws").hpo_space == str(tmp_path / "spaces" / "hpo.json")
+
+
+def test_the_loopback_preload_reaches_nnis_manager_only_and_expose_removes_it(tmp_path):
+    """What nni_safs_loopback.pth sets at each Python start, and what the preload then does."""
+    import subprocess
+    import nni_node
+    from nni_safs.manager_host import EXPOSE, PRELOAD, default_to_loopback, manager_env
+    env = {"NODE_OPTIONS": "--max-http-header-size=9000"}
+    default_to_loopback(env)
+    default_to_loopback(env)  # a Python started from that one: nothing added twice
+    assert env["NODE_OPTIONS"] == f'--max-http-header-size=9000 --require "{PRELOAD}"'
+    assert env["NNI_SAFS_LISTEN_HOST"] == "127.0.0.1"
+    exposed = manager_env(None, env)  # safs experiment --expose
+    assert exposed["NODE_OPTIONS"] == "--max-http-header-size=9000" and exposed[EXPOSE] == "1"
+    assert "NNI_SAFS_LISTEN_HOST" not in exposed
+    default_to_loopback(exposed)  # the nnictl it starts leaves it so
+    assert exposed["NODE_OPTIONS"] == "--max-http-header-size=9000"
+    listen = ("const s = require('net').createServer(); "
+              "s.listen(0, () => { console.log(s.address().address); s.close(); });")
+    node = Path(nni_node.__path__[0]) / "node"
+    for name, expected in (("nni_node/main.js", "127.0.0.1"), ("other/main.js", "::")):
+        script = tmp_path / name
+        script.parent.mkdir()
+        script.write_text(listen)
+        out = subprocess.run([str(node), str(script)], env={**os.environ, **manager_env("127.0.0.1", {})},
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == expected, (name, out.stdout, out.stderr)

@@ -47,10 +47,12 @@ class Experiment:
             "tuner": tuner, "trainingService": {"platform": "local"}}))
         self.id = None
 
-    def nnictl(self, *args: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, HOME=str(self.home), NNI_CONFIG_DIR=str(self.home / "nni-config"),
+    def nnictl(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """``nnictl ARGS`` as a user types it in the venv (``env``: instead of this process's)."""
+        env = dict(os.environ if env is None else env, HOME=str(self.home),
+                   NNI_CONFIG_DIR=str(self.home / "nni-config"),
                    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-        return subprocess.run([sys.executable, "-m", "nni.tools.nnictl.nnictl", *args], env=env,
+        return subprocess.run([str(Path(sys.executable).parent / "nnictl"), *args], env=env,
                               capture_output=True, text=True, timeout=120)
 
     def get(self, path: str):
@@ -297,6 +299,25 @@ def test_the_manager_listens_on_loopback_unless_exposed(experiment, monkeypatch,
     exp.wait_for_results(1)  # the dispatcher and the trials reach the manager either way
     assert _answers("127.0.0.1", exp.port)
     assert _answers(other, exp.port) is expose
+
+
+@pytest.mark.parametrize("expose", [False, True])
+def test_plain_nnictl_create_listens_on_loopback_unless_opted_out(experiment, expose):
+    """``nnictl create`` typed in the venv, from an environment with none of our variables: the
+    install's ``nni_safs_loopback.pth`` makes the manager listen on 127.0.0.1; ``NNI_SAFS_EXPOSE=1``
+    keeps NNI's every-interface manager."""
+    import psutil
+    exp = experiment()
+    env = {k: v for k, v in os.environ.items() if k not in ("NODE_OPTIONS", "NNI_SAFS_LISTEN_HOST", "NNI_SAFS_EXPOSE")}
+    if expose:
+        env["NNI_SAFS_EXPOSE"] = "1"
+    out = exp.nnictl("create", "--config", str(exp.config), "--port", str(exp.port), env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    exp.id = exp.get("/experiment")["id"]
+    listening = {c.laddr.ip for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == exp.port}
+    assert listening == ({"::"} if expose else {"127.0.0.1"}), listening
+    exp.wait_for_results(1)  # the dispatcher and the trials reach the manager either way
 
 
 def test_a_stage2_study_whose_every_trial_raises_ends_done_with_the_reason(experiment, tmp_path):
