@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -88,8 +87,8 @@ NNICTL = [sys.executable, "-m", "nni.tools.nnictl.nnictl"]
 
 
 def _get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni{path}", timeout=10) as response:
-        return json.loads(response.read().decode())
+    from nni.experiment import rest  # NNI's own REST client, as the tuner's ManagerClient
+    return rest.get(port, path)
 
 
 def _nnictl(*args: str, host: str | None = None) -> subprocess.CompletedProcess:

@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import time
-import urllib.request
 from typing import Any
 from urllib.parse import urlparse
 
@@ -25,10 +24,12 @@ _logger = logging.getLogger("nni_safs.manager_api")
 
 
 class ManagerClient:
-    """The NNI manager's REST API at ``base_url`` (``http://127.0.0.1:PORT/api/v1/nni``); None: no manager."""
+    """The REST API of the NNI manager on ``port`` (under URL ``prefix``), through NNI's own
+    client (``nni.experiment.rest``); ``port`` None: no manager."""
 
-    def __init__(self, base_url: str | None) -> None:
-        self.base_url = base_url
+    def __init__(self, port: int | None, prefix: str | None = None) -> None:
+        self.port = port
+        self.prefix = prefix
 
     @classmethod
     def from_environment(cls) -> "ManagerClient":
@@ -36,18 +37,13 @@ class ManagerClient:
         if not channel:
             return cls(None)
         url = urlparse(channel)
-        prefix = url.path.rsplit("/tuner", 1)[0].rstrip("/")
-        return cls(f"http://127.0.0.1:{url.port}{prefix}/api/v1/nni")
+        return cls(url.port, url.path.rsplit("/tuner", 1)[0].strip("/") or None)
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict | None:
-        if self.base_url is None:
+    def _request(self, method: str, path: str, body: dict | None = None) -> Any:
+        if self.port is None:
             return None
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            text = response.read().decode()
-        return json.loads(text) if text else {}
+        from nni.experiment import rest  # the dispatcher's process has imported nni already
+        return rest.request(method, self.port, path, body, self.prefix)
 
     def _get(self, path: str) -> Any:
         """GET from the manager; None outside NNI or when the manager does not answer (logged)."""
@@ -136,7 +132,7 @@ class ManagerClient:
         dispatcher, and the experiment errors ("new epoch start"). The tuner saves its state after
         every change, so leaving at once loses nothing.
         """
-        if self.base_url is None:
+        if self.port is None:
             return
         import psutil
         manager = psutil.Process().parent()  # NNI starts us through /bin/sh -c: find the node process

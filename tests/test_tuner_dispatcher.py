@@ -41,7 +41,7 @@ def manager():
             self.reply({})
 
     with serving(Handler) as url:
-        state.client = ManagerClient(f"{url}/api/v1/nni")
+        state.client = ManagerClient(int(url.rsplit(":", 1)[1]))
         yield state
 
 
