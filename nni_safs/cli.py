@@ -93,7 +93,7 @@ def _get(port: int, path: str) -> Any:
 
 def _nnictl(*args: str, host: str | None = None) -> subprocess.CompletedProcess:
     """Run nnictl from this venv; a manager it starts listens on ``host`` (None: every interface)."""
-    from .manager_host import manager_env
+    from nni_safs_loopback import manager_env
     env = manager_env(host)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return subprocess.run([*NNICTL, *args], env=env, capture_output=True, text=True)
@@ -128,7 +128,9 @@ def _config_file(original: Path, data: dict[str, Any] | None) -> Iterator[Path]:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .manager_host import LOOPBACK, remote_reach_problem, tunnel_hint
+    from nni_safs_loopback import LOOPBACK
+
+    from .manager_host import remote_reach_problem, tunnel_hint
     from .pipeline import SafsPipeline
     from .workspace import open_workspace
     data = read_config(args.config, args.set, experiment=True)

@@ -6,12 +6,10 @@ trials, change limits and read logs. Without touching installed NNI files, a Nod
 (``listen_host.js``, passed with ``--require`` through ``NODE_OPTIONS``, which NNI's launcher
 hands on to the manager) gives such a ``listen()`` a host: 127.0.0.1 by default.
 
-``nnictl create`` typed by hand in the environment where nni-safs is installed gets the same:
-the install puts ``nni_safs_loopback.pth`` into site-packages, so every Python started there
-runs :func:`default_to_loopback`, and the manager nnictl starts inherits the preload.
-``NNI_SAFS_EXPOSE=1`` in the environment opts out (as ``safs experiment --expose`` does). The
-preload acts in NNI's manager only; other Node programs started from here are untouched.
-Outside that environment, ``eval "$(python -m nni_safs.manager_host)"`` sets it for a shell.
+``nnictl create`` typed by hand in the environment where nni-safs is installed gets the same
+(:mod:`nni_safs_loopback`, run by the install's ``nni_safs_loopback.pth``); ``NNI_SAFS_EXPOSE=1``
+opts out. Outside that environment, ``eval "$(python -m nni_safs.manager_host)"`` sets it for
+a shell.
 
 Only loopback is offered besides NNI's own every-interface behaviour: NNI's dispatcher and
 its REST clients reach the manager through localhost, so one other interface alone would cut
@@ -25,39 +23,9 @@ import os
 import shlex
 import socket
 import sys
-from pathlib import Path
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Mapping
 
-PRELOAD = Path(__file__).with_name("listen_host.js")
-LOOPBACK = "127.0.0.1"
-EXPOSE = "NNI_SAFS_EXPOSE"  # "1": NNI's own every-interface manager
-
-
-def manager_env(host: str | None, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``env`` (default: this process's) for starting an NNI manager that listens on ``host``.
-
-    ``None`` keeps NNI's own behaviour (every interface), also for the Pythons it starts.
-    """
-    result = dict(os.environ if env is None else env)
-    require = f'--require "{PRELOAD}"'
-    options = result.get("NODE_OPTIONS", "")
-    if host is None:
-        result["NODE_OPTIONS"] = " ".join(options.replace(require, "").split())
-        result.pop("NNI_SAFS_LISTEN_HOST", None)
-        result[EXPOSE] = "1"
-        return result
-    if require not in options:
-        result["NODE_OPTIONS"] = f"{options} {require}".strip()
-    result["NNI_SAFS_LISTEN_HOST"] = host
-    result.pop(EXPOSE, None)
-    return result
-
-
-def default_to_loopback(env: MutableMapping[str, str] = os.environ) -> None:
-    """Run by ``nni_safs_loopback.pth`` at every Python start-up in the environment: a manager
-    started from it listens on loopback unless ``NNI_SAFS_EXPOSE=1``."""
-    if env.get(EXPOSE) != "1":
-        env.update(manager_env(LOOPBACK, env))
+from nni_safs_loopback import LOOPBACK, manager_env  # what the environment's .pth runs: see there
 
 
 def _is_loopback(host: str) -> bool:

@@ -78,7 +78,8 @@ def test_every_shipped_experiment_config_is_valid():
 def test_the_remote_example_is_valid_for_nni_and_safs_experiment_checks_its_manager_address(tmp_path, capsys):
     from nni.experiment.config import ExperimentConfig
 
-    from nni_safs.manager_host import LOOPBACK, remote_reach_problem
+    from nni_safs.manager_host import remote_reach_problem
+    from nni_safs_loopback import LOOPBACK
     path = REPO / "experiment_configs" / "remote_shared_storage_example.yml"
     example = yaml.safe_load(path.read_text())
     key = tmp_path / "id_ed25519"
@@ -140,7 +141,7 @@ def test_the_loopback_preload_reaches_nnis_manager_only_and_expose_removes_it(tm
     """What nni_safs_loopback.pth sets at each Python start, and what the preload then does."""
     import subprocess
     import nni_node
-    from nni_safs.manager_host import EXPOSE, PRELOAD, default_to_loopback, manager_env
+    from nni_safs_loopback import EXPOSE, PRELOAD, default_to_loopback, manager_env
     env = {"NODE_OPTIONS": "--max-http-header-size=9000"}
     default_to_loopback(env)
     default_to_loopback(env)  # a Python started from that one: nothing added twice
