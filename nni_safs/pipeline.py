@@ -176,9 +176,12 @@ class SafsPipeline:
     # -- stage 1's winner ----------------------------------------------------------------
     @property
     def confirm_seeds(self) -> list[int]:
-        """Fresh fine-tuning seeds (the search ran ``seed``): a search score is the maximum of many
-        noisy draws, so it is biased upwards; fresh runs are not."""
-        return [self.config.seed + 1 + i for i in range(self.config.confirm_seeds)]
+        """Fresh fine-tuning seeds, after the final columns' (the search ran ``seed``, the first of
+        them): a search score is the maximum of many noisy draws, so it is biased upwards, and a
+        confirmation run on a final seed would be the stage-1 column's own run, chosen for
+        scoring well; fresh runs are neither."""
+        first = self.config.seed + self.config.final_seeds
+        return [first + i for i in range(self.config.confirm_seeds)]
 
     def confirm_genomes(self) -> list[str]:
         """What the confirmation re-scores (none before the search has stopped, or when it is off):

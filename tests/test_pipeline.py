@@ -371,7 +371,7 @@ def test_the_confirmation_keeps_the_own_activation_unless_a_searched_genome_beat
     """With confirm_top, the search's top genomes and the own activation are re-scored on fresh
     seeds; stage 1's winner (the SAFS study's and the stage-1 column's genome) is the best mean,
     so the search can never hand stage 2 a genome that scored below the own activation."""
-    config = SafsConfig(**SMALL, confirm_top=2, confirm_epochs=3, workspace=str(tmp_path / "ws"))
+    config = SafsConfig(**SMALL, confirm_top=2, confirm_epochs=3, final_seeds=2, workspace=str(tmp_path / "ws"))
     pipeline = SafsPipeline.for_config(config)
     own = "act1=relu;act2=relu;act3=relu;act4=relu"
 
@@ -388,7 +388,8 @@ def test_the_confirmation_keeps_the_own_activation_unless_a_searched_genome_beat
     confirm = [j for j in jobs if j.variant == "confirm"]
     genomes = pipeline.confirm_genomes()
     assert genomes[0] == own and len(genomes) == 3 and len(confirm) == 3 * 2
-    assert {j.params["seed"] for j in confirm} == {1, 2} and {j.params["epochs"] for j in confirm} == {3}
+    # fresh seeds: neither the search's (0) nor the final columns' (0, 1)
+    assert {j.params["seed"] for j in confirm} == {2, 3} and {j.params["epochs"] for j in confirm} == {3}
     searched = [j for j in jobs if j.stage == "search" and j.variant != "confirm"]
     assert max(confirm, key=lambda j: j.id).id > max(searched, key=lambda j: j.id).id  # after the search
     winner = genome_to_string(pipeline.winner[0])
