@@ -235,6 +235,9 @@ def experiment_wall(ref: str, port: int) -> dict:
                                   "experiment_configs/lenet5_mnist_safs.yml", "--port", str(port)],
                                  cwd=code, env=env, capture_output=True, text=True, timeout=3600)
             trials = _rest(port, "/trial-jobs")
+            log = Path(_rest(port, "/experiment")["logDir"]) / "log" / "nnimanager.log"
+            # one per job sent after the status read TUNER_NO_MORE_TRIAL while the experiment ran on
+            early_ends = log.read_text().count("It is not supposed to receive more trials")
             finals = [json.loads(json.loads(m["data"])) for m in _rest(port, "/metric-data") if m["type"] == "FINAL"]
             subprocess.run([sys.executable, "-m", "nni.tools.nnictl.nnictl", "stop", "--port", str(port)],
                            env=env, capture_output=True)
@@ -249,6 +252,7 @@ def experiment_wall(ref: str, port: int) -> dict:
             "idle_s_per_trial": statistics.mean(idle) if idle else 0.0,
             "trial_s": sum(durations), "job_s": sum(f.get("seconds", 0.0) for f in finals),
             "succeeded": sum(t["status"] == "SUCCEEDED" for t in trials), "done": "[DONE]" in out.stdout,
+            "early_ends": early_ends,
             "table": table.strip()}
 
 
@@ -359,10 +363,11 @@ def main() -> None:
                   "Wall time from the first trial's start to the last trial's end (set-up and NNI's start-up "
                   f"left out), same config, {args.experiment_ref} and {head} alternating on this machine; idle: the "
                   "mean time a slot stood empty between one trial's end and the next trial's start.", "",
-                  "| pair | code | wall s | trials | succeeded | idle s per trial | trial-seconds | of which in the job |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| pair | code | wall s | trials | succeeded | idle s per trial | trial-seconds | of which in the job "
+                  "| NNI warnings of a job after TUNER_NO_MORE_TRIAL |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {i} | {r['ref']} | {r['wall_s']:.0f} | {r['trials']} | {r['succeeded']} | "
-                  f"{r['idle_s_per_trial']:.2f} | {r['trial_s']:.0f} | {r['job_s']:.0f} |"
+                  f"{r['idle_s_per_trial']:.2f} | {r['trial_s']:.0f} | {r['job_s']:.0f} | {r['early_ends']} |"
                   for i, pair in enumerate(pairs, 1) for r in pair]
         tables = {r["table"] for pair in pairs for r in pair}
         lines += ["", "Faster per pair: " + ", ".join(f"**{100 * g:.0f}%**" for g in gains)
