@@ -10,10 +10,10 @@ nni_safs stays without it, and start-up stays cheap.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping  # imported by os already: no start-up cost, unlike typing
 
-PRELOAD = Path(__file__).resolve().with_name("nni_safs") / "listen_host.js"  # the package sits beside this module
+# the package sits beside this module; os.path, not pathlib, which the start-up would import for this alone
+PRELOAD = os.path.join(os.path.dirname(os.path.realpath(__file__)), "nni_safs", "listen_host.js")
 LOOPBACK = "127.0.0.1"
 EXPOSE = "NNI_SAFS_EXPOSE"  # "1": NNI's own every-interface manager
 

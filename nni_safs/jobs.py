@@ -149,12 +149,13 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
             return payload["figures"]
         device = resolve_device(config.device)
         splits = load_data(config)
-        _, val, test = build_loaders(splits, config.batch_size, config.seed, device, config.data_loader,
-                                     config.num_workers)
+        loaders = build_loaders(splits, config.batch_size, config.seed, device, config.data_loader,
+                                config.num_workers)
+        _, val, test = loaders
 
         def train_dense(fold: DataSplits) -> tuple[nn.Module, TrainResult]:
-            train, fold_val, _ = build_loaders(fold, config.batch_size, config.seed, device, config.data_loader,
-                                               config.num_workers)
+            train, fold_val, _ = loaders if fold is splits else build_loaders(
+                fold, config.batch_size, config.seed, device, config.data_loader, config.num_workers)
             seed_everything(config.seed)
             model = new_model(config, fold)
             return model, fine_tune(model, train, fold_val, config.hparams, config.dense_epochs, device,
@@ -255,7 +256,8 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
     seed = config.seed if seed is None else seed
     with timer("data"):
         splits = splits or load_data(config, data_fraction)
-        _, val, test = build_loaders(splits, config.batch_size, seed, device, config.data_loader, config.num_workers)
+        loaders = build_loaders(splits, config.batch_size, seed, device, config.data_loader, config.num_workers)
+    _, val, test = loaders
     masks: Masks = {}
 
     def train_pruned(fold: DataSplits) -> tuple[nn.Module, TrainResult]:
@@ -268,10 +270,10 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
         set_scales_trainable(model, train_scales)
         model.to(device)
         with timer("data"):
-            train, val, _ = build_loaders(fold, config.batch_size, seed, device, config.data_loader,
-                                          config.num_workers)
+            train, fold_val, _ = loaders if fold is splits else build_loaders(
+                fold, config.batch_size, seed, device, config.data_loader, config.num_workers)
         with timer("training"):
-            return model, fine_tune(model, train, val, hparams, epochs, device, masks=masks, on_epoch=on_epoch,
+            return model, fine_tune(model, train, fold_val, hparams, epochs, device, masks=masks, on_epoch=on_epoch,
                                     **arithmetic(config, model, device))
 
     model, result, fold_accs = train_folds(splits, folds, seed, train_pruned)
