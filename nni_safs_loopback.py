@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, MutableMapping  # imported by os already: no start-up cost, unlike typing
 
 # the package sits beside this module; os.path, not pathlib, which the start-up would import for this alone
-PRELOAD = os.path.join(os.path.dirname(os.path.realpath(__file__)), "nni_safs", "listen_host.js")
+PRELOAD = os.path.join(os.path.dirname(os.path.realpath(__file__)), "nni_safs", "integration", "listen_host.js")
 LOOPBACK = "127.0.0.1"
 EXPOSE = "NNI_SAFS_EXPOSE"  # "1": NNI's own every-interface manager
 

@@ -3,7 +3,7 @@
 Each config (``experiment_configs/NAME.yml``: model, dataset, pruning scope and ratio,
 hyperparameters, search algorithm as shipped) runs through ``safs experiment`` with ``--set``
 tiny budgets, on small generated files in the dataset's real on-disk format, NNI's local
-training service and ``trialConcurrency: 2``, so trials start warm (``nni_safs.forkserver``)
+training service and ``trialConcurrency: 2``, so trials start warm (``nni_safs.integration.forkserver``)
 and two share the device. Accepted when the experiment ends DONE, every trial SUCCEEDED and
 reported ``status: ok`` on the asked device (``cpu``, or ``cuda:N``), some trials started warm,
 every stage ran, and the summary is complete.

@@ -31,10 +31,10 @@ GENOME = "act1=acon;act2=srs;act3=tanhsoft;act4=symexp"
 
 def lenet_workspace() -> Path:
     """The LeNet-5 workspace with a SAFS final model (kept between runs)."""
-    from nni_safs.config import SafsConfig
-    from nni_safs.contract import SAFS, JobSpec, Stage
-    from nni_safs.jobs import run_job
-    from nni_safs.workspace import open_workspace
+    from nni_safs.settings.config import SafsConfig
+    from nni_safs.method.contract import SAFS, JobSpec, Stage
+    from nni_safs.training.jobs import run_job
+    from nni_safs.storage.workspace import open_workspace
     config = open_workspace(SafsConfig(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", ratio=0.99,
                                        dense_epochs=10, batch_size=256, workspace=str(WORKSPACE)))
     if not (WORKSPACE / "final_safs.pt").is_file():
@@ -45,8 +45,8 @@ def lenet_workspace() -> Path:
 
 
 def measure_lenet(workspace: Path, rounds: int) -> dict:
-    from nni_safs.deploy import export_model
-    from nni_safs.jobs import load_kept_model
+    from nni_safs.reports.export import export_model
+    from nni_safs.training.jobs import load_kept_model
     model, checkpoint, splits = load_kept_model(workspace, "safs")
     with tempfile.TemporaryDirectory() as tmp:
         exported = export_model(workspace, Path(tmp) / "lenet5_safs.pt")
@@ -58,7 +58,7 @@ def measure_lenet(workspace: Path, rounds: int) -> dict:
 
 
 def measure_vgg(rounds: int) -> dict:
-    from nni_safs.deploy import to_torchscript
+    from nni_safs.reports.export import to_torchscript
     from nni_safs.models import build_model
     from nni_safs.pruning import magnitude_prune
     torch.manual_seed(0)

@@ -57,7 +57,7 @@ from nni_safs.data.tensors import build_loaders, hold
 from nni_safs.data.vision import CIFAR10_AUGMENT, CIFAR10_MEAN, CIFAR10_STD, image_transforms
 from nni_safs.models import build_model
 from nni_safs.pruning import magnitude_prune
-from nni_safs.training import fine_tune, resolve_device, seed_everything
+from nni_safs.training.loop import fine_tune, resolve_device, seed_everything
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

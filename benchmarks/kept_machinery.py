@@ -1,7 +1,7 @@
 """Does each piece of machinery nni-safs keeps beside a library's own pay for itself? Measured here.
 
 (1) ``trial_channel.HttpChannel`` beside NNI's trial API: what ``import nni`` adds to a trial
-    process that has already imported what a warm trial has (``nni_safs.jobs``: torch, models,
+    process that has already imported what a warm trial has (``nni_safs.training.jobs``: torch, models,
     training). NNI reads its trial environment when imported (``nni.runtime.env_vars``), so a
     forkserver cannot import nni ahead of the trials it forks: every trial would pay this.
 (2) ``ActivationSlot``'s unit-scale check, cached on the scales' versions, against comparing the
@@ -22,7 +22,7 @@ from pathlib import Path
 from report import write_report  # benchmarks/report.py (scripts run from this folder)
 
 HERE = Path(__file__).resolve().parent
-IMPORT_NNI = ("import time, nni_safs.jobs, nni_safs.trial\n"
+IMPORT_NNI = ("import time, nni_safs.training.jobs, nni_safs.trial\n"
               "start = time.perf_counter(); import nni, nni.trial\n"
               "print(time.perf_counter() - start)")
 
@@ -34,7 +34,7 @@ def import_nni_seconds(runs: int = 5) -> list[float]:
 
 def scale_check() -> dict[str, float]:
     import torch
-    from nni_safs.activations import ActivationSlot, slots
+    from nni_safs.models.activations import ActivationSlot, slots
     from nni_safs.models import build_model
 
     torch.manual_seed(0)
@@ -88,7 +88,7 @@ def main() -> None:
         "",
         f"`cd benchmarks && python kept_machinery.py` ({sys.platform}, Python {sys.version.split()[0]})",
         "",
-        "## (1) `import nni` in a process that has imported `nni_safs.jobs` (a warm trial's state)",
+        "## (1) `import nni` in a process that has imported `nni_safs.training.jobs` (a warm trial's state)",
         f"- {', '.join(f'{s:.2f}' for s in imports)} s (median {statistics.median(imports):.2f} s) per trial,"
         " which the HTTP channel saves every trial (70 in the embedded default)",
         "",

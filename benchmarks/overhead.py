@@ -39,14 +39,14 @@ WORKSPACE = HERE / "workspaces" / "overhead"
 
 
 def _config(**overrides):
-    from nni_safs.config import SafsConfig
+    from nni_safs.settings.config import SafsConfig
     return SafsConfig(**{"model": "lenet5", "dataset": "mnist5k", "workspace": str(WORKSPACE), "device": "cpu",
                          "scope": "lamp", "dense_epochs": 10, "batch_size": 256, **overrides})
 
 
 def _prepared():
-    from nni_safs.jobs import prepare
-    from nni_safs.workspace import open_workspace
+    from nni_safs.training.jobs import prepare
+    from nni_safs.storage.workspace import open_workspace
     config = open_workspace(_config())
     prepare(config, log=lambda message: None)
     return config
@@ -79,7 +79,7 @@ def trial_split(repeats: int, epochs: int) -> dict[str, float]:
     split["import torch"] = statistics.median(torch_import)
     split["startup_ratio"] = statistics.median(r["startup"] / t for r, t in zip(runs, torch_import))
     split["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    warm = []  # the same trial started warm (nni_safs.forkserver), as NNI's local trials are
+    warm = []  # the same trial started warm (nni_safs.integration.forkserver), as NNI's local trials are
     for job in range(2 * repeats + 5):
         (WORKSPACE / "jobs" / f"{2000 + job}.json").unlink(missing_ok=True)
         params_file.write_text(json.dumps({**params, "job": 2000 + job}))
@@ -104,8 +104,8 @@ def loop_ratio(rounds: int, epochs: int) -> dict[str, float]:
     from torch import nn
 
     from nni_safs.data import make_loaders
-    from nni_safs.training import fine_tune
-    from nni_safs.jobs import load_data, load_pruned
+    from nni_safs.training.loop import fine_tune
+    from nni_safs.training.jobs import load_data, load_pruned
 
     config = _prepared()
     splits = load_data(config)
@@ -145,7 +145,7 @@ def loop_ratio(rounds: int, epochs: int) -> dict[str, float]:
 
 TUNER_PROBE = r"""
 import json, sys, time, psutil
-from nni_safs.tuner import SafsTuner
+from nni_safs.integration.tuner import SafsTuner
 workspace, n, marks = sys.argv[1], int(sys.argv[2]), [int(m) for m in sys.argv[3].split(",")]
 process = psutil.Process()
 # each new result scores higher than the last, so LAHC keeps walking to genomes it has not measured
@@ -185,8 +185,8 @@ def tuner_cost(results: int, marks: list[int]) -> dict:
 
 ALLOCATOR_PROBE = r"""
 import hashlib, json, sys, time, torch
-from nni_safs import jobs
-from nni_safs.workspace import load_config
+from nni_safs.training.loop import jobs
+from nni_safs.storage.workspace import load_config
 workspace, keep, epochs = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
 if keep:
     jobs.keep_freed_memory()

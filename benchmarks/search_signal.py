@@ -31,7 +31,7 @@ SCORES = {"best": "val_acc", "late_mean": "late_val_acc"}
 
 
 def config_for(args: argparse.Namespace):
-    from nni_safs.config import SafsConfig
+    from nni_safs.settings.config import SafsConfig
     class_args = dict(yaml.safe_load(args.config.read_text())["tuner"]["classArgs"])
     drop = {"final_seeds", "search_init", "search_score"}  # pipeline knobs this script varies itself
     class_args = {k: v for k, v in class_args.items() if k not in drop}
@@ -51,7 +51,7 @@ def evaluate(task: tuple) -> dict:
     """Fine-tune one genome at one budget with one seed (a worker process)."""
     config, name, genome, epochs, seed = task
     import torch
-    from nni_safs.jobs import run_candidate
+    from nni_safs.training.jobs import run_candidate
     torch.set_num_threads(1)
     out = run_candidate(config, genome, config.hparams, epochs, train_scales=False, seed=seed)
     return {"genome": name, "epochs": epochs, "seed": seed,
@@ -86,10 +86,10 @@ def main() -> None:
     args = parser.parse_args()
     output = args.output or HERE / "results" / f"search_signal_val{args.val_fraction}.md"
 
-    from nni_safs.activations import load_op_choices, slots
+    from nni_safs.models.activations import load_op_choices, slots
     from nni_safs.models import build_model
-    from nni_safs.jobs import prepare
-    from nni_safs.workspace import open_workspace
+    from nni_safs.training.jobs import prepare
+    from nni_safs.storage.workspace import open_workspace
     start = time.perf_counter()
     config = open_workspace(config_for(args))
     prepare(config, log=print)

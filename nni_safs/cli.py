@@ -27,9 +27,9 @@ from typing import Any, Iterator, Sequence
 
 import yaml
 
-from .config import SafsConfig
-from .overrides import EXPERIMENT_FIELDS, apply_overrides
-from .workspace import RESULTS_FILE, SUMMARY_FILE
+from nni_safs.settings.config import SafsConfig
+from nni_safs.overrides import EXPERIMENT_FIELDS, apply_overrides
+from nni_safs.storage.workspace import RESULTS_FILE, SUMMARY_FILE
 
 
 def read_config(path: str | Path, overrides: Sequence[str] = (), experiment: bool = False) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def settings_of(path: str | Path, data: dict[str, Any], overrides: Sequence[str]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_pipeline
+    from nni_safs.runner import run_pipeline
     config, base = load_run_config(args.config, args.set)
     print(run_pipeline(config, base, progress=not args.quiet))
     return _exit_code(Path(config.workspace))
@@ -130,16 +130,16 @@ def _config_file(original: Path, data: dict[str, Any] | None) -> Iterator[Path]:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from nni_safs_loopback import LOOPBACK
 
-    from .manager_host import remote_reach_problem, tunnel_hint
-    from .pipeline import SafsPipeline
-    from .workspace import open_workspace
+    from nni_safs.integration.manager_host import remote_reach_problem, tunnel_hint
+    from nni_safs.integration.pipelines import build_pipeline
+    from nni_safs.storage.workspace import open_workspace
     data = read_config(args.config, args.set, experiment=True)
     config, base = settings_of(args.config, data, args.set)
     host = None if args.expose else LOOPBACK
     problem = remote_reach_problem(data, host)
     if problem:
         raise ValueError(problem)
-    SafsPipeline.for_config(open_workspace(config, base))  # bad names, paths, files: before NNI starts
+    build_pipeline(open_workspace(config, base))  # bad names, paths, files: before NNI starts
     if host is None:
         print("warning: --expose: the NNI manager listens on every interface, and its REST API has no "
               "authentication (anyone who reaches this machine can stop trials and read logs)", file=sys.stderr)
@@ -178,7 +178,7 @@ def _exit_code(workspace: Path) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .results import format_table
+    from nni_safs.reports.results import format_table
     file = Path(args.workspace) / SUMMARY_FILE
     if not file.is_file():
         raise SystemExit(f"error: {file} not found: the run has not finished (or this is not a workspace)")
@@ -188,21 +188,21 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .workspace import model_checkpoint
+    from nni_safs.storage.workspace import model_checkpoint
     workspace = Path(args.workspace)
     with _explain_missing(workspace):
         if args.model:
-            from .deploy import export_model
+            from nni_safs.reports.export import export_model
             path = export_model(workspace, args.output, args.variant)
             print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
         else:
-            from .export import export_activations
+            from nni_safs.reports.export import export_activations
             print(f"wrote {export_activations(model_checkpoint(workspace, args.variant), args.output)}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .plots import plot_workspace
+    from nni_safs.reports.plots import plot_workspace
     with _explain_missing(Path(args.workspace)):
         for path in plot_workspace(args.workspace, args.output):
             print(f"wrote {path}")
@@ -212,7 +212,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 @contextmanager
 def _explain_missing(workspace: Path):
     """A file the command needs is missing: say so, and where the workspace's run stands."""
-    from .results import run_status
+    from nni_safs.reports.results import run_status
     try:
         yield
     except FileNotFoundError as err:

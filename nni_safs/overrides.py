@@ -2,7 +2,7 @@
 
 A value is read as YAML, as it would be in the file (``dense_epochs=1`` is an int,
 ``dataset_options={num_classes: 10}`` a mapping, ``data_root=null`` None). A key is a classArg
-(a :class:`~nni_safs.config.SafsConfig` field) or, for ``safs experiment`` on an NNI experiment
+(a :class:`~nni_safs.settings.config.SafsConfig` field) or, for ``safs experiment`` on an NNI experiment
 YAML, one of the experiment fields in :data:`EXPERIMENT_FIELDS`. Unknown keys and bad
 experiment fields are refused here; classArg values are validated with the whole config.
 """
@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .config import SafsConfig
+from nni_safs.settings.config import SafsConfig
 
 # NNI experiment fields an override may change: a run's parallelism and its limits.
 EXPERIMENT_FIELDS = ("trialConcurrency", "maxTrialNumber", "maxExperimentDuration")

@@ -1,7 +1,7 @@
 """Run the whole SAFS pipeline in this process, without the NNI manager.
 
-Same stage machine (:class:`~nni_safs.pipeline.SafsPipeline`) and same job code
-(:func:`nni_safs.jobs.run_job`) as an NNI experiment, one job after another: for quick
+Same stage machine (:class:`~nni_safs.method.pipeline.SafsPipeline`) and same job code
+(:func:`nni_safs.training.jobs.run_job`) as an NNI experiment, one job after another: for quick
 runs, notebooks, benchmarks and machines where the NNI manager is not wanted. The state is
 saved after every job, so running it again on the same workspace continues where a crash
 or Ctrl-C left it.
@@ -12,20 +12,20 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import SafsConfig
-from .contract import JobResult, JobSpec
-from .jobs import run_job
-from .journal import Journal
-from .pipeline import SafsPipeline
-from .results import write_results
-from .workspace import RUNNER_STATE_FILE, open_workspace
+from nni_safs.settings.config import SafsConfig
+from nni_safs.method.contract import JobResult, JobSpec
+from nni_safs.training.jobs import run_job
+from nni_safs.storage.journal import Journal
+from nni_safs.integration.pipelines import build_pipeline
+from nni_safs.reports.results import write_results
+from nni_safs.storage.workspace import RUNNER_STATE_FILE, open_workspace
 
 
 
 def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progress: bool = True) -> str:
     """Run (or continue) every stage; returns the results table (also in the workspace)."""
     config = open_workspace(config, base_dir)
-    pipeline = SafsPipeline.for_config(config)
+    pipeline = build_pipeline(config)
     journal = Journal(Path(config.workspace) / RUNNER_STATE_FILE)
     state = journal.load()
     if state is not None:  # the workspace's config.json is write-once: same settings

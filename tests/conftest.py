@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
-from nni_safs.contract import JobResult
+from nni_safs.method.contract import JobResult
 
 # budgets for the stage machine alone (no training)
 SMALL = dict(model="lenet5", dataset="mnist5k", search_steps=4, max_search_steps=6, hpo_trials=3)

@@ -2,8 +2,9 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from nni_safs.activations import (
-    ActivationSlot, apply_genome, genome_from_string, genome_to_string, get_genome, load_op_choices,
+from nni_safs.method.genomes import genome_from_string, genome_to_string
+from nni_safs.models.activations import (
+    ActivationSlot, apply_genome, get_genome, load_op_choices,
     op_names, set_scales_trainable, slots, uniform_genome,
 )
 from nni_safs.models import build_model
@@ -77,8 +78,10 @@ def test_formulas_at_init():
 def test_unknown_op_lists_valid_names():
     with pytest.raises(ValueError, match="unknown activation op 'reluu'.*relu6.*srs"):
         ActivationSlot("reluu")
-    with pytest.raises(ValueError, match="valid names"):
-        genome_from_string("act1=nope")
+    with pytest.raises(ValueError, match="unknown activation op 'nope'.*valid names"):
+        apply_genome(build_model("lenet5"), genome_from_string("act1=nope"))
+    with pytest.raises(ValueError, match="expected 'slot=op'"):
+        genome_from_string("act1")
 
 
 def test_genome_roundtrip_and_apply():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from nni_safs.atomic import atomic_write
-from nni_safs.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from nni_safs.storage.atomic import atomic_write
+from nni_safs.storage.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
 
 
 def test_roundtrip_with_metadata(tmp_path):
@@ -42,7 +42,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
 
 
 def test_a_truncated_or_damaged_checkpoint_is_refused_by_name(tmp_path):
-    from nni_safs.checkpoints import CorruptCheckpointError
+    from nni_safs.storage.checkpoints import CorruptCheckpointError
     path = tmp_path / "pruned.pt"
     save_checkpoint(path, {"w": torch.arange(1000.0)}, {"v": 1})
     data = path.read_bytes()

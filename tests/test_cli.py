@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_safs.checkpoints import load_checkpoint
+from nni_safs.storage.checkpoints import load_checkpoint
 from nni_safs.cli import main
-from nni_safs.config import SafsConfig
-from nni_safs.jobs import load_data, new_model
+from nni_safs.settings.config import SafsConfig
+from nni_safs.training.jobs import load_data, new_model
 
 from conftest import TINY
 
@@ -64,7 +64,7 @@ def test_export_reproduces_the_final_model(finished_run, tmp_path):
     config = SafsConfig(**TINY, workspace=str(finished_run))
     splits = load_data(config)
     trained = new_model(config, splits)
-    from nni_safs.activations import apply_genome
+    from nni_safs.models.activations import apply_genome
     apply_genome(trained, checkpoint["meta"]["genome"])
     trained.load_state_dict(checkpoint["state"])
     plain = new_model(config, splits)  # all-ReLU LeNet-5, as a user's own model would be

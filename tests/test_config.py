@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from nni_safs.cli import load_run_config, main
-from nni_safs.config import SafsConfig
-from nni_safs.space import flatten_hparams, load_hpo_space
+from nni_safs.settings.config import SafsConfig
+from nni_safs.method.spaces import flatten_hparams, load_hpo_space
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_every_shipped_experiment_config_is_valid():
 def test_the_remote_example_is_valid_for_nni_and_safs_experiment_checks_its_manager_address(tmp_path, capsys):
     from nni.experiment.config import ExperimentConfig
 
-    from nni_safs.manager_host import remote_reach_problem
+    from nni_safs.integration.manager_host import remote_reach_problem
     from nni_safs_loopback import LOOPBACK
     path = REPO / "experiment_configs" / "remote_shared_storage_example.yml"
     example = yaml.safe_load(path.read_text())
@@ -120,17 +120,17 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
     ("imagenet16", True, "does not hold the imagenet16 files: missing train_data_batch_1"),
 ])
 def test_missing_data_is_rejected_before_any_trial(tmp_path, dataset, download, message):
-    from nni_safs.pipeline import SafsPipeline
+    from nni_safs.integration.pipelines import build_pipeline
     config = SafsConfig(dataset=dataset, data_root=str(tmp_path / "nothing"), download=download,
                         workspace=str(tmp_path / "ws"))
     with pytest.raises(FileNotFoundError, match=message):
-        SafsPipeline.for_config(config)
-    SafsPipeline.for_config(SafsConfig(dataset="cifar10", data_root=str(tmp_path), download=True,
+        build_pipeline(config)
+    build_pipeline(SafsConfig(dataset="cifar10", data_root=str(tmp_path), download=True,
                                        workspace=str(tmp_path / "ws")))  # fetched by the trial
 
 
 def test_relative_paths_resolve_against_the_code_directory(tmp_path):
-    from nni_safs.workspace import load_config, open_workspace
+    from nni_safs.storage.workspace import load_config, open_workspace
     (tmp_path / "data").mkdir()
     config = open_workspace(SafsConfig(workspace="ws", data_root="data", hpo_space="spaces/hpo.json"), tmp_path)
     assert config.workspace == str(tmp_path / "ws") and config.data_root == str(tmp_path / "data")

@@ -400,7 +400,7 @@ def test_random_resized_crop_on_the_device_crops_inside_and_resizes():
 
 def test_val_fraction_may_be_a_number_of_samples():
     """The reference SAFS holds out 10,000 images: a whole number >= 1 is a count, not a share."""
-    from nni_safs.config import SafsConfig
+    from nni_safs.settings.config import SafsConfig
     from nni_safs.data.splits import split_indices
     train, val = split_indices(50_000, seed=0, val_fraction=10000)
     assert (len(train), len(val)) == (40_000, 10_000) and not set(train) & set(val)

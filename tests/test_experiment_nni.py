@@ -168,7 +168,7 @@ def test_experiment_runs_every_stage_and_ends_done(experiment):
     assert tensorboard, "trials write TensorBoard scalars into NNI's output directory"
     logs = list(exp.home.glob(f"nni-experiments/{exp.id}/environments/*/trials/*/trial.log"))
     assert len(logs) == len(trials) and all("PRINT final: {" in log.read_text() for log in logs)  # "View trial log"
-    # trials after the first start warm (nni_safs.forkserver); the first ones may be cold while it starts
+    # trials after the first start warm (nni_safs.integration.forkserver); the first ones may be cold while it starts
     warm = [log for log in logs if "nni_safs: warm start" in (log.parent / "trial.stdout").read_text()]
     assert len(warm) >= len(trials) // 2, f"{len(warm)} of {len(trials)} trials started warm"
     # each trial says where it ran, and the summary and table say it per stage

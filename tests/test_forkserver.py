@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 TARGET = "forkserver_target:main"
 CLIENT = f"""
 import sys
-from nni_safs.forkserver import run_in_server, socket_path
+from nni_safs.integration.forkserver import run_in_server, socket_path
 if sys.argv[1] == "path":
     print(socket_path({TARGET!r}))
     sys.exit(0)
@@ -106,7 +106,7 @@ def test_a_child_that_dies_fails_its_client(server):
                                                    ("1", "", True), ("0", "http://127.0.0.1:9/env/1/trial", False)])
 def test_who_starts_warm(switch, channel, warm):
     env = {**os.environ, "NNI_SAFS_FORKSERVER": switch, "NNI_TRIAL_COMMAND_CHANNEL": channel}
-    out = subprocess.run([sys.executable, "-c", "import nni_safs.forkserver as f; print(f.wanted())"], env=env,
+    out = subprocess.run([sys.executable, "-c", "import nni_safs.integration.forkserver as f; print(f.wanted())"], env=env,
                          capture_output=True, text=True)
     assert out.stdout.strip() == str(warm), out.stderr
 
@@ -120,7 +120,7 @@ def test_a_child_exits_with_the_status_the_trial_exits_with(server):
 
 def test_a_trial_no_child_took_on_runs_cold(monkeypatch):
     """A server that closes a connection before forking (leaving: idle, stopped) costs nothing."""
-    from nni_safs import forkserver
+    from nni_safs.integration import forkserver
     short = tempfile.mkdtemp(prefix="fs-")  # a socket's address must stay under 108 bytes
     monkeypatch.setattr(forkserver.tempfile, "gettempdir", lambda: short)
     path = forkserver.socket_path(TARGET)
@@ -145,14 +145,14 @@ def test_a_server_stays_while_a_trial_runs_and_leaves_when_idle(tmp_path):
                                                          *filter(None, [os.environ.get("PYTHONPATH")])])}
     path = tmp_path / "s.sock"
     server = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
-                               "from nni_safs.forkserver import serve; "
+                               "from nni_safs.integration.forkserver import serve; "
                                f"serve(Path(sys.argv[1]), {TARGET!r}, idle_seconds=1.0)", str(path)], env=env)
     deadline = time.time() + 60
     while not _serving(path) and time.time() < deadline:
         time.sleep(0.1)
-    from nni_safs import forkserver
+    from nni_safs.integration import forkserver
     pid_file = tmp_path / "child.pid"
-    client = subprocess.Popen([sys.executable, "-c", "from pathlib import Path; import nni_safs.forkserver as f; "
+    client = subprocess.Popen([sys.executable, "-c", "from pathlib import Path; import nni_safs.integration.forkserver as f; "
                                f"f.socket_path = lambda target: Path({str(path)!r}); "
                                f"f.run_in_server(['sleep', {str(pid_file)!r}], 0.0, target={TARGET!r})"], env=env)
     while not pid_file.exists() and time.time() < deadline:
@@ -172,7 +172,7 @@ def counted():
     calls.append(1)
     return count()
 torch._C._cuda_getDeviceCount = counted  # what initialises the CUDA driver and poisons fork
-from nni_safs import forkserver
+from nni_safs.integration import forkserver
 forkserver.ready()  # the preload and warm-up, exactly as the server runs them
 read, write = os.pipe()
 child = os.fork()
@@ -202,7 +202,7 @@ def test_a_server_that_fails_to_start_is_not_started_again_by_every_trial(tmp_pa
     """Its traceback goes to the log beside its socket; trials then start cold without trying again."""
     short = Path(tempfile.mkdtemp(prefix="fs-"))  # a socket's address must stay under 108 bytes
     client = ("import sys, tempfile; tempfile.gettempdir = lambda: sys.argv[1]; "
-              "from nni_safs.forkserver import run_in_server, socket_path; "
+              "from nni_safs.integration.forkserver import run_in_server, socket_path; "
               "print(socket_path('no_such_module:main')); "
               "print(run_in_server(['echo'], 0.0, target='no_such_module:main'))")
     try:
@@ -228,7 +228,7 @@ def test_a_server_that_fails_to_start_is_not_started_again_by_every_trial(tmp_pa
 
 def test_the_socket_folder_may_not_be_a_link(tmp_path, monkeypatch):
     """A link in the shared temporary folder (planted by anyone) is not followed."""
-    from nni_safs import forkserver
+    from nni_safs.integration import forkserver
     real = tmp_path / "real"
     real.mkdir(mode=0o700)
     (tmp_path / f"nni_safs-forkserver-{os.getuid()}").symlink_to(real)

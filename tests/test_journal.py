@@ -5,9 +5,10 @@ import random
 
 import pytest
 
-from nni_safs.config import SafsConfig
-from nni_safs.journal import CorruptStateError, Journal, LogView, assemble
-from nni_safs.pipeline import SafsPipeline
+from nni_safs.settings.config import SafsConfig
+from nni_safs.method.state import LogView, assemble
+from nni_safs.storage.journal import CorruptStateError, Journal
+from nni_safs.integration.pipelines import build_pipeline
 
 from conftest import SMALL, fake_result
 
@@ -90,7 +91,7 @@ def test_a_pipeline_reloaded_from_its_journal_at_every_step_continues_as_one_nev
     config = SafsConfig(**SMALL, workspace=str(tmp_path))
 
     def run(reload: bool):
-        pipeline = SafsPipeline.for_config(config)
+        pipeline = build_pipeline(config)
         journal = Journal(tmp_path / f"state-{reload}.json")
         order, running, issued = random.Random(0), [], []
         while not pipeline.finished:
@@ -120,11 +121,11 @@ def test_one_writer_at_a_time(tmp_path, monkeypatch):
     """A second writer (a stale dispatcher beside a resumed one) waits, then is refused by name."""
     import subprocess
     import sys
-    from nni_safs import journal as journal_module
+    from nni_safs.storage import journal as journal_module
     monkeypatch.setattr(journal_module, "LOCK_WAIT_SECONDS", 0.5)
     first = Journal(tmp_path / "state.json")
     first.save({"a": {}}, {"a.x": [1]})
-    other = subprocess.run([sys.executable, "-c", "import sys, nni_safs.journal as j; j.LOCK_WAIT_SECONDS = 0.5; "
+    other = subprocess.run([sys.executable, "-c", "import sys, nni_safs.storage.journal as j; j.LOCK_WAIT_SECONDS = 0.5; "
                             "j.Journal(sys.argv[1]).save({'a': {}}, {'a.x': [2]})", str(tmp_path / "state.json")],
                            capture_output=True, text=True, timeout=120)
     assert other.returncode != 0 and f"written by another process (pid {os.getpid()})" in other.stderr

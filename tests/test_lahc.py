@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from nni_safs.lahc import Candidate, LahcArguments, LateAcceptanceHillClimbing, lahc_accept
+from nni_safs.method.lahc import Candidate, LahcArguments, LateAcceptanceHillClimbing, lahc_accept
 
 SLOTS = [f"layer{i}" for i in range(6)]
 OPS = ["relu", "swish", "gelu", "elu", "tanh", "srs"]

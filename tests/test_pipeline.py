@@ -4,12 +4,13 @@ import random
 
 import pytest
 
-from nni_safs.activations import genome_to_string
-from nni_safs.config import SafsConfig
-from nni_safs.contract import JobResult, Stage, Status
-from nni_safs.pipeline import FINAL_VARIANTS, SafsPipeline
-from nni_safs.results import build_summary
-from nni_safs.tuner import SafsTuner
+from nni_safs.method.genomes import genome_to_string
+from nni_safs.settings.config import SafsConfig
+from nni_safs.method.contract import JobResult, Stage, Status
+from nni_safs.integration.pipelines import build_pipeline
+from nni_safs.method.pipeline import FINAL_VARIANTS, SafsPipeline
+from nni_safs.reports.results import build_summary
+from nni_safs.integration.tuner import SafsTuner
 
 from conftest import SMALL, drive, fake_result
 
@@ -18,7 +19,7 @@ from conftest import SMALL, drive, fake_result
 @pytest.mark.parametrize("algorithm", ["lahc", "random", "tpe", "evolution"])
 def test_pipeline_completes_without_deadlock(tmp_path, concurrency, algorithm):
     config = SafsConfig(**SMALL, search_algorithm=algorithm, workspace=str(tmp_path))
-    pipeline = SafsPipeline.for_config(config)
+    pipeline = build_pipeline(config)
     jobs = drive(pipeline, concurrency, random.Random(concurrency))
     stages = [j.stage for j in jobs]
     assert stages[0] == "prepare" and stages.count("prepare") == 1
@@ -40,7 +41,7 @@ def test_pipeline_completes_without_deadlock(tmp_path, concurrency, algorithm):
 
 
 def test_prepare_is_a_barrier_and_its_failure_stops_everything(tmp_path):
-    pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+    pipeline = build_pipeline(SafsConfig(**SMALL, workspace=str(tmp_path)))
     first = pipeline.ask()
     assert first.stage == "prepare"
     assert pipeline.ask() is None and not pipeline.finished
@@ -54,7 +55,7 @@ def test_the_order_in_which_a_batch_of_results_arrives_changes_nothing(tmp_path)
     """NNI delivers the results of concurrent trials in any order; LAHC folds them in ask order,
     so whatever the arrival order within each batch, the run is the same."""
     def run(arrival_seed):
-        pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+        pipeline = build_pipeline(SafsConfig(**SMALL, workspace=str(tmp_path)))
         arrival, issued, running = random.Random(arrival_seed), [], []
         while not pipeline.finished:
             while len(running) < 3 and (job := pipeline.ask()) is not None:
@@ -72,7 +73,7 @@ def test_the_order_in_which_a_batch_of_results_arrives_changes_nothing(tmp_path)
 
 def test_state_roundtrip_mid_search(tmp_path):
     config = SafsConfig(**SMALL, workspace=str(tmp_path))
-    pipeline = SafsPipeline.for_config(config)
+    pipeline = build_pipeline(config)
     rng = random.Random(0)
     in_flight = []
     for _ in range(6):
@@ -207,7 +208,7 @@ def test_requeued_jobs_count_extra_trials_only_when_nni_had_recorded_one(tmp_pat
 
 def test_final_seeds_and_uniform_start_shape_the_pipeline(tmp_path):
     config = SafsConfig(**SMALL, final_seeds=3, search_init="uniform", workspace=str(tmp_path))
-    pipeline = SafsPipeline.for_config(config)
+    pipeline = build_pipeline(config)
     jobs = drive(pipeline, 2, random.Random(0))
     baselines = [j for j in jobs if j.stage == "baseline"]
     assert [j.params["seed"] for j in baselines] == [0, 1, 2] and {j.variant for j in baselines} == {"default"}
@@ -228,7 +229,7 @@ def _drive_with(pipeline, result_of):
 
 
 def test_a_stage1_whose_every_candidate_failed_ends_the_pipeline_with_the_reason(tmp_path):
-    pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+    pipeline = build_pipeline(SafsConfig(**SMALL, workspace=str(tmp_path)))
     rng = random.Random(0)
     _drive_with(pipeline, lambda job: JobResult.failed(job.spec, "ValueError: boom")
                 if job.stage == "search" else fake_result(job, rng))
@@ -238,7 +239,7 @@ def test_a_stage1_whose_every_candidate_failed_ends_the_pipeline_with_the_reason
 
 
 def test_a_stage2_study_whose_every_trial_failed_ends_the_pipeline_with_the_reason(tmp_path):
-    pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+    pipeline = build_pipeline(SafsConfig(**SMALL, workspace=str(tmp_path)))
     rng = random.Random(0)
     _drive_with(pipeline, lambda job: JobResult.failed(job.spec, "RuntimeError: boom")
                 if job.stage == "hpo" and job.variant == "default" else fake_result(job, rng))
@@ -258,7 +259,7 @@ def test_a_late_divergence_keeps_the_score_of_the_epochs_before_it(tmp_path):
 
 
 def test_tpe_starts_model_based_search_after_a_fifth_of_the_budget():
-    from nni_safs.nni_tuners import create_tuner
+    from nni_safs.integration.nni_tuners import create_tuner
     assert create_tuner("TPE", seed=0, budget=8).args.n_startup_jobs == 2
     assert create_tuner("TPE", seed=0, budget=20).args.n_startup_jobs == 4
 
@@ -266,7 +267,7 @@ def test_tpe_starts_model_based_search_after_a_fifth_of_the_budget():
 def test_an_inner_tuner_that_cannot_suggest_yet_waits_and_one_that_breaks_raises(monkeypatch):
     """Evolution's empty population (results still out) is a wait; any other exception of an
     inner tuner is a failure that reaches the SAFS tuner (which stops with it), not a wait."""
-    from nni_safs.nni_tuners import TunerStream
+    from nni_safs.integration.nni_tuners import TunerStream
     space = {"x": {"_type": "choice", "_value": [1, 2, 3]}}
     stream = TunerStream("Evolution", space, n_trials=40)
     asked = [stream.ask() for _ in range(stream.tuner.population_size)]
@@ -281,7 +282,7 @@ def test_a_stage2_space_smaller_than_the_budget_ends_its_study_early(tmp_path):
     space.write_text(json.dumps({"optimizer": {"_type": "choice", "_value": [
         {"_name": "adam", "lr": {"_type": "choice", "_value": [0.001]}}]}}))
     config = SafsConfig(**SMALL, hpo_space=str(space), workspace=str(tmp_path / "ws"))
-    pipeline = SafsPipeline.for_config(config)
+    pipeline = build_pipeline(config)
     jobs = drive(pipeline, 1, random.Random(0))
     assert pipeline.finished and not pipeline.failure
     assert sum(j.stage == "hpo" for j in jobs) == 2  # one per study, not 2 x hpo_trials
@@ -290,7 +291,7 @@ def test_a_stage2_space_smaller_than_the_budget_ends_its_study_early(tmp_path):
 
 def test_hpo_warm_start_feeds_the_ablation_study_to_the_safs_study(tmp_path):
     config = SafsConfig(**SMALL, hpo_warm_start=True, workspace=str(tmp_path))
-    pipeline = SafsPipeline.for_config(config)
+    pipeline = build_pipeline(config)
     drive(pipeline, 1, random.Random(0), shuffle=False)
     default, safs = pipeline.hpo["default"], pipeline.hpo["safs"]
     told_before = len(safs.prior)
@@ -306,12 +307,12 @@ def test_hpo_warm_start_feeds_the_ablation_study_to_the_safs_study(tmp_path):
 def test_each_stage2_study_first_tries_the_dense_hyperparameters_when_asked(tmp_path):
     """Off by default (the reference's SMAC starts from a Sobol design); when on, the first trial
     runs the dense hyperparameters whole, keys the space does not tune (step_size) included."""
-    from nni_safs.space import nest_hparams
-    assert SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path / "off"))).hpo["default"].first == []
+    from nni_safs.method.spaces import nest_hparams
+    assert build_pipeline(SafsConfig(**SMALL, workspace=str(tmp_path / "off"))).hpo["default"].first == []
     vgg_like = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "step_halving",
                 "step_size": 20}
     config = SafsConfig(**SMALL, train_hparams=vgg_like, hpo_default_first=True, workspace=str(tmp_path / "on"))
-    pipeline = SafsPipeline.for_config(config)
+    pipeline = build_pipeline(config)
     jobs = drive(pipeline, 2, random.Random(0))
     for variant in ("default", "safs"):
         first = next(j for j in jobs if j.stage == "hpo" and j.variant == variant)
@@ -328,8 +329,9 @@ def test_a_genome_the_search_proposes_again_reuses_its_score_without_a_job(tmp_p
     """Search jobs are deterministic (same checkpoint, budget and seed), so LAHC walking back to a
     genome it measured gets that score without a trial; a failed measurement is not reused."""
     config = SafsConfig(**{**SMALL, "search_steps": 30, "max_search_steps": 40}, workspace=str(tmp_path))
-    base = SafsPipeline.for_config(config)
-    pipeline = SafsPipeline(config, base.slot_names, ["relu", "swish"], base.hpo_space)  # 16 genomes: revisits
+    base = build_pipeline(config)
+    pipeline = SafsPipeline(config, base.slot_names, ["relu", "swish"], base.hpo_space, base.own_activation,
+                            base.studies)  # 16 genomes: revisits
     scores = {}
 
     def score(job):
@@ -372,7 +374,7 @@ def test_the_confirmation_keeps_the_own_activation_unless_a_searched_genome_beat
     seeds; stage 1's winner (the SAFS study's and the stage-1 column's genome) is the best mean,
     so the search can never hand stage 2 a genome that scored below the own activation."""
     config = SafsConfig(**SMALL, confirm_top=2, confirm_epochs=3, final_seeds=2, workspace=str(tmp_path / "ws"))
-    pipeline = SafsPipeline.for_config(config)
+    pipeline = build_pipeline(config)
     own = "act1=relu;act2=relu;act3=relu;act4=relu"
 
     def score(job):
@@ -404,12 +406,12 @@ def test_the_confirmation_keeps_the_own_activation_unless_a_searched_genome_beat
     summary = build_summary(pipeline)
     assert summary["stages"]["search"]["kept_own_activation"] is own_wins
     assert summary["stages"]["search"]["winner"] == winner
-    restored = SafsPipeline.for_config(config).restored(pipeline.state_dict())
+    restored = build_pipeline(config).restored(pipeline.state_dict())
     assert restored.confirm_genomes() == genomes and restored.winner == pipeline.winner
 
 
 def test_without_confirmation_stage1_is_the_searchs_best(tmp_path):
-    pipeline = SafsPipeline.for_config(SafsConfig(**SMALL, workspace=str(tmp_path)))
+    pipeline = build_pipeline(SafsConfig(**SMALL, workspace=str(tmp_path)))
     jobs = drive(pipeline, 2, random.Random(0))
     assert not [j for j in jobs if j.variant == "confirm"] and pipeline.confirm_genomes() == []
     assert pipeline.winner == pipeline.search.best

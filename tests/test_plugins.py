@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nni_safs.config import SafsConfig
+from nni_safs.settings.config import SafsConfig
 
 HERE = Path(__file__).resolve().parent
 TINY = dict(model="plugin_mlp", dataset="plugin_digits", plugins=["my_safs_plugin"], device="cpu", threads=1,

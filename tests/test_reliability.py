@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from nni_safs.config import SafsConfig
+from nni_safs.settings.config import SafsConfig
 from nni_safs.models import build_model
 from nni_safs.pruning import MaskHolder, MaskViolationError, magnitude_prune
-from nni_safs.training import fine_tune
-from nni_safs.checkpoints import load_checkpoint
-from nni_safs.jobs import prepare
-from nni_safs.workspace import open_workspace
+from nni_safs.training.loop import fine_tune
+from nni_safs.storage.checkpoints import load_checkpoint
+from nni_safs.training.jobs import prepare
+from nni_safs.storage.workspace import open_workspace
 
 
 def tiny(workspace, **overrides):
@@ -102,7 +102,7 @@ def test_pruned_checkpoint_of_other_settings_is_refused(tmp_path):
 def test_a_second_trial_of_a_running_job_waits_and_re_reports_its_result(tmp_path):
     # After `nnictl resume` NNI may re-run a job's trial while the tuner re-issues it: the
     # second trial must wait for the first and re-report its result, not train again
-    from nni_safs.workspace import job_lock, job_marker
+    from nni_safs.storage.workspace import job_lock, job_marker
     config, path = write_job(tmp_path)
     lock = job_lock(config.workspace, 7)
     with lock:  # the first trial, still training
@@ -120,7 +120,7 @@ def test_a_second_trial_of_a_running_job_waits_and_re_reports_its_result(tmp_pat
 
 def test_a_second_trial_runs_the_job_when_the_first_died(tmp_path):
     config, path = write_job(tmp_path)
-    first = subprocess.Popen([sys.executable, "-c", "import sys, time; from nni_safs.workspace import job_lock; "
+    first = subprocess.Popen([sys.executable, "-c", "import sys, time; from nni_safs.storage.workspace import job_lock; "
                               f"job_lock({config.workspace!r}, 7).acquire(); print('locked', flush=True); "
                               "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
     assert first.stdout.readline().strip() == "locked"
@@ -143,7 +143,7 @@ def test_dense_training_keeps_activation_scales_at_one(tmp_path):
 def test_the_baseline_keeps_the_models_own_activation(tmp_path):
     from nni_safs.models import register_model, MODELS
     from nni_safs.models.lenet import LeNet5
-    from nni_safs.jobs import run_candidate
+    from nni_safs.training.jobs import run_candidate
 
     @register_model("lenet5_tanh_test", overwrite=True, in_channels=1, image_size=28, act="tanh",
                     hparams={"optimizer": "adam", "lr": 1e-3})
@@ -162,9 +162,9 @@ def test_the_baseline_keeps_the_models_own_activation(tmp_path):
 
 def test_a_late_divergence_reports_the_best_epoch_before_it(tmp_path, monkeypatch):
     import math
-    from nni_safs import training
-    from nni_safs.contract import JobSpec, Status
-    from nni_safs.jobs import run_job
+    from nni_safs.training import loop as training
+    from nni_safs.method.contract import JobSpec, Status
+    from nni_safs.training.jobs import run_job
     _, path = write_job(tmp_path, epochs=4)
     real, calls = training._train_epoch, []
 
@@ -179,7 +179,7 @@ def test_a_late_divergence_reports_the_best_epoch_before_it(tmp_path, monkeypatc
 
 
 def test_a_workspace_refuses_other_settings_and_names_the_keys(tmp_path):
-    from nni_safs.workspace import WorkspaceConfigError
+    from nni_safs.storage.workspace import WorkspaceConfigError
     open_workspace(tiny(tmp_path))
     before = (tmp_path / "config.json").read_text()
     open_workspace(tiny(tmp_path))  # the same settings: reopened (resume, a second trial)
@@ -198,7 +198,7 @@ def test_a_workspace_refuses_other_settings_and_names_the_keys(tmp_path):
 
 def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspace_usable(tmp_path, monkeypatch,
                                                                                         capsys):
-    from nni_safs import trial
+    from nni_safs.integration import trial
     from nni_safs.data.splits import TransformSubset
     config, path = write_job(tmp_path, stage="final", variant="safs")
     real, calls = TransformSubset.__getitems__, []
@@ -224,7 +224,7 @@ def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspac
 
 
 def test_a_corrupted_pruned_checkpoint_fails_the_trial_naming_the_file(tmp_path, capsys):
-    from nni_safs import trial
+    from nni_safs.integration import trial
     config, path = write_job(tmp_path)
     pruned = tmp_path / "ws" / "pruned.pt"
     good = pruned.read_bytes()

@@ -7,7 +7,7 @@ import pytest
 
 # Each costs 0.1-1 s per process and none is needed to run a trial or to start the tuner.
 HEAVY = {
-    # the trial imports torch in main(), so a warm trial's process (nni_safs.forkserver) never does
+    # the trial imports torch in main(), so a warm trial's process (nni_safs.integration.forkserver) never does
     "trial": ["torch", "matplotlib", "torchvision", "scipy", "pandas", "nni", "requests", "sklearn"],
     "tuner": ["matplotlib", "torchvision", "torch._dynamo"],  # the tuner needs NNI (and so scipy, pandas)
 }
@@ -32,9 +32,9 @@ def test_loading_and_checking_the_settings_imports_no_torch(tmp_path):
     a model then imports its (lazily registered) builder."""
     code = f"""
 import glob, sys, yaml
-from nni_safs.config import SafsConfig
+from nni_safs.settings.config import SafsConfig
 from nni_safs.models import MODELS, model_facts
-from nni_safs.workspace import load_config, open_workspace
+from nni_safs.storage.workspace import load_config, open_workspace
 names = []
 for path in sorted(glob.glob("experiment_configs/*_safs.yml") + glob.glob("experiment_configs/*_paper.yml")):
     args = yaml.safe_load(open(path))["tuner"]["classArgs"]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nni_safs.training import SCHEDULERS, build_optimizer, evaluate, fine_tune, resolve_device
+from nni_safs.training.loop import SCHEDULERS, build_optimizer, evaluate, fine_tune, resolve_device
 
 
 def blobs(n=256, seed=0):
@@ -83,7 +83,7 @@ def test_device_selection():
 
 _TRAIN_AND_DIGEST = """
 import hashlib, sys, torch
-from nni_safs.training import fine_tune, warm_up
+from nni_safs.training.loop import fine_tune, warm_up
 if sys.argv[1] == "warm":
     state, threads = torch.get_rng_state(), torch.get_num_threads()
     warm_up()

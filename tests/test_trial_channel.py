@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from nni_safs.trial_channel import HttpChannel, NniChannel, open_channel
+from nni_safs.integration.trial_channel import HttpChannel, NniChannel, open_channel
 
 from conftest import JsonHandler, serving
 

@@ -13,10 +13,10 @@ from nni.common import dump, load
 from nni.runtime.msg_dispatcher import MsgDispatcher
 from nni.runtime.tuner_command_channel import CommandType
 
-from nni_safs.contract import Status
-from nni_safs.manager_api import ManagerClient
-from nni_safs.tuner import SafsTuner
-from nni_safs.workspace import job_marker
+from nni_safs.method.contract import Status
+from nni_safs.integration.manager_api import ManagerClient
+from nni_safs.integration.tuner import SafsTuner
+from nni_safs.storage.workspace import job_marker
 
 from conftest import SMALL, JsonHandler, serving
 

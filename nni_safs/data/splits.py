@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
-from .augment import Augmentation
-from .files import DatasetNotFoundError, explain_missing, require_root
+from nni_safs.data.augment import Augmentation
+from nni_safs.settings.dataset_files import DatasetNotFoundError, explain_missing, require_root
 
 Transform = Callable[[Any], Any]
 __all__ = ["DataSplits", "DatasetNotFoundError", "TensorImages", "Transform", "TransformSubset",
@@ -60,9 +60,8 @@ class TensorImages(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> TensorImages:
         """A DataLoader's whole batch in one indexing, handed on as it is by :func:`collate`.
 
-        Fetching a batch of in-memory images one ``__getitem__`` at a time and stacking them was
-        7% of a LeNet-5 mnist5k job's profiled CPU time; one indexing gives the very same
-        tensors and makes the job 3-5% faster. As a dataset of ``(image, label)`` samples the
+        Fetching a batch of in-memory images one ``__getitem__`` at a time and stacking them
+        costs a visible share of a small job; one indexing gives the very same tensors. As a dataset of ``(image, label)`` samples the
         batch still suits PyTorch's ``default_collate``, so a plain DataLoader keeps working.
         """
         index = torch.as_tensor(indices, dtype=torch.long)

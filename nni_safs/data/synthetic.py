@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from .splits import DataSplits, TensorImages, splits_from_files
+from nni_safs.data.splits import DataSplits, TensorImages, splits_from_files
 
 TEST_SHARE = 1 / 6  # of ``size``: 1200 samples -> 200 test, and with val_fraction=0.1, 900/100
 

@@ -9,8 +9,8 @@ augmented there by the dataset's :class:`~nni_safs.data.augment.Augmentation`.
 ``data_loader`` (a classArg) picks the path: ``auto`` takes the tensor path on CUDA when the
 dataset allows it (its builder set ``train_plain``: MNIST, mnist5k, CIFAR-10, ImageNet16,
 synthetic) and its float32 images fit in ``DEVICE_SHARE`` of the free device memory, the
-DataLoader path otherwise (on the CPU the tensor path measured no faster: the per-image
-pipeline costs little next to CPU training; see the README's "On a GPU"). Same seed, same
+DataLoader path otherwise (on the CPU the per-image pipeline costs little next to training).
+Same seed, same
 batches: the order and the augmentation draw from one generator seeded by the run.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import DATA_LOADERS
-from .augment import Augmentation
-from .splits import DataSplits, collate
+from nni_safs.settings.config import DATA_LOADERS
+from nni_safs.data.augment import Augmentation
+from nni_safs.data.splits import DataSplits, collate
 
 DEVICE_SHARE = 0.5  # of the free device memory the held images may take; the rest is for training
 _READ_BATCH = 1024

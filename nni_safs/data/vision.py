@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .augment import Augmentation, PadCropFlip
-from .files import CIFAR10_FILES, CIFAR10_FOLDER, MNIST_FILES, explain_missing, require_root
-from .splits import DataSplits, splits_from_files
+from nni_safs.data.augment import Augmentation, PadCropFlip
+from nni_safs.settings.dataset_files import CIFAR10_FILES, CIFAR10_FOLDER, MNIST_FILES, explain_missing, require_root
+from nni_safs.data.splits import DataSplits, splits_from_files
 
 if TYPE_CHECKING:
     from torchvision import transforms

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..activations import ActivationSlot
+from nni_safs.models.activations import ActivationSlot
 
 
 def replace_activations(model: nn.Module, kind: type[nn.Module], act: str) -> nn.Module:

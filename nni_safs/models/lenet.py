@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..activations import ActivationSlot
+from nni_safs.models.activations import ActivationSlot
 
 
 class LeNet5(nn.Module):

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from ..activations import ActivationSlot
+from nni_safs.models.activations import ActivationSlot
 
 VGG16_CONFIG = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 

@@ -20,9 +20,9 @@ from nni.compression.base.setting import PruningSetting
 from nni.compression.pruning import LevelPruner
 from torch import nn
 
-from . import SCOPES
-from .lamp import LAMPPruner
-from .masks import Masks, weight_name, weighted_modules
+from nni_safs.pruning import SCOPES
+from nni_safs.pruning.lamp import LAMPPruner
+from nni_safs.pruning.masks import Masks, weight_name, weighted_modules
 
 
 _GLOBAL_GROUP = "safs_global"

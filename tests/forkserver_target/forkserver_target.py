@@ -1,4 +1,4 @@
-"""What tests/test_forkserver.py's warm children run (a stand-in for nni_safs.trial.main)."""
+"""What tests/test_forkserver.py's warm children run (a stand-in for nni_safs.integration.trial.main)."""
 import json
 import os
 import sys
@@ -14,7 +14,7 @@ def main(argv: list[str], started: float) -> int:
                           "torch": "torch" in sys.modules, "dynamo": "torch._dynamo" in sys.modules,
                           "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
                           "bad_fork": sys.modules["torch"].cuda._is_in_bad_fork(),
-                          "warm": sys.modules["nni_safs.forkserver"].started_warm()}))
+                          "warm": sys.modules["nni_safs.integration.forkserver"].started_warm()}))
         print("to stderr", file=sys.stderr)
         return 3
     if mode == "sleep":

@@ -21,19 +21,19 @@ from torch import nn
 matplotlib.use("Agg")  # files only: no display needed (servers, CI, NNI trials)
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-from .activations import ActivationSlot  # noqa: E402
-from .checkpoints import load_checkpoint  # noqa: E402
-from .export import rebuild_slots  # noqa: E402
-from .models import build_model, model_facts  # noqa: E402
-from .contract import SAFS  # noqa: E402
-from .pruning.masks import weight_name  # noqa: E402
-from .workspace import MODEL_CHECKPOINTS, SUMMARY_FILE  # noqa: E402
+from nni_safs.models.activations import ActivationSlot  # noqa: E402
+from nni_safs.storage.checkpoints import load_checkpoint  # noqa: E402
+from nni_safs.reports.export import rebuild_slots  # noqa: E402
+from nni_safs.models import build_model, model_facts  # noqa: E402
+from nni_safs.method.contract import SAFS  # noqa: E402
+from nni_safs.pruning.masks import weight_name  # noqa: E402
+from nni_safs.storage.workspace import MODEL_CHECKPOINTS, SUMMARY_FILE  # noqa: E402
 
 # the model to plot: SAFS, else stage 1 alone (the SAFS final may have failed or not run yet)
 PLOTTED = (MODEL_CHECKPOINTS[SAFS], MODEL_CHECKPOINTS["stage1"])
 # workspace file -> what writes it, for the error when it is missing
 PRODUCERS = {PLOTTED[0]: "the final stage (variant safs)", PLOTTED[1]: "the final stage (variant stage1)",
-             SUMMARY_FILE: "the end of a run (nni_safs.results.write_results)"}
+             SUMMARY_FILE: "the end of a run (nni_safs.reports.results.write_results)"}
 CURVE_RANGE = (-5.0, 5.0)
 
 

@@ -2,8 +2,8 @@
 
 The SAFS state (the tuner's and the in-process runner's) is a small *head*, replaced at every
 save, and *logs*: collections that only ever grow (jobs issued, results told, the search
-trace, each study's history). Rewriting the whole state after every result costs O(results)
-per result (61 ms at 500 results); :class:`Journal` appends one line with the head and each
+trace, each study's history; see :mod:`nni_safs.method.state`). Rewriting the whole state after
+every result costs O(results) per result; :class:`Journal` appends one line with the head and each
 log's new items instead, and folds the journal into a new snapshot once it outgrows it, so a
 save costs O(1) amortized however long the experiment. A crash loses nothing that was saved:
 each line is flushed and synced, a torn last line (a crash mid-write) is ignored, and a line
@@ -13,54 +13,19 @@ One writer at a time: the first save takes an exclusive lock (``path`` + ``.lock
 journal holds until :meth:`Journal.close` or the process ends; a second writer (a stale
 dispatcher beside a resumed one) waits for it up to ``LOCK_WAIT_SECONDS``, then is refused
 with the holder's pid.
-
-A log is named by its path in the state (``"pipeline.search.trace"``); :func:`assemble` puts
-head and logs together into the dict ``load`` returns, which is what ``state_dict()`` gives.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from .atomic import atomic_write, sync_directory
+from nni_safs.method.state import assemble
+from nni_safs.storage.atomic import atomic_write, sync_directory
 
 LOCK_WAIT_SECONDS = 30.0
-
-
-class LogView(Sequence):
-    """An append-only collection (a list, or a dict's items in insertion order) as a sequence of
-    JSON-ready items, encoded only when read: the journal reads just the new tail."""
-
-    def __init__(self, items: Collection, encode: Callable[[Any], Any] = lambda item: item) -> None:
-        self.items, self.encode = items, encode
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self.items))
-            return [self.encode(item) for item in itertools.islice(self.items, start, stop, step)]
-        return self[index:index + 1 or None][0]
-
-    def __iter__(self) -> Iterator:
-        return (self.encode(item) for item in self.items)
-
-
-def assemble(head: Mapping[str, Any], logs: Mapping[str, Sequence]) -> dict[str, Any]:
-    """The full state: ``head`` with each log's items placed at its dotted path."""
-    state = json.loads(json.dumps(head))  # a copy: the caller's head is not changed
-    for path, items in logs.items():
-        *parents, name = path.split(".")
-        node = state
-        for key in parents:
-            node = node[key]
-        node[name] = list(items)
-    return state
 
 
 class CorruptStateError(ValueError):

@@ -21,18 +21,19 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from .activations import apply_genome, genome_from_string, get_genome, set_scales_trainable
-from .checkpoints import load_checkpoint, save_checkpoint
-from .config import SafsConfig
-from .contract import JobResult, JobSpec, Stage, Status
-from .data import DataSplits, build_dataset
-from .data.splits import cross_validation_folds
-from .data.tensors import build_loaders
-from .models import build_model
-from .pruning import Masks, overall_density
-from .training import (EpochRecord, TrainResult, evaluate, fine_tune, resolve_device, resolve_precision, seed_everything,
+from nni_safs.method.genomes import genome_from_string
+from nni_safs.models.activations import apply_genome, get_genome, set_scales_trainable
+from nni_safs.storage.checkpoints import load_checkpoint, save_checkpoint
+from nni_safs.settings.config import SafsConfig
+from nni_safs.method.contract import JobResult, JobSpec, Stage, Status
+from nni_safs.data import DataSplits, build_dataset
+from nni_safs.data.splits import cross_validation_folds
+from nni_safs.data.tensors import build_loaders
+from nni_safs.models import build_model
+from nni_safs.pruning import Masks, overall_density
+from nni_safs.training.loop import (EpochRecord, TrainResult, evaluate, fine_tune, resolve_device, resolve_precision, seed_everything,
                        wants_channels_last)
-from .workspace import Workspace, load_config, model_checkpoint, model_file
+from nni_safs.storage.workspace import Workspace, load_config, model_checkpoint, model_file
 
 Log = Callable[[str], None]
 
@@ -83,9 +84,8 @@ def keep_freed_memory() -> None:
 
     Every training step frees and allocates again the same activation-sized blocks. glibc
     returns blocks above its mmap threshold (128 KiB at first) to the kernel at once, so each
-    step faults their pages in again: with the threshold at its 32 MiB ceiling and trimming
-    above 256 MiB, a LeNet-5 search job on CPU is 3-6% faster, bit for bit the same
-    (``benchmarks/overhead.py``, section e). Where the C library has no ``mallopt`` (macOS,
+    step faults their pages in again. With the threshold at its 32 MiB ceiling and trimming
+    above 256 MiB they stay mapped; results are bit for bit the same. Where the C library has no ``mallopt`` (macOS,
     Windows) it does nothing; CUDA tensors have their own caching allocator.
     """
     try:
@@ -178,7 +178,7 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
         fast = arithmetic(config, model, device)
         dense_val, _ = evaluate(model, val, device, **fast)
         dense_test, _ = evaluate(model, test, device, **fast)
-        from .pruning import magnitude_prune  # NNI's pruners: only prepare needs them
+        from nni_safs.pruning import magnitude_prune  # NNI's pruners: only prepare needs them
         masks = magnitude_prune(model, config.ratio, config.scope)
         pruned_val, _ = evaluate(model, val, device, **fast)
         pruned_test, _ = evaluate(model, test, device, **fast)

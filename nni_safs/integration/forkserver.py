@@ -5,11 +5,11 @@ nni_safs.trial`` spends about two more starting the interpreter and importing to
 experiment runs some sixty of them on two cores. So the first local trial of an experiment
 starts a server in the background (this module) and runs cold; the server imports the trial
 code once, trains a tiny net once (the first optimizer a process builds imports
-``torch._dynamo``, about one more second: :func:`nni_safs.training.warm_up`) and waits on a
+``torch._dynamo``, about one more second: :func:`nni_safs.training.loop.warm_up`) and waits on a
 Unix socket. Every later trial process is only a thin client: it connects, hands over its
 standard output and error (the descriptors themselves), its arguments, environment and
 working directory, and waits. The server forks a child that takes on all of these and runs
-:func:`nni_safs.trial.main` exactly as the trial would have (its own NNI channel, trial.log,
+:func:`nni_safs.integration.trial.main` exactly as the trial would have (its own NNI channel, trial.log,
 job lock and marker), then sends back the exit status, which the client exits with. So NNI and the portal see the same trial, only sooner.
 
 What keeps it safe:
@@ -54,14 +54,14 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from .trial_channel import launched_locally
+from nni_safs.integration.trial_channel import launched_locally
 
 IDLE_SECONDS = 120.0  # a server with no trial for this long exits
 RETRY_SECONDS = 600.0  # after a server failed to start, trials start cold this long before one tries again
 SWITCH_ENV = "NNI_SAFS_FORKSERVER"  # "0": trials start cold
-TARGET = "nni_safs.trial:main"  # what a child runs: a function (argv, started) -> exit status
-PRELOAD = ("nni_safs.jobs",)  # imported by the server once: torch, the models, the training loop
-WARM_UP = "nni_safs.training:warm_up"  # run by the server once: what the first training of a process pays
+TARGET = "nni_safs.integration.trial:main"  # what a child runs: a function (argv, started) -> exit status
+PRELOAD = ("nni_safs.training.jobs",)  # imported by the server once: torch, the models, the training loop
+WARM_UP = "nni_safs.training.loop:warm_up"  # run by the server once: what the first training of a process pays
 _MAX_REQUEST = 1 << 20
 _MAX_SOCKET_PATH = 108  # sun_path, with its terminating zero
 _POLL_SECONDS = 5.0  # how often an idle server reaps its children and checks its idle time
@@ -124,7 +124,7 @@ def run_in_server(argv: list[str], started: float, target: str = TARGET) -> int 
         except OSError:
             reply = b""
     if len(reply) != 4:
-        print("nni_safs.forkserver: the trial's process ended without an exit status (killed?)", file=sys.stderr)
+        print("nni_safs.integration.forkserver: the trial's process ended without an exit status (killed?)", file=sys.stderr)
         return 1
     return struct.unpack("i", reply)[0]
 
@@ -143,7 +143,7 @@ def _start_server(path: Path, target: str) -> None:
         pass  # none failed
     try:
         with open(f"{path}.log", "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "nni_safs.forkserver", str(path), target],
+            subprocess.Popen([sys.executable, "-m", "nni_safs.integration.forkserver", str(path), target],
                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                              close_fds=True)
     except OSError:
@@ -204,7 +204,7 @@ def serve(path: Path, target: str = TARGET, idle_seconds: float = IDLE_SECONDS) 
                 return
             Path(f"{path}.failed").unlink(missing_ok=True)
             if not clean:
-                print(f"nni_safs.forkserver {pid}: CUDA was initialised before forking (a forked trial could "
+                print(f"nni_safs.integration.forkserver {pid}: CUDA was initialised before forking (a forked trial could "
                       "not use it): serving no trial, every trial runs cold", file=sys.stderr, flush=True)
             server.listen(16)
             server.settimeout(_POLL_SECONDS)
@@ -310,6 +310,6 @@ def _die_with_client(connection: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    from nni_safs import forkserver  # the module trials import (this one runs as __main__): it knows they are warm
+    from nni_safs.integration import forkserver  # the module trials import (this one runs as __main__): it knows they are warm
 
     forkserver.serve(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else TARGET)

@@ -12,15 +12,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .data import DATASETS
-from .models import MODELS, model_facts
-from .plugins import import_plugins
+from nni_safs.settings.catalog import DATASETS, MODELS, model_facts
+from nni_safs.settings.plugins import import_plugins
 
 # the values a key may take; the modules that act on them dispatch on these names
-OPTIMIZERS = ("sgd", "adam", "adamw", "tadam", "fromage")  # nni_safs.training
+OPTIMIZERS = ("sgd", "adam", "adamw", "tadam", "fromage")  # nni_safs.training.loop
 SCHEDULERS = ("constant", "constant_warmup", "step_halving", "step", "cosine", "cosine_warm_restarts",
               "linear_warmup", "plateau")
-PRECISIONS = ("auto", "fp32", "bf16")  # nni_safs.training
+PRECISIONS = ("auto", "fp32", "bf16")  # nni_safs.training.loop
 DATA_LOADERS = ("auto", "tensor", "dataloader")  # nni_safs.data.tensors
 SCOPES = ("layer", "global", "lamp")  # nni_safs.pruning
 STAGE1_ALGORITHMS = ("lahc", "evolution", "tpe", "random")

@@ -20,7 +20,7 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-_logger = logging.getLogger("nni_safs.manager_api")
+_logger = logging.getLogger("nni_safs.integration.manager_api")
 
 
 class ManagerClient:

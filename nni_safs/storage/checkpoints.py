@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .atomic import atomic_write
+from nni_safs.storage.atomic import atomic_write
 
 
 class CheckpointMismatchError(ValueError):

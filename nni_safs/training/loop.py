@@ -3,7 +3,7 @@
 Hyperparameters (``hparams``), every key optional except ``optimizer`` and ``lr``:
 
 * ``optimizer``: ``sgd`` | ``adam`` | ``adamw`` | ``tadam`` | ``fromage`` (the last two:
-  :mod:`nni_safs.optimizers`); ``lr``; ``weight_decay`` (default 0); ``momentum`` (sgd only,
+  :mod:`nni_safs.training.optimizers`); ``lr``; ``weight_decay`` (default 0); ``momentum`` (sgd only,
   default 0.9); ``beta2`` (adam, adamw, tadam; default 0.999, the reference's stage 2 uses 0.99)
 * ``scheduler`` (stepped once per epoch), as the reference SAFS defines them:
 
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import OPTIMIZERS, PRECISIONS, SCHEDULERS
-from .pruning import Masks, MaskHolder
+from nni_safs.settings.config import OPTIMIZERS, PRECISIONS, SCHEDULERS
+from nni_safs.pruning import Masks, MaskHolder
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader or nni_safs.data.tensors.TensorLoader
 
@@ -133,7 +133,7 @@ def _choice(hparams: Mapping, key: str, valid: Iterable[str], default: str | Non
 
 
 def build_optimizer(params: Iterable[nn.Parameter], hparams: Mapping) -> torch.optim.Optimizer:
-    from .optimizers import Fromage, TAdam
+    from nni_safs.training.optimizers import Fromage, TAdam
 
     name = _choice(hparams, "optimizer", OPTIMIZERS)
     if "lr" not in hparams or not float(hparams["lr"]) > 0:
@@ -259,7 +259,7 @@ def warm_up() -> None:
 
     Building the first optimizer imports ``torch._dynamo`` (torch wraps
     ``Optimizer.add_param_group`` in ``torch._disable_dynamo``) and with it sympy, some 900
-    modules; :mod:`nni_safs.forkserver` runs this before it forks, so no warm trial pays it.
+    modules; :mod:`nni_safs.integration.forkserver` runs this before it forks, so no warm trial pays it.
     Only SGD takes steps: Adam's and AdamW's ``step`` run a graph-capture health check that asks
     ``torch.cuda.is_available()``, which initialises the CUDA driver and leaves every process
     forked afterwards unable to use CUDA. Building them is enough to import what their steps

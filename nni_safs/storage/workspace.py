@@ -5,7 +5,7 @@ once by the prepare job, with the metadata that produced them), the kept models 
 table's columns, ``jobs/N.json`` (which trial runs job N, and its result) with its lock,
 the saved optimizer state (the in-process runner's; the tuner keeps its own in NNI's
 checkpoint folder under the same name pattern), ``summary.json`` and ``results.md``. What
-is computed into these files is :mod:`nni_safs.jobs`.
+is computed into these files is :mod:`nni_safs.training.jobs`.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from .atomic import atomic_write
-from .config import SafsConfig
-from .contract import COLUMNS, Stage
+from nni_safs.storage.atomic import atomic_write
+from nni_safs.settings.config import SafsConfig
+from nni_safs.method.contract import COLUMNS, Stage
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"

@@ -1,7 +1,7 @@
 """The one protocol the pipeline drives a search or a study through.
 
-Stage 1 runs LAHC (:class:`~nni_safs.lahc.LateAcceptanceHillClimbing`) or one of NNI's
-built-in tuners (:class:`~nni_safs.nni_tuners.TunerStream`); each stage-2 study is a
+Stage 1 runs LAHC (:class:`~nni_safs.method.lahc.LateAcceptanceHillClimbing`) or one of NNI's
+built-in tuners (:class:`~nni_safs.integration.nni_tuners.TunerStream`); each stage-2 study is a
 TunerStream. Both hand out ``(key, params)`` pairs and are told ``(key, value)``, so the
 pipeline never asks which one it holds.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from .journal import LogView
+from nni_safs.method.state import LogView
 
 
 class Optimizer(Protocol):
@@ -32,7 +32,25 @@ class Optimizer(Protocol):
         """(fewest, most) evaluations it asks for in all."""
 
     def state_head(self) -> dict:
-        """The small part of its state (see :mod:`nni_safs.journal`)."""
+        """The small part of its state (see :mod:`nni_safs.storage.journal`)."""
 
     def state_logs(self) -> dict[str, LogView]:
         """The parts of its state that only grow."""
+
+
+class Study(Optimizer, Protocol):
+    """``n_trials`` suggestions of a tuner over a space (stage 2, or stage 1 without LAHC)."""
+
+    n_trials: int
+    history: list[dict]  # {"id", "params", "value"} of the told results, in order
+
+
+class Studies(Protocol):
+    """Makes a :class:`Study`, or restores one from its ``state_dict()``."""
+
+    def __call__(self, tuner_name: str, space: dict, n_trials: int, seed: int = 0, *,
+                 prior: list[dict] | None = None, first: list[dict] | None = None) -> Study:
+        """A new study; ``prior``: another study's history to start from; ``first``: points asked first."""
+
+    def from_state_dict(self, state: dict) -> Study:
+        """The study a ``state_dict()`` was saved from."""

@@ -1,11 +1,11 @@
 """The search spaces: stage 1 (one categorical per activation slot) and stage 2 (HPO).
 
-Stage 1's space is an ``nni.mutable.MutableDict`` of ``Categorical`` per slot, plus the
-classic JSON form NNI's built-in tuners take in ``update_search_space``. Stage 2's space
+Both are data in NNI's search-space format (what its tuners take in ``update_search_space``):
+stage 1 has one categorical choice per activation slot. Stage 2's space
 lives as data in ``search_spaces/hpo_space.json`` (NNI's nested-choice format: the optimizer
 choice carries its own lr / momentum / weight decay / scheduler), so a user can change it
 without code; :func:`flatten_hparams` turns a tuner's nested answer into the flat dict
-:mod:`nni_safs.training` reads.
+:mod:`nni_safs.training.loop` reads.
 """
 from __future__ import annotations
 
@@ -13,27 +13,15 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import nni.mutable
-
-from .space_files import read_space_file
-from .config import OPTIMIZERS, SCHEDULERS
+from nni_safs.settings.space_files import read_space_file
+from nni_safs.settings.config import OPTIMIZERS, SCHEDULERS
 
 DEFAULT_HPO_SPACE = "hpo_space.json"
 
 
-def activation_space(slot_names: Sequence[str], choices: Sequence[str]) -> nni.mutable.MutableDict:
-    return nni.mutable.MutableDict({
-        name: nni.mutable.Categorical(list(choices), label=name) for name in slot_names})
-
-
-def classic_space(space: nni.mutable.MutableDict) -> dict[str, Any]:
-    """The ``{"label": {"_type": "choice", "_value": [...]}}`` form NNI's tuners accept."""
-    classic = {}
-    for label, mutable in space.simplify().items():
-        if not isinstance(mutable, nni.mutable.Categorical):
-            raise TypeError(f"stage-1 space supports categorical slots only, got {mutable!r}")
-        classic[label] = {"_type": "choice", "_value": list(mutable.values)}
-    return classic
+def slot_space(slot_names: Sequence[str], choices: Sequence[str]) -> dict[str, Any]:
+    """Stage 1's space in NNI's search-space format: one categorical choice per slot."""
+    return {name: {"_type": "choice", "_value": list(choices)} for name in slot_names}
 
 
 def load_hpo_space(path: str | Path | None = None) -> dict[str, Any]:

@@ -29,16 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .activations import Genome, genome_from_string, genome_to_string, load_op_choices, slots
-from .config import SafsConfig
-from .contract import CONFIRM, FINAL_VARIANTS, OWN_ACTIVATION, SAFS, JobResult, JobSpec, Stage
-from .data import check_dataset_files
-from .nni_tuners import TunerStream, check_tuner_name
-from .journal import LogView, assemble
-from .lahc import LahcArguments, LateAcceptanceHillClimbing
-from .optimizer import Optimizer
-from .models import build_model, model_facts
-from .space import activation_space, classic_space, flatten_hparams, load_hpo_space, nest_hparams
+from nni_safs.method.contract import CONFIRM, FINAL_VARIANTS, OWN_ACTIVATION, SAFS, JobResult, JobSpec, Stage
+from nni_safs.method.genomes import Genome, genome_from_string, genome_to_string
+from nni_safs.method.lahc import LahcArguments, LateAcceptanceHillClimbing
+from nni_safs.method.optimizer import Optimizer, Studies
+from nni_safs.method.spaces import flatten_hparams, nest_hparams, slot_space
+from nni_safs.method.state import LogView, assemble
+from nni_safs.settings.config import SafsConfig
 
 @dataclass
 class Job:
@@ -72,11 +69,26 @@ SCORE_KEYS = {"best": None, "late_mean": "late_val_acc"}  # search_score -> the 
 
 
 class SafsPipeline:
-    def __init__(self, config: SafsConfig, slot_names: list[str], choices: list[str], hpo_space: dict) -> None:
+    """The stage flow of one run.
+
+    Args:
+        config: the run's settings.
+        slot_names: the model's activation slots, in forward order.
+        choices: the ops stage 1 chooses from.
+        hpo_space: stage 2's space (NNI's search-space format).
+        own_activation: the model's own op (the baseline's, and stage 1's winner on a tie).
+        studies: makes the stage-2 studies and a stage-1 search other than LAHC (NNI's built-in
+            tuners: :class:`nni_safs.integration.nni_tuners.TunerStream`).
+    """
+
+    def __init__(self, config: SafsConfig, slot_names: list[str], choices: list[str], hpo_space: dict,
+                 own_activation: str, studies: Studies) -> None:
         self.config = config
         self.slot_names = list(slot_names)
         self.choices = list(choices)
         self.hpo_space = hpo_space
+        self.own_activation = own_activation
+        self.studies = studies
         self.jobs: dict[int, Job] = {}
         self.results: dict[int, JobResult] = {}
         self.next_id = 0
@@ -85,21 +97,11 @@ class SafsPipeline:
         self._confirm: list[str] | None = None  # the genomes the confirmation re-scores, own activation first
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
         self.search: Optimizer = self._new_search()
-        self.hpo: dict[str, TunerStream | None] = {
-            OWN_ACTIVATION: TunerStream(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1,
+        self.hpo: dict[str, Optimizer | None] = {
+            OWN_ACTIVATION: studies(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1,
                                         first=self._first_hpo_trials()),
             SAFS: None,  # created once stage 1 has a winner
         }
-
-    @classmethod
-    def for_config(cls, config: SafsConfig) -> "SafsPipeline":
-        """Check every name and file ``config`` refers to, then build the stage machine."""
-        check_dataset_files(config.dataset, config.data_root, config.download)
-        check_tuner_name(config.hpo_tuner)
-        if config.search_algorithm != "lahc":
-            check_tuner_name(config.search_algorithm)
-        slot_names = list(slots(build_model(config.model)))
-        return cls(config, slot_names, load_op_choices(config.op_choices), load_hpo_space(config.hpo_space))
 
     # -- stage-1 algorithm -------------------------------------------------------------
     def _new_search(self) -> Optimizer:
@@ -110,8 +112,7 @@ class SafsPipeline:
             initial = [{slot: op for slot in self.slot_names} for op in self.choices] \
                 if c.search_init == "uniform" else None
             return LateAcceptanceHillClimbing(self.slot_names, self.choices, args, seed=c.seed, initial=initial)
-        space = classic_space(activation_space(self.slot_names, self.choices))
-        return TunerStream(c.search_algorithm, space, c.search_steps, c.seed)
+        return self.studies(c.search_algorithm, slot_space(self.slot_names, self.choices), c.search_steps, c.seed)
 
     def _first_hpo_trials(self) -> list[dict]:
         """The dense hyperparameters as each study's first trial, when the space can express them."""
@@ -244,7 +245,7 @@ class SafsPipeline:
             if winner is None:
                 return None
             prior = self.hpo[OWN_ACTIVATION].history if self.config.hpo_warm_start else None
-            stream = self.hpo[variant] = TunerStream(self.config.hpo_tuner, self.hpo_space,
+            stream = self.hpo[variant] = self.studies(self.config.hpo_tuner, self.hpo_space,
                                                      self.config.hpo_trials, self.config.seed + 2, prior=prior,
                                                      first=self._first_hpo_trials())
         asked = stream.ask()
@@ -320,7 +321,7 @@ class SafsPipeline:
                             "see their trial logs)")
         if self._confirm is None and self.config.confirm_top and self.search.finished and self.search.best:
             # fixed now: results of search jobs still running when the search stopped change nothing
-            own = genome_to_string({slot: model_facts(self.config.model).act for slot in self.slot_names})
+            own = genome_to_string({slot: self.own_activation for slot in self.slot_names})
             ranked = sorted(self._measured.items(), key=lambda item: -self._search_fitness(item[1]))
             self._confirm = [own] + [genome for genome, _ in ranked if genome != own][:self.config.confirm_top]
 
@@ -353,7 +354,7 @@ class SafsPipeline:
         return assemble(self.state_head(), self.state_logs())
 
     def state_head(self) -> dict:
-        """The state but the parts that only grow (see :mod:`nni_safs.journal`)."""
+        """The state but the parts that only grow (see :mod:`nni_safs.storage.journal`)."""
         return {"next_id": self.next_id, "failure": self.failure, "reused": self.reused, "confirm": self._confirm,
                 "search": self.search.state_head(),
                 "hpo": {k: None if v is None else v.state_head() for k, v in self.hpo.items()}}
@@ -371,7 +372,8 @@ class SafsPipeline:
 
     def restored(self, state: dict) -> "SafsPipeline":
         """A pipeline of these settings in the saved ``state`` (:meth:`state_dict`)."""
-        pipeline = type(self)(self.config, self.slot_names, self.choices, self.hpo_space)
+        pipeline = type(self)(self.config, self.slot_names, self.choices, self.hpo_space, self.own_activation,
+                              self.studies)
         jobs = [Job(JobSpec.from_params(j["params"]), j["stream_key"]) for j in state["jobs"]]
         pipeline.jobs = {job.id: job for job in jobs}
         results = [JobResult.from_dict(r) for r in state["results"]]
@@ -382,5 +384,5 @@ class SafsPipeline:
         pipeline.reused = state.get("reused", 0)  # a 0.2.0 state saved before reuse existed
         pipeline._confirm = state.get("confirm")
         pipeline.search = type(pipeline.search).from_state_dict(state["search"])
-        pipeline.hpo = {k: None if v is None else TunerStream.from_state_dict(v) for k, v in state["hpo"].items()}
+        pipeline.hpo = {k: None if v is None else self.studies.from_state_dict(v) for k, v in state["hpo"].items()}
         return pipeline

@@ -8,7 +8,7 @@ hands on to the manager) gives such a ``listen()`` a host: 127.0.0.1 by default.
 
 ``nnictl create`` typed by hand in the environment where nni-safs is installed gets the same
 (:mod:`nni_safs_loopback`, run by the install's ``nni_safs_loopback.pth``); ``NNI_SAFS_EXPOSE=1``
-opts out. Outside that environment, ``eval "$(python -m nni_safs.manager_host)"`` sets it for
+opts out. Outside that environment, ``eval "$(python -m nni_safs.integration.manager_host)"`` sets it for
 a shell.
 
 Only loopback is offered besides NNI's own every-interface behaviour: NNI's dispatcher and

@@ -1,7 +1,7 @@
 """How a trial receives its job from NNI and reports to it, at the lowest start-up cost.
 
-``import nni`` costs about as much as ``import torch`` (``nni.mutable`` imports
-``scipy.stats``, ``json_tricks`` imports pandas), and a trial uses four functions of it. The
+``import nni`` is slow (``nni.mutable`` imports ``scipy.stats``, ``json_tricks`` imports
+pandas), and a trial uses four functions of it. The
 trials NNI 3.0's local training service starts get an HTTP command channel
 (``NNI_TRIAL_COMMAND_CHANNEL=http://...``); :class:`HttpChannel` speaks that protocol with
 the standard library, as ``nni/runtime/trial_command_channel/v3.py`` and

@@ -10,7 +10,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple, Sequence
 
-from .journal import LogView, assemble
+from nni_safs.method.state import LogView, assemble
 
 _STATE_VERSION = 2
 _INF = "inf"  # JSON has no infinity; energies of failed evaluations are stored as this string
@@ -44,7 +44,7 @@ class LahcArguments:
 class Candidate(NamedTuple):
     """A genome handed out for evaluation; ids 0..m-1 are the m initial genomes, step k has id m + k.
 
-    A (key, params) pair, as every :class:`~nni_safs.optimizer.Optimizer` hands out."""
+    A (key, params) pair, as every :class:`~nni_safs.method.optimizer.Optimizer` hands out."""
 
     id: int
     genome: dict[str, str]
@@ -258,7 +258,7 @@ class LateAcceptanceHillClimbing:
         return assemble(self.state_head(), self.state_logs())
 
     def state_head(self) -> dict[str, Any]:
-        """The state but the trace: small, whatever the number of steps (see :mod:`nni_safs.journal`)."""
+        """The state but the trace: small, whatever the number of steps (see :mod:`nni_safs.storage.journal`)."""
         version, internal, gauss_next = self._rng.getstate()
         return {
             "version": _STATE_VERSION,

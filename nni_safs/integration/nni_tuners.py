@@ -3,7 +3,7 @@
 Stage 2's studies and the stage-1 alternatives (Evolution, TPE, Random, ...) reuse NNI's own
 algorithms instead of re-implementing them: the pipeline owns a private tuner instance per
 search or study, feeds it the space, asks it for ``n_trials`` parameter sets and tells it each
-result. A stream follows the same :class:`~nni_safs.optimizer.Optimizer` protocol as LAHC.
+result. A stream follows the same :class:`~nni_safs.method.optimizer.Optimizer` protocol as LAHC.
 When the inner tuner cannot answer yet (Evolution before its population has been evaluated),
 the stream says "wait" rather than failing.
 
@@ -19,7 +19,7 @@ from typing import Any
 from nni import NoMoreTrialError
 from nni.tools.package_utils.tuner_factory import _get_all_builtin_names, create_builtin_class_instance
 
-from .journal import LogView, assemble
+from nni_safs.method.state import LogView, assemble
 
 _logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class TunerStream:
         return assemble(self.state_head(), self.state_logs())
 
     def state_head(self) -> dict:
-        """The state but the history (see :mod:`nni_safs.journal`)."""
+        """The state but the history (see :mod:`nni_safs.storage.journal`)."""
         return {"tuner_name": self.tuner_name, "space": self.space, "n_trials": self.n_trials,
                 "seed": self.seed, "prior": self.prior, "first": self.first, "next_id": self.next_id,
                 "asked": {str(k): v for k, v in self.asked.items()}}

@@ -11,7 +11,11 @@ instead of turning a trial into NaN.
 """
 from __future__ import annotations
 
+import inspect
+import itertools
 import math
+import re
+import textwrap
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -19,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import Registry
-from .space_files import read_space_file
+from nni_safs.method.genomes import Genome
+from nni_safs.settings.registry import Registry
+from nni_safs.settings.space_files import read_space_file
 
 OPS: Registry[type[nn.Module]] = Registry("activation op")
 register_op = OPS.register
@@ -133,6 +138,43 @@ def op_names() -> list[str]:
     return OPS.names()
 
 
+# module-level names an op's code may use; a written op brings the ones it names along
+_HELPERS = ("SYMEXP_LIMIT", "EXP_LIMIT", "SRS_MIN_DENOMINATOR", "_positive", "_raw_positive", "_symlog", "_symexp")
+
+
+def op_sources(names: Iterable[str]) -> str:
+    """Python source of the classes of ops ``names``, written from the catalog's own code (so a
+    file of found activations computes what the catalog computes), after the helpers they use.
+
+    A stateless op is a class calling its function (torch's, or a helper of this module); any
+    other op is its class's source without decorators. A user's op whose class uses names of
+    its own module beyond these helpers will not run from this source: the exporter checks.
+    """
+    classes = []
+    for name in names:
+        cls = OPS.get(name)
+        if issubclass(cls, _Stateless):
+            fn = cls.fn
+            call = next((f"{alias}.{attribute}" for alias, namespace in (("F", F), ("torch", torch))
+                         for attribute in dir(namespace) if getattr(namespace, attribute, None) is fn), fn.__name__)
+            classes.append(f"class {cls.__name__}(nn.Module):\n    \"\"\"{cls.__doc__}\"\"\"\n\n"
+                           "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+                           f"        return {call}(x)\n")
+        else:
+            lines = textwrap.dedent(inspect.getsource(cls)).splitlines()
+            classes.append("\n".join(itertools.dropwhile(lambda line: line.startswith("@"), lines)) + "\n")
+    constants, functions, pending = [], [], "".join(classes)
+    for helper in reversed(_HELPERS):  # a helper only uses those before it
+        if re.search(rf"\b{helper}\b", pending):
+            value = globals()[helper]
+            if isinstance(value, float):
+                constants.insert(0, f"{helper} = {value!r}\n")
+            else:
+                functions.insert(0, inspect.getsource(value))
+                pending += functions[0]
+    return "\n\n".join(["".join(constants), *functions, *classes] if constants else [*functions, *classes])
+
+
 class ActivationSlot(nn.Module):
     """One place for an activation: computes ``alpha * op(beta * x)``.
 
@@ -180,9 +222,6 @@ class ActivationSlot(nn.Module):
         return f"op={self.op_name}"
 
 
-Genome = dict[str, str]
-
-
 def slots(model: nn.Module) -> dict[str, ActivationSlot]:
     """The model's activation slots by their stable (module path) names, in forward order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, ActivationSlot)}
@@ -209,22 +248,6 @@ def uniform_genome(model: nn.Module, op: str) -> Genome:
     """Every slot of ``model`` set to ``op`` (e.g. the ReLU baseline)."""
     OPS.check(op)
     return {name: op for name in slots(model)}
-
-
-def genome_to_string(genome: Mapping[str, str]) -> str:
-    """Readable, order-preserving form: ``slot=op`` pairs joined by ``;``."""
-    return ";".join(f"{slot}={op}" for slot, op in genome.items())
-
-
-def genome_from_string(text: str) -> Genome:
-    """Inverse of :func:`genome_to_string`; validates every op name."""
-    genome: Genome = {}
-    for pair in filter(None, (p.strip() for p in text.split(";"))):
-        slot, sep, op = pair.partition("=")
-        if not sep or not slot.strip():
-            raise ValueError(f"bad genome entry {pair!r}: expected 'slot=op'")
-        genome[slot.strip()] = OPS.check(op.strip())
-    return genome
 
 
 def set_scales_trainable(model: nn.Module, trainable: bool) -> None:
