@@ -1,6 +1,6 @@
 """Everything is in pyproject.toml but ``nni_safs_loopback.pth``, which must land in site-packages
 itself (not in the package) so that a Python started in the environment reads it: see
-``nni_safs/manager_host.py``. It goes there as a data file, for regular and editable installs."""
+``nni_safs/integration/manager_host.py``. It goes there as a data file, for regular and editable installs."""
 import os
 import sysconfig
 

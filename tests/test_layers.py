@@ -15,9 +15,9 @@ LAYERS = [
     ("settings", ("settings",)),
     ("method", ("method",)),
     ("storage", ("storage",)),
-    ("networks", ("data", "pruning", "models", "training")),
+    ("networks", ("data", "pruning", "models", "training", "activations")),
     ("reports", ("reports",)),
-    ("NNI integration", ("integration", "tuner", "trial")),
+    ("NNI integration", ("integration", "tuner", "trial", "manager_host")),
     ("application", ("runner", "overrides", "cli")),
 ]
 NO_TORCH_NO_NNI = ("settings", "method")
@@ -106,20 +106,22 @@ def test_an_upward_import_is_caught(tmp_path):
     ("nni_safs.data.splits", "splits_from_files"),
     ("nni_safs.models", "register_model"),
     ("nni_safs.models", "build_model"),
-    ("nni_safs.models.activations", "register_op"),
-    ("nni_safs.models.activations", "ActivationSlot"),
+    ("nni_safs.activations", "register_op"),
+    ("nni_safs.activations", "ActivationSlot"),
     ("nni_safs.cli", "main"),
 ])
 def test_public_names_stay(path, name):
     assert callable(getattr(importlib.import_module(path), name))
 
 
-def test_the_trial_command_and_the_cli_verbs_stay():
+def test_the_commands_and_the_cli_verbs_stay():
     import subprocess
     import sys
     from nni_safs.cli import build_parser
     trial = subprocess.run([sys.executable, "-m", "nni_safs.trial", "--help"], capture_output=True, text=True,
                            timeout=120)
     assert trial.returncode == 0 and "usage: python -m nni_safs.trial" in trial.stdout
+    host = subprocess.run([sys.executable, "-m", "nni_safs.manager_host"], capture_output=True, text=True, timeout=120)
+    assert host.returncode == 0 and "export NNI_SAFS_LISTEN_HOST=127.0.0.1" in host.stdout
     verbs = build_parser()._subparsers._group_actions[0].choices
     assert set(verbs) == {"experiment", "run", "results", "export", "plot"}

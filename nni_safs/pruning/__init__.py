@@ -12,7 +12,7 @@ from typing import Any
 
 from nni_safs.settings.config import SCOPES
 from nni_safs.pruning.masks import (Masks, MaskHolder, MaskViolationError, format_sparsity_report, masks_from_model,
-                    overall_density, sparsity_report)
+                                    overall_density, sparsity_report)
 
 _NNI_BACKED = {"LAMPPruner": ".lamp", "lamp_scores": ".lamp", "magnitude_prune": ".magnitude"}
 

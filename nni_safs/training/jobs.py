@@ -32,7 +32,7 @@ from nni_safs.data.tensors import build_loaders
 from nni_safs.models import build_model
 from nni_safs.pruning import Masks, overall_density
 from nni_safs.training.loop import (EpochRecord, TrainResult, evaluate, fine_tune, resolve_device, resolve_precision, seed_everything,
-                       wants_channels_last)
+                                    wants_channels_last)
 from nni_safs.storage.workspace import Workspace, load_config, model_checkpoint, model_file
 
 Log = Callable[[str], None]

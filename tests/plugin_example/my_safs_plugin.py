@@ -1,7 +1,7 @@
 """A user's own model and dataset, registered outside nni_safs (tests/test_plugins.py runs it)."""
 from torch import nn
 
-from nni_safs.models.activations import ActivationSlot
+from nni_safs.activations import ActivationSlot
 from nni_safs.data import DATASETS, register_dataset
 from nni_safs.models import register_model
 
