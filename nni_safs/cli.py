@@ -77,6 +77,7 @@ def settings_of(path: str | Path, data: dict[str, Any], overrides: Sequence[str]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """safs run: the pipeline in-process, sequentially, then the results table."""
     from nni_safs.runner import run_pipeline
     config, base = load_run_config(args.config, args.set)
     print(run_pipeline(config, base, progress=not args.quiet))
@@ -128,6 +129,7 @@ def _config_file(original: Path, data: dict[str, Any] | None) -> Iterator[Path]:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
+    """safs experiment: the config as an NNI experiment (manager on loopback unless exposed), then the table."""
     from nni_safs_loopback import LOOPBACK
 
     from nni_safs.integration.manager_host import remote_reach_problem, tunnel_hint
@@ -178,6 +180,7 @@ def _exit_code(workspace: Path) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    """safs results: the table of a run, finished or not."""
     from nni_safs.reports.results import format_table
     file = Path(args.workspace) / SUMMARY_FILE
     if not file.is_file():
@@ -188,6 +191,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """safs export: the found activations as source, or with ``--model`` the pruned network as TorchScript."""
     from nni_safs.storage.workspace import model_checkpoint
     workspace = Path(args.workspace)
     with _explain_missing(workspace):
@@ -202,6 +206,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    """safs plot: activation curves, layer sparsity and the search trace as image files."""
     from nni_safs.reports.plots import plot_workspace
     with _explain_missing(Path(args.workspace)):
         for path in plot_workspace(args.workspace, args.output):
@@ -226,6 +231,7 @@ def _add_set_option(parser: argparse.ArgumentParser, keys: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``safs`` command line: one subcommand per verb."""
     parser = argparse.ArgumentParser(prog="safs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -272,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``safs`` command; returns its exit status."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -52,6 +52,7 @@ def build_dataset(name: str, root: str | os.PathLike[str] | None = None, seed: i
 
 
 def list_datasets() -> list[str]:
+    """Every registered dataset name."""
     return DATASETS.names()
 
 

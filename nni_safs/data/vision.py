@@ -48,6 +48,7 @@ def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None,
 
 def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
           download: bool) -> DataSplits:
+    """torchvision's MNIST under ``root``: validation drawn from its training files, its official test split."""
     from torchvision import datasets
     train_tf, eval_tf = image_transforms(MNIST_MEAN, MNIST_STD)
     pool, test = _load("mnist", datasets.MNIST, os.path.join("MNIST", "raw"), root, download, eval_tf)
@@ -58,6 +59,7 @@ def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
 
 def cifar10(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
             download: bool) -> DataSplits:
+    """torchvision's CIFAR-10 under ``root``: validation drawn from its training files, its official test split."""
     from torchvision import datasets
     train_tf, eval_tf = image_transforms(CIFAR10_MEAN, CIFAR10_STD, CIFAR10_AUGMENT)
     pool, test = _load("cifar10", datasets.CIFAR10, CIFAR10_FOLDER, root, download, eval_tf)

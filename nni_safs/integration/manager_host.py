@@ -66,6 +66,7 @@ def tunnel_hint(port: int) -> str:
 
 
 def main() -> int:
+    """Print the shell exports that make an NNI manager started from this shell listen on loopback."""
     env = manager_env(LOOPBACK, {"NODE_OPTIONS": os.environ.get("NODE_OPTIONS", "")})
     for key in ("NODE_OPTIONS", "NNI_SAFS_LISTEN_HOST"):
         print(f"export {key}={shlex.quote(env[key])}")

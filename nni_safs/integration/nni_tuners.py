@@ -28,10 +28,12 @@ _NO_OPTIMIZE_MODE = {"gridsearch"}
 
 
 def builtin_tuner_names() -> list[str]:
+    """Every built-in tuner NNI 3.0 registers, lower case."""
     return sorted(_get_all_builtin_names("tuners"))
 
 
 def check_tuner_name(name: str) -> str:
+    """``name`` when NNI has a built-in tuner of that name; a ValueError listing them otherwise."""
     if name.lower() not in builtin_tuner_names():
         raise ValueError(f"unknown NNI tuner {name!r}; valid builtin names: {', '.join(builtin_tuner_names())}")
     return name

@@ -29,6 +29,7 @@ CHANNEL_ENV = "NNI_TRIAL_COMMAND_CHANNEL"
 
 
 class TrialChannel(Protocol):
+    """What a trial needs of NNI: its parameters, intermediate and final results."""
     parameter_id: int | None
 
     def next_parameters(self) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 
 class Stage(str, Enum):
+    """The stages of a SAFS run, in order; every job names its own."""
     PREPARE = "prepare"    # dense training + one-shot pruning into the workspace (one job)
     BASELINE = "baseline"  # magnitude pruning: the pruned net, own activation, dense hyperparameters
     SEARCH = "search"      # stage 1: a genome per job
@@ -23,6 +24,7 @@ class Stage(str, Enum):
 
 
 class Status(str, Enum):
+    """How a job ended: ok, diverged (a NaN loss), failed (it raised), lost (no result came back)."""
     OK = "ok"              # evaluated; the score is its best validation top-1
     DIVERGED = "diverged"  # the loss turned NaN/inf; the score is the best epoch before that
     FAILED = "failed"      # the trial raised; score 0

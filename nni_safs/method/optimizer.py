@@ -13,6 +13,7 @@ from nni_safs.method.state import LogView
 
 
 class Optimizer(Protocol):
+    """A search or a study as ask/tell: hands out ``(key, params)``, is told ``(key, value)``."""
     def ask(self) -> tuple[Any, dict] | None:
         """The next (key, params) to evaluate; None while it waits on results or is done asking."""
 

@@ -28,4 +28,5 @@ def build_model(name: str, num_classes: int = 10, in_channels: int | None = None
 
 
 def list_models() -> list[str]:
+    """Every registered model name."""
     return MODELS.names()

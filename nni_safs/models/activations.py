@@ -228,6 +228,7 @@ def slots(model: nn.Module) -> dict[str, ActivationSlot]:
 
 
 def get_genome(model: nn.Module) -> Genome:
+    """The model's genome: each slot's current op."""
     return {name: slot.op_name for name, slot in slots(model).items()}
 
 

@@ -24,6 +24,7 @@ def replace_activations(model: nn.Module, kind: type[nn.Module], act: str) -> nn
 
 
 def efficientnet_b0(num_classes: int, in_channels: int, image_size: int, act: str) -> nn.Module:
+    """torchvision's EfficientNet-B0 with its activations as slots and a stride-1 stem (the reference's)."""
     from torchvision.models import efficientnet_b0 as tv_efficientnet_b0  # only when built: heavy import
 
     model = tv_efficientnet_b0(weights=None, num_classes=num_classes)

@@ -41,8 +41,10 @@ class LeNet5(nn.Module):
 
 
 def lenet5(num_classes: int, in_channels: int, image_size: int, act: str) -> nn.Module:
+    """The reference SAFS's LeNet-5 (no padding, fc1 of 256 inputs)."""
     return LeNet5(num_classes, in_channels, image_size, act)
 
 
 def lenet5_padded(num_classes: int, in_channels: int, image_size: int, act: str) -> nn.Module:
+    """LeNet-5 with conv1 padded by 2 (fc1 of 400 inputs): the embedded default's network."""
     return LeNet5(num_classes, in_channels, image_size, act, padding=2)

@@ -11,6 +11,7 @@ from nni_safs.models.activations import ActivationSlot
 
 
 class BasicBlock(nn.Module):
+    """ResNet's two-convolution residual block, each activation a slot."""
     def __init__(self, in_planes: int, planes: int, stride: int, act: str) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
@@ -31,6 +32,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
+    """CIFAR-style ResNet (3x3 stem, no max pool) with its activations as slots."""
     def __init__(self, blocks=(2, 2, 2, 2), num_classes: int = 10, in_channels: int = 3,
                  image_size: int = 32, act: str = "relu") -> None:
         super().__init__()
@@ -56,4 +58,5 @@ class ResNet(nn.Module):
 
 
 def resnet18(num_classes: int, in_channels: int, image_size: int, act: str) -> nn.Module:
+    """ResNet-18 for 32x32 images."""
     return ResNet((2, 2, 2, 2), num_classes, in_channels, image_size, act)

@@ -39,4 +39,5 @@ class VGG(nn.Module):
 
 
 def vgg16(num_classes: int, in_channels: int, image_size: int, act: str) -> nn.Module:
+    """VGG-16 with batch norm for 32x32 images."""
     return VGG(VGG16_CONFIG, num_classes, in_channels, image_size, act)

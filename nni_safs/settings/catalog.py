@@ -27,6 +27,7 @@ PAPER_LENET5 = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "schedule
 
 @dataclass(frozen=True)
 class ModelFacts:
+    """What the package knows of a registered model besides its builder."""
     hparams: Mapping[str, Any] | None  # dense/baseline fine-tuning hyperparameters; None: none known
     in_channels: int
     image_size: int
@@ -44,6 +45,7 @@ def register_model(name: str, *, in_channels: int, image_size: int, act: str = "
 
 
 def model_facts(name: str) -> ModelFacts:
+    """The facts registered with model ``name`` (a ValueError listing the models if unknown)."""
     return MODELS.facts(name)
 
 
@@ -62,6 +64,7 @@ DATASETS: Registry = Registry("dataset")
 
 @dataclass(frozen=True)
 class DatasetFacts:
+    """What the package knows of a registered dataset besides its builder."""
     files: tuple[str, ...]  # paths under data_root the builder reads (checked before any trial runs)
     downloadable: bool  # ``download: true`` fetches them (torchvision's datasets)
 

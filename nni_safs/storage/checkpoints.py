@@ -27,6 +27,7 @@ class CorruptCheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
                     **extra: Any) -> None:
+    """Write a checkpoint whole or not at all: the state, its checksum and the metadata that produced it."""
     payload = {"meta": dict(meta), "state": dict(state), "checksum": state_checksum(state), **extra}
     atomic_write(path, lambda handle: torch.save(payload, handle))
 

@@ -144,6 +144,7 @@ def job_lock(workspace: str | Path, job: int) -> FileLock:
 
 
 def load_config(workspace: str | Path) -> SafsConfig:
+    """The settings a workspace was created with (its ``config.json``)."""
     path = Path(workspace) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} not found: the workspace must be written by the SAFS tuner "

@@ -128,6 +128,7 @@ def _cached_splits(dataset: str, root: str | None, seed: int, val_fraction: floa
 
 
 def new_model(config: SafsConfig, splits: DataSplits) -> nn.Module:
+    """A fresh model of the run for the dataset's classes, channels and image size."""
     return build_model(config.model, num_classes=splits.num_classes, in_channels=splits.in_channels,
                        image_size=splits.image_size)
 

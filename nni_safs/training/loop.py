@@ -47,6 +47,7 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader or nni_saf
 
 @dataclass
 class EpochRecord:
+    """One fine-tuning epoch: its losses, validation top-1, learning rate and time."""
     epoch: int  # 1-based
     train_loss: float
     val_acc: float  # top-1 in percent
@@ -57,6 +58,7 @@ class EpochRecord:
 
 @dataclass
 class TrainResult:
+    """A fine-tuning's outcome: its epochs, the best epoch kept, and why it stopped early if it did."""
     best_val_acc: float = 0.0
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
@@ -70,6 +72,7 @@ class TrainResult:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -133,6 +136,7 @@ def _choice(hparams: Mapping, key: str, valid: Iterable[str], default: str | Non
 
 
 def build_optimizer(params: Iterable[nn.Parameter], hparams: Mapping) -> torch.optim.Optimizer:
+    """The optimizer a hyperparameter dict names, over ``params``."""
     from nni_safs.training.optimizers import Fromage, TAdam
 
     name = _choice(hparams, "optimizer", OPTIMIZERS)
