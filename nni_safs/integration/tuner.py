@@ -10,8 +10,8 @@ A thin adapter (after NNI's own PBT tuner) between NNI's callbacks and the pure
   can start yet, the request is refused and its id kept; the job is sent later through the
   ``st_callback`` as soon as a result unlocks work, so no slot of ``trialConcurrency`` idles.
 * one job waiting at NNI: NNI's manager looks at its trials every 0.5 s and asks for the next
-  job when it sees one ended, but starts what the tuner sends only at its next look (0.7 s
-  idle per trial on average). So when a trial reports its result (it ends moments later) and
+  job when it sees one ended, but starts what the tuner sends only at its next look, so a
+  slot would stand idle in between. So when a trial reports its result (it ends moments later) and
   NNI holds no job in waiting, the tuner sends the slot's next job at once: it is waiting when
   the end is seen and starts then. Every request NNI makes is answered with a job when the
   pipeline has one; that job waits at NNI for the next slot to free. At a stage barrier the
