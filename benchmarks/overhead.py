@@ -185,7 +185,7 @@ def tuner_cost(results: int, marks: list[int]) -> dict:
 
 ALLOCATOR_PROBE = r"""
 import hashlib, json, sys, time, torch
-from nni_safs.training.loop import jobs
+from nni_safs.training import jobs
 from nni_safs.storage.workspace import load_config
 workspace, keep, epochs = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
 if keep:
