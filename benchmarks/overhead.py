@@ -229,6 +229,9 @@ def experiment_wall(ref: str, port: int) -> dict:
         code = Path(tmp) / "code"
         subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(code), ref],
                        check=True, capture_output=True)
+        # the install maps nni_safs.search_spaces to this checkout's search_spaces/: give the
+        # worktree its own, or an older commit reads today's spaces
+        (code / "nni_safs" / "search_spaces").symlink_to(code / "search_spaces")
         env = {**os.environ, "PYTHONPATH": str(code), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         try:
             out = subprocess.run([sys.executable, "-m", "nni_safs.cli", "experiment",
