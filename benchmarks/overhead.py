@@ -30,7 +30,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from report import write_report  # benchmarks/report.py (scripts run from this folder)
 
@@ -220,33 +222,40 @@ def allocator_effect(rounds: int, epochs: int) -> dict:
     return {"without_s": without, "kept_s": kept, "saving": 1 - kept / without, "identical": len(digests) == 1}
 
 
+@contextmanager
+def checkout(ref: str) -> Iterator[Path]:
+    """Commit ``ref`` in a temporary git worktree (so edits made meanwhile do not leak in), removed after."""
+    repo = HERE.parent
+    with tempfile.TemporaryDirectory(prefix="safs-ref-") as tmp:
+        code = Path(tmp) / "code"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(code), ref],
+                       check=True, capture_output=True)
+        # the install maps nni_safs.search_spaces to the main checkout's search_spaces/: give the
+        # worktree its own, or an older commit reads today's spaces
+        (code / "nni_safs" / "search_spaces").symlink_to(code / "search_spaces")
+        try:
+            yield code
+        finally:
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(code)], capture_output=True)
+
+
 def experiment_wall(ref: str, port: int) -> dict:
     """The embedded default through ``safs experiment`` (a real nnictl experiment) at commit ``ref``,
     checked out into a temporary worktree (so edits made meanwhile do not leak in), timed from
     the first trial's start to the last trial's end: set-up and NNI's own start-up are left out."""
-    repo = HERE.parent
-    with tempfile.TemporaryDirectory(prefix="safs-exp-") as tmp:
-        code = Path(tmp) / "code"
-        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(code), ref],
-                       check=True, capture_output=True)
-        # the install maps nni_safs.search_spaces to this checkout's search_spaces/: give the
-        # worktree its own, or an older commit reads today's spaces
-        (code / "nni_safs" / "search_spaces").symlink_to(code / "search_spaces")
+    with checkout(ref) as code:
         env = {**os.environ, "PYTHONPATH": str(code), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        try:
-            out = subprocess.run([sys.executable, "-m", "nni_safs.cli", "experiment",
-                                  "experiment_configs/lenet5_mnist_safs.yml", "--port", str(port)],
-                                 cwd=code, env=env, capture_output=True, text=True, timeout=3600)
-            trials = _rest(port, "/trial-jobs")
-            log = Path(_rest(port, "/experiment")["logDir"]) / "log" / "nnimanager.log"
-            # one per job sent after the status read TUNER_NO_MORE_TRIAL while the experiment ran on
-            early_ends = log.read_text().count("It is not supposed to receive more trials")
-            finals = [json.loads(json.loads(m["data"])) for m in _rest(port, "/metric-data") if m["type"] == "FINAL"]
-            subprocess.run([sys.executable, "-m", "nni.tools.nnictl.nnictl", "stop", "--port", str(port)],
-                           env=env, capture_output=True)
-            table = (code / "workspace" / "lenet5_mnist5k" / "results.md").read_text()
-        finally:
-            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(code)], capture_output=True)
+        out = subprocess.run([sys.executable, "-m", "nni_safs.cli", "experiment",
+                              "experiment_configs/lenet5_mnist_safs.yml", "--port", str(port)],
+                             cwd=code, env=env, capture_output=True, text=True, timeout=3600)
+        trials = _rest(port, "/trial-jobs")
+        log = Path(_rest(port, "/experiment")["logDir"]) / "log" / "nnimanager.log"
+        # one per job sent after the status read TUNER_NO_MORE_TRIAL while the experiment ran on
+        early_ends = log.read_text().count("It is not supposed to receive more trials")
+        finals = [json.loads(json.loads(m["data"])) for m in _rest(port, "/metric-data") if m["type"] == "FINAL"]
+        subprocess.run([sys.executable, "-m", "nni.tools.nnictl.nnictl", "stop", "--port", str(port)],
+                       env=env, capture_output=True)
+        table = (code / "workspace" / "lenet5_mnist5k" / "results.md").read_text()
     starts = [t["startTime"] for t in trials if t.get("startTime")]
     ends = [t["endTime"] for t in trials if t.get("endTime")]
     durations = [(t["endTime"] - t["startTime"]) / 1000 for t in trials if t.get("endTime") and t.get("startTime")]
@@ -280,21 +289,14 @@ SHORT = dict(dense_epochs=4, baseline_epochs=2, final_epochs=2, search_epochs=1,
 def inprocess_table(ref: str) -> str:
     """The embedded default with SHORT budgets through ``safs run`` (one job after another, so no
     timing enters the results) at commit ``ref``: its results table, to compare across commits."""
-    repo = HERE.parent
-    with tempfile.TemporaryDirectory(prefix="safs-run-") as tmp:
-        code = Path(tmp) / "code"
-        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(code), ref],
-                       check=True, capture_output=True)
-        try:
-            import yaml
-            class_args = yaml.safe_load((code / "experiment_configs" / "lenet5_mnist_safs.yml").read_text())
-            settings = {**class_args["tuner"]["classArgs"], **SHORT, "workspace": str(Path(tmp) / "ws")}
-            (Path(tmp) / "short.yml").write_text(yaml.safe_dump(settings))
-            subprocess.run([sys.executable, "-m", "nni_safs.cli", "run", str(Path(tmp) / "short.yml"), "--quiet"],
-                           cwd=code, env={**os.environ, "PYTHONPATH": str(code)}, check=True, capture_output=True)
-            return (Path(tmp) / "ws" / "results.md").read_text().strip()
-        finally:
-            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(code)], capture_output=True)
+    with checkout(ref) as code, tempfile.TemporaryDirectory(prefix="safs-run-") as tmp:
+        import yaml
+        class_args = yaml.safe_load((code / "experiment_configs" / "lenet5_mnist_safs.yml").read_text())
+        settings = {**class_args["tuner"]["classArgs"], **SHORT, "workspace": str(Path(tmp) / "ws")}
+        (Path(tmp) / "short.yml").write_text(yaml.safe_dump(settings))
+        subprocess.run([sys.executable, "-m", "nni_safs.cli", "run", str(Path(tmp) / "short.yml"), "--quiet"],
+                       cwd=code, env={**os.environ, "PYTHONPATH": str(code)}, check=True, capture_output=True)
+        return (Path(tmp) / "ws" / "results.md").read_text().strip()
 
 
 def _rest(port: int, path: str):
