@@ -188,6 +188,20 @@ def test_workspace_run_on_the_fast_path(tmp_path):
     assert not out["diverged"] and out["test_acc"] > 50  # 10 classes: learning, far above chance
 
 
+def test_cross_validation_folds_are_not_kept_on_the_device(tmp_path):
+    """With cv_folds, each fold's splits are held for its training only: the process keeps the
+    run's own train, val and test, not a copy per fold (on a GPU, one training set each)."""
+    from nni_safs.training.jobs import prepare, run_candidate
+    from nni_safs.storage.workspace import open_workspace
+    config = open_workspace(SafsConfig(model="lenet5", dataset="synthetic", device="cpu", workspace=str(tmp_path),
+                                       data_loader="tensor", ratio=0.5, dense_epochs=1, batch_size=64, cv_folds=3))
+    hold.cache_clear()
+    prepare(config, log=lambda message: None)
+    out = run_candidate(config, None, config.hparams, 1, train_scales=False, folds=config.cv_folds)
+    assert len(out["fold_val_accs"]) == 3 and out["test_acc"] > 10
+    assert hold.cache_info().currsize == 3  # the run's train, val and test only
+
+
 # --------------------------------------------------------------------------- benchmark
 
 

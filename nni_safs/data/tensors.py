@@ -95,16 +95,22 @@ def resolve_data_loader(name: str, splits: DataSplits, device: torch.device) -> 
 
 
 def build_loaders(splits: DataSplits, batch_size: int, seed: int, device: torch.device | str,
-                  data_loader: str = "auto", num_workers: int = 0
+                  data_loader: str = "auto", num_workers: int = 0, keep: bool = True
                   ) -> tuple[TensorLoader | DataLoader, TensorLoader | DataLoader, TensorLoader | DataLoader]:
-    """(train, val, test) batches of the path ``data_loader`` resolves to; train's order follows ``seed``."""
+    """(train, val, test) batches of the path ``data_loader`` resolves to; train's order follows ``seed``.
+
+    Args:
+        keep: on the tensor path, hold the splits for later calls in this process (a run's own
+            splits); False for splits used once (a cross-validation fold), freed with the loaders.
+    """
     device = torch.device(device)
     if resolve_data_loader(data_loader, splits, device) == "dataloader":
         return make_loaders(splits, batch_size, num_workers, seed)
+    read = hold if keep else hold.__wrapped__
     generator = torch.Generator(device=device).manual_seed(seed)
-    train = TensorLoader(*hold(splits.train_plain, device, num_workers), batch_size, shuffle=True,
+    train = TensorLoader(*read(splits.train_plain, device, num_workers), batch_size, shuffle=True,
                          augmentation=splits.augmentation, generator=generator)
-    val, test = (TensorLoader(*hold(ds, device, num_workers), batch_size) for ds in (splits.val, splits.test))
+    val, test = (TensorLoader(*read(ds, device, num_workers), batch_size) for ds in (splits.val, splits.test))
     return train, val, test
 
 

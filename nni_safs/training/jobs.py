@@ -156,7 +156,7 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
 
         def train_dense(fold: DataSplits) -> tuple[nn.Module, TrainResult]:
             train, fold_val, _ = loaders if fold is splits else build_loaders(
-                fold, config.batch_size, config.seed, device, config.data_loader, config.num_workers)
+                fold, config.batch_size, config.seed, device, config.data_loader, config.num_workers, keep=False)
             seed_everything(config.seed)
             model = new_model(config, fold)
             return model, fine_tune(model, train, fold_val, config.hparams, config.dense_epochs, device,
@@ -272,7 +272,7 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
         model.to(device)
         with timer("data"):
             train, fold_val, _ = loaders if fold is splits else build_loaders(
-                fold, config.batch_size, seed, device, config.data_loader, config.num_workers)
+                fold, config.batch_size, seed, device, config.data_loader, config.num_workers, keep=False)
         with timer("training"):
             return model, fine_tune(model, train, fold_val, hparams, epochs, device, masks=masks, on_epoch=on_epoch,
                                     **arithmetic(config, model, device))
