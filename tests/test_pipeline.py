@@ -9,7 +9,7 @@ from nni_safs.settings.config import SafsConfig
 from nni_safs.method.contract import JobResult, Stage, Status
 from nni_safs.integration.pipelines import build_pipeline
 from nni_safs.method.pipeline import FINAL_VARIANTS, SafsPipeline
-from nni_safs.reports.results import build_summary
+from nni_safs.reports.results import build_summary, format_table
 from nni_safs.integration.tuner import SafsTuner
 
 from conftest import SMALL, drive, fake_result
@@ -408,6 +408,92 @@ def test_the_confirmation_keeps_the_own_activation_unless_a_searched_genome_beat
     assert summary["stages"]["search"]["winner"] == winner
     restored = build_pipeline(config).restored(pipeline.state_dict())
     assert restored.confirm_genomes() == genomes and restored.winner == pipeline.winner
+
+
+@pytest.mark.parametrize("own_wins", [True, False])
+def test_the_confirmations_first_seed_promotes_the_own_activation_and_the_best_other(tmp_path, own_wins):
+    """With confirm_finalists, every confirmed genome runs on the first fresh seed; only the own
+    activation and the best other there run on the later seeds, and the winner is theirs. The
+    own activation always goes on, so a challenger that led on one seed must still beat it on
+    the mean."""
+    config = SafsConfig(**SMALL, confirm_top=3, confirm_epochs=3, confirm_seeds=3, confirm_finalists=1,
+                        final_seeds=2, workspace=str(tmp_path / "ws"))
+    pipeline = build_pipeline(config)
+    own = "act1=relu;act2=relu;act3=relu;act4=relu"
+    first_seed = pipeline.confirm_seeds[0]
+    first_round: dict[str, float] = {}
+
+    def score(job):
+        genome = job.params["genome"]
+        if job.variant != "confirm":
+            return 50.0 + 5 * genome.count("swish") + 0.1 * genome.count("gelu")
+        if genome == own:
+            return 70.0
+        if job.params["seed"] == first_seed:  # the challengers, as they come in: 75, 74, 73
+            first_round[genome] = 75.0 - len(first_round)
+            return first_round[genome]
+        return 60.0 if own_wins else 80.0
+
+    jobs = _drive_scored(pipeline, score)
+    assert pipeline.finished and not pipeline.failure
+    genomes = pipeline.confirm_genomes()
+    leader = max(first_round, key=first_round.get)
+    assert pipeline.confirm_finalists() == [own, leader] and len(genomes) == 4
+    confirm = [j for j in jobs if j.variant == "confirm"]
+    runs = sorted((j.params["genome"], j.params["seed"]) for j in confirm)
+    later = [first_seed + 1, first_seed + 2]
+    assert runs == sorted([(g, first_seed) for g in genomes] + [(g, s) for g in (own, leader) for s in later])
+    # the later seeds start only once the first seed's runs are all in
+    first_done = max(j.id for j in confirm if j.params["seed"] == first_seed)
+    assert all(j.id > first_done for j in confirm if j.params["seed"] != first_seed)
+    winner = genome_to_string(pipeline.winner[0])
+    assert winner == (own if own_wins else leader)  # own: 70 x 3 against the leader's 75, 60, 60 (or 75, 80, 80)
+    scores = pipeline.confirm_scores()
+    assert [len(scores[g]) for g in genomes] == [3 if g in (own, leader) else 1 for g in genomes]
+    assert len(jobs) == pipeline.total_if_known()
+    low, high = pipeline.evaluation_bounds()
+    assert len(confirm) == 4 + 2 * 2 and low <= len(jobs) <= high
+    summary = build_summary(pipeline)
+    assert summary["stages"]["search"]["kept_own_activation"] is own_wins
+    table = format_table(json.loads(json.dumps(summary)))
+    assert "mean over 3 fresh seeds (2 more stopped after the first seed)." in table
+    assert ("own 70.00, best searched 65.00" if own_wins else "78.33 against 70.00") in table
+    restored = build_pipeline(config).restored(json.loads(json.dumps(pipeline.state_dict())))
+    assert restored.confirm_finalists() == [own, leader] and restored.winner == pipeline.winner
+
+
+def test_a_restart_between_the_confirmations_seeds_promotes_the_same_finalists(tmp_path):
+    config = SafsConfig(**SMALL, confirm_top=2, confirm_epochs=3, confirm_finalists=1, workspace=str(tmp_path))
+    pipeline = build_pipeline(config)
+    rng = random.Random(1)
+    while pipeline.confirm_finalists() is None or not pipeline.confirm_genomes():
+        job = pipeline.ask()
+        pipeline.tell(job.id, fake_result(job, rng))
+    restored = build_pipeline(config).restored(json.loads(json.dumps(pipeline.state_dict())))
+    assert restored.confirm_finalists() == pipeline.confirm_finalists()
+    nxt, again = pipeline.ask(), restored.ask()
+    assert nxt.params == again.params and nxt.variant == "confirm"
+    assert nxt.params["genome"] in pipeline.confirm_finalists()
+
+
+def test_the_safs_study_can_start_from_the_ablation_studys_best(tmp_path):
+    """hpo_ablation_best_first: the SAFS study's first trial runs the ablation study's best
+    hyperparameters on the stage-1 genome, so SAFS always measures stage 2's choice too."""
+    config = SafsConfig(**SMALL, hpo_warm_start=True, hpo_ablation_best_first=True, workspace=str(tmp_path))
+    pipeline = build_pipeline(config)
+    jobs = drive(pipeline, 1, random.Random(0), shuffle=False)
+    default = pipeline.hpo["default"]
+    ablation_best = next(j for j in jobs if j.stage == "hpo" and j.variant == "default"
+                         and pipeline.results[j.id].fitness() == default.best[1])
+    first_safs = next(j for j in jobs if j.stage == "hpo" and j.variant == "safs")
+    assert first_safs.params["hparams"] == ablation_best.params["hparams"]
+    assert first_safs.params["genome"] and first_safs.params["train_scales"]
+    assert pipeline.hpo["safs"].first == [default.best[0]]
+    assert len([j for j in jobs if j.stage == "hpo" and j.variant == "safs"]) == config.hpo_trials
+    # off: the usual first trials (none here, hpo_default_first is off)
+    off = build_pipeline(SafsConfig(**SMALL, hpo_warm_start=True, workspace=str(tmp_path / "off")))
+    drive(off, 1, random.Random(0), shuffle=False)
+    assert off.hpo["safs"].first == []
 
 
 def test_without_confirmation_stage1_is_the_searchs_best(tmp_path):

@@ -9,8 +9,10 @@ Stages and their jobs (every job's parameters name its ``stage``):
   alpha/beta, dense hyperparameters, ``search_epochs``.
 * ``search``, variant ``confirm`` (``confirm_top`` > 0): once the search has stopped, its top
   ``confirm_top`` genomes and the model's own activation are fine-tuned again with
-  ``confirm_epochs`` and ``confirm_seeds`` seeds; stage 1's winner is the best mean, the own
-  activation on a tie, so a searched genome wins only where it beat the own activation.
+  ``confirm_epochs`` on the first of ``confirm_seeds`` seeds; the own activation and the best
+  ``confirm_finalists`` others on that seed (all with ``None``) go on to the other seeds. Stage
+  1's winner is the finalists' best mean, the own activation on a tie, so a searched genome wins
+  only where it beat the own activation on every seed's mean.
 * ``hpo``      stage 2: ``hpo_trials`` jobs with the stage-1 winner and trainable alpha/beta
   (variant ``safs``), and as many for the ablation on the model's own activation (variant
   ``default``), which needs no stage-1 result and so fills free slots while the search runs.
@@ -190,24 +192,48 @@ class SafsPipeline:
         when the search stopped (:meth:`_check_search`)."""
         return list(self._confirm or [])
 
-    def _ask_confirm(self) -> Job | None:
-        genomes, seeds = self.confirm_genomes(), self.confirm_seeds
-        issued = self.count(Stage.SEARCH, CONFIRM)
-        if issued >= len(genomes) * len(seeds):
+    def _confirm_jobs(self) -> list[Job]:
+        return [j for j in self.jobs.values() if j.stage == Stage.SEARCH and j.variant == CONFIRM]
+
+    def confirm_finalists(self) -> list[str] | None:
+        """The genomes scored on every confirmation seed: the own activation and the best
+        ``confirm_finalists`` others on the first seed (successive halving: a genome far behind
+        after one final-budget run rarely wins on the mean), or every confirmed genome when that
+        is ``None``; ``None`` while the first seed's runs are still out."""
+        genomes = self.confirm_genomes()
+        keep = self.config.confirm_finalists
+        if not genomes or keep is None or keep >= len(genomes) - 1:
+            return genomes or None
+        first = {j.spec.genome: self.results[j.id] for j in self._confirm_jobs()
+                 if j.spec.seed == self.confirm_seeds[0] and j.id in self.results}
+        if len(first) < len(genomes):
             return None
-        genome, seed = genomes[issued // len(seeds)], seeds[issued % len(seeds)]
+        ranked = sorted(genomes[1:], key=lambda genome: -self._search_fitness(first[genome]))  # stable: search order
+        return [genomes[0]] + ranked[:keep]
+
+    def _confirm_runs(self) -> list[tuple[str, int]]:
+        """The confirmation's (genome, seed) runs as far as they are known, in issue order: every
+        confirmed genome on the first seed, then the finalists on the other seeds."""
+        genomes, seeds = self.confirm_genomes(), self.confirm_seeds
+        runs = [(genome, seeds[0]) for genome in genomes]
+        finalists = self.confirm_finalists() if genomes else None
+        return runs + [(genome, seed) for genome in finalists or [] for seed in seeds[1:]]
+
+    def _ask_confirm(self) -> Job | None:
+        runs, issued = self._confirm_runs(), self.count(Stage.SEARCH, CONFIRM)
+        if issued >= len(runs):
+            return None
+        genome, seed = runs[issued]
         return self._emit(Stage.SEARCH, CONFIRM, genome=genome_from_string(genome), hparams=self.config.hparams,
                           epochs=self.config.confirm_epochs or self.config.search_epochs, train_scales=False,
                           data_fraction=self.config.search_data_fraction, seed=seed)
 
     def confirm_scores(self) -> dict[str, list[float]] | None:
-        """Each confirmed genome's scores over the seeds, once every confirmation job is in."""
-        genomes = self.confirm_genomes()
-        jobs = [j for j in self.jobs.values() if j.stage == Stage.SEARCH and j.variant == CONFIRM]
-        if not genomes or len(jobs) < len(genomes) * len(self.confirm_seeds) or \
-                any(j.id not in self.results for j in jobs):
+        """Each confirmed genome's scores over the seeds it ran, once every confirmation job is in."""
+        runs, jobs = self._confirm_runs(), self._confirm_jobs()
+        if not runs or len(jobs) < len(runs) or any(j.id not in self.results for j in jobs):
             return None
-        scores: dict[str, list[float]] = {genome: [] for genome in genomes}
+        scores: dict[str, list[float]] = {genome: [] for genome in self.confirm_genomes()}
         for job in jobs:
             scores[job.spec.genome].append(self._search_fitness(self.results[job.id]))
         return scores
@@ -215,7 +241,8 @@ class SafsPipeline:
     @property
     def winner(self) -> tuple[Genome, float] | None:
         """Stage 1's result (genome, score), once known: the search's best, or with ``confirm_top``
-        the best mean of the confirmation (the own activation unless a searched genome beat it)."""
+        the finalists' best mean in the confirmation (the own activation unless a searched genome
+        beat it)."""
         if not self.search.finished or self.search.best is None:
             return None
         if not self.config.confirm_top:
@@ -223,7 +250,7 @@ class SafsPipeline:
         scores = self.confirm_scores()
         if scores is None:
             return None
-        means = {genome: sum(values) / len(values) for genome, values in scores.items()}
+        means = {genome: sum(scores[genome]) / len(scores[genome]) for genome in self.confirm_finalists()}
         best = max(means, key=lambda genome: means[genome])  # the first of equals: the own activation
         return genome_from_string(best), means[best]
 
@@ -244,10 +271,13 @@ class SafsPipeline:
         if stream is None:
             if winner is None:
                 return None
-            prior = self.hpo[OWN_ACTIVATION].history if self.config.hpo_warm_start else None
+            ablation = self.hpo[OWN_ACTIVATION]
+            prior = ablation.history if self.config.hpo_warm_start else None
+            first = [ablation.best[0]] if self.config.hpo_ablation_best_first and ablation.best \
+                else self._first_hpo_trials()
             stream = self.hpo[variant] = self.studies(self.config.hpo_tuner, self.hpo_space,
                                                      self.config.hpo_trials, self.config.seed + 2, prior=prior,
-                                                     first=self._first_hpo_trials())
+                                                     first=first)
         asked = stream.ask()
         if asked is None:
             return None
@@ -331,8 +361,14 @@ class SafsPipeline:
         for a genome the search proposes again (:meth:`_search_result`), so at most this many jobs."""
         fixed = self._trials_outside_search()
         low, high = self.search.bounds
-        seeds = len(self.confirm_seeds) if self.config.confirm_top else 0
-        return fixed + low + seeds, fixed + high + (self.config.confirm_top + 1) * seeds
+        return fixed + low + self._confirm_count(1), fixed + high + self._confirm_count(self.config.confirm_top + 1)
+
+    def _confirm_count(self, genomes: int) -> int:
+        """Confirmation jobs for this many confirmed genomes (the own activation included)."""
+        if not self.config.confirm_top:
+            return 0
+        finalists = genomes if self.config.confirm_finalists is None else min(genomes, self.config.confirm_finalists + 1)
+        return genomes + finalists * (len(self.confirm_seeds) - 1)
 
     def total_if_known(self) -> int | None:
         """The exact job count once stage 1 is over (the tuner ends the NNI experiment with it)."""
@@ -340,7 +376,7 @@ class SafsPipeline:
             return len(self.jobs)
         if not self.search.finished:
             return None
-        confirm = len(self.confirm_genomes()) * len(self.confirm_seeds)
+        confirm = self._confirm_count(len(self.confirm_genomes()))
         return self._trials_outside_search() + self.count(Stage.SEARCH) - self.count(Stage.SEARCH, CONFIRM) + confirm
 
     def _trials_outside_search(self) -> int:

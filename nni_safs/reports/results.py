@@ -80,7 +80,7 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
                    "trace": getattr(pipeline.search, "trace", None),
                    "winner": genome_to_string(winner[0]) if winner else None,
                    "winner_score": winner[1] if winner else None,
-                   "confirm": confirmed,  # genome -> scores over confirm_seeds (confirm_top > 0)
+                   "confirm": confirmed,  # genome -> scores over the seeds it ran (confirm_top > 0)
                    "kept_own_activation": bool(confirmed) and bool(winner)
                    and genome_to_string(winner[0]) == pipeline.confirm_genomes()[0]},
         "hpo": {variant: {"trials": stream.next_id if stream else 0,
@@ -134,14 +134,17 @@ def format_table(summary: dict[str, Any]) -> str:
         lines += ["", "SAFS fine-tuning hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hparams.items())]
     search = summary.get("stages", {}).get("search", {})
     if search.get("confirm"):
-        scores = {genome: sum(v) / len(v) for genome, v in search["confirm"].items()}
+        seeds = max(len(v) for v in search["confirm"].values())  # the finalists ran every seed
+        scores = {genome: sum(v) / len(v) for genome, v in search["confirm"].items() if len(v) == seeds}
+        stopped = len(search["confirm"]) - len(scores)
         own = next(iter(scores))
         lines += ["", (f"Stage 1 kept the model's own activation: no searched genome beat it when re-scored "
                        f"(own {scores[own]:.2f}, best searched {max(list(scores.values())[1:], default=0):.2f})"
                        if search["kept_own_activation"] else
                        f"Stage 1's winner beat the model's own activation when re-scored "
                        f"({search['winner_score']:.2f} against {scores[own]:.2f})")
-                  + f", validation top-1, mean over {len(search['confirm'][own])} fresh seeds."]
+                  + f", validation top-1, mean over {seeds} fresh seeds"
+                  + (f" ({stopped} more stopped after the first seed)." if stopped else ".")]
     if summary.get("where"):
         lines += ["", "| stage | device (jobs) | started warm | started cold |", "|---|---|---|---|"]
         lines += [f"| {stage} | " + ", ".join(f"{device} ({n})" for device, n in where["devices"].items())

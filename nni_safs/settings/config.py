@@ -66,6 +66,7 @@ class SafsConfig:
     confirm_top: int = 0  # 0: stage 1's winner is the search's best (paper); N: the top N and the own activation re-scored
     confirm_epochs: int | None = None  # the confirmation's budget per run; None: search_epochs
     confirm_seeds: int = 2  # fine-tuning seeds each confirmed genome is scored over (mean)
+    confirm_finalists: int | None = None  # searched genomes the first seed promotes to the others; None: all
     op_choices: str | None = None  # catalog YAML with the stage-1 choices; None: search_spaces/activations.yaml
     hpo_tuner: str = "TPE"  # any NNI built-in tuner name for stage 2
     hpo_trials: int = 20
@@ -73,6 +74,7 @@ class SafsConfig:
     hpo_space: str | None = None  # stage-2 space JSON; None: search_spaces/hpo_space.json
     hpo_warm_start: bool = False  # the SAFS study's tuner starts from the ablation study's finished trials
     hpo_default_first: bool = False  # each study's first trial: train_hparams (not the reference's design)
+    hpo_ablation_best_first: bool = False  # the SAFS study's first trial: the ablation study's best so far
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SafsConfig":
@@ -131,7 +133,8 @@ class SafsConfig:
             raise ValueError(f"search_idle_fraction must be in [0, 1), got {self.search_idle_fraction!r}")
         for key in ("batch_size", "dense_epochs", "baseline_epochs", "final_epochs", "final_seeds", "search_epochs",
                     "search_steps", "search_history", "max_search_steps", "hpo_trials", "hpo_epochs", "confirm_seeds", "cv_folds",
-                    *(["confirm_epochs"] if self.confirm_epochs is not None else [])):
+                    *(["confirm_epochs"] if self.confirm_epochs is not None else []),
+                    *(["confirm_finalists"] if self.confirm_finalists is not None else [])):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
