@@ -48,13 +48,18 @@ class _Stateless(nn.Module):
     """An op without parameters of its own: ``fn`` applied elementwise."""
 
     fn = staticmethod(lambda x: x)
+    call = ""  # how a file of found activations names ``fn`` (see _stateless)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
 
 
-def _stateless(name: str, fn) -> type[nn.Module]:
-    cls = type(name.capitalize(), (_Stateless,), {"fn": staticmethod(fn), "__doc__": f"The {name} op."})
+def _stateless(name: str, call: str) -> type[nn.Module]:
+    """Registers ``call`` (``F.relu``, ``torch.tanh`` or a helper of this module, as an exported
+    file of found activations names it: :func:`op_sources`) as the op ``name``."""
+    owner, _, attribute = call.rpartition(".")
+    fn = getattr({"F": F, "torch": torch}[owner], attribute) if owner else globals()[call]
+    cls = type(name.capitalize(), (_Stateless,), {"fn": staticmethod(fn), "call": call, "__doc__": f"The {name} op."})
     return register_op(name)(cls)
 
 
@@ -66,17 +71,17 @@ def _symexp(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.expm1(x.abs().clamp(max=SYMEXP_LIMIT))
 
 
-_stateless("relu", F.relu)
-_stateless("relu6", F.relu6)
-_stateless("hardswish", F.hardswish)
-_stateless("swish", F.silu)
-_stateless("gelu", F.gelu)
-_stateless("elu", F.elu)
-_stateless("tanh", torch.tanh)
-_stateless("softplus", F.softplus)
-_stateless("logsigmoid", F.logsigmoid)
-_stateless("symlog", _symlog)
-_stateless("symexp", _symexp)
+_stateless("relu", "F.relu")
+_stateless("relu6", "F.relu6")
+_stateless("hardswish", "F.hardswish")
+_stateless("swish", "F.silu")
+_stateless("gelu", "F.gelu")
+_stateless("elu", "F.elu")
+_stateless("tanh", "torch.tanh")
+_stateless("softplus", "F.softplus")
+_stateless("logsigmoid", "F.logsigmoid")
+_stateless("symlog", "_symlog")
+_stateless("symexp", "_symexp")
 
 
 @register_op("tanhsoft")
@@ -154,12 +159,9 @@ def op_sources(names: Iterable[str]) -> str:
     for name in names:
         cls = OPS.get(name)
         if issubclass(cls, _Stateless):
-            fn = cls.fn
-            call = next((f"{alias}.{attribute}" for alias, namespace in (("F", F), ("torch", torch))
-                         for attribute in dir(namespace) if getattr(namespace, attribute, None) is fn), fn.__name__)
             classes.append(f"class {cls.__name__}(nn.Module):\n    \"\"\"{cls.__doc__}\"\"\"\n\n"
                            "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
-                           f"        return {call}(x)\n")
+                           f"        return {cls.call}(x)\n")
         else:
             lines = textwrap.dedent(inspect.getsource(cls)).splitlines()
             classes.append("\n".join(itertools.dropwhile(lambda line: line.startswith("@"), lines)) + "\n")

@@ -154,7 +154,8 @@ def render_module(slots: Mapping[str, ActivationSlot], model: str, provenance: l
 def _check_reproduces(source: str, slots: Mapping[str, ActivationSlot]) -> None:
     """Refuse a source whose activations do not compute the slots' values exactly (e.g. a user's
     op class that uses names of its own module)."""
-    probe = torch.cat([torch.linspace(-100.0, 100.0, 2001), torch.tensor([0.0, 1e-30, -1e-30])])
+    # wide enough to reach every op's clamps and saturations (symexp's limit, softplus's threshold)
+    probe = torch.cat([torch.linspace(-1e4, 1e4, 20001), torch.tensor([0.0, 1e-30, -1e-30, 88.0, -88.0, 89.0])])
     namespace: dict[str, Any] = {"__name__": "nni_safs_export_check"}
     try:
         exec(compile(source, "<found activations>", "exec"), namespace)  # noqa: S102: our own generated code
