@@ -240,9 +240,9 @@ def checkout(ref: str) -> Iterator[Path]:
 
 
 def experiment_wall(ref: str, port: int) -> dict:
-    """The embedded default through ``safs experiment`` (a real nnictl experiment) at commit ``ref``,
-    checked out into a temporary worktree (so edits made meanwhile do not leak in), timed from
-    the first trial's start to the last trial's end: set-up and NNI's own start-up are left out."""
+    """The embedded default through ``safs experiment`` (a real nnictl experiment) at commit ``ref``
+    (:func:`checkout`), timed from the first trial's start to the last trial's end: set-up and
+    NNI's own start-up are left out."""
     with checkout(ref) as code:
         env = {**os.environ, "PYTHONPATH": str(code), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         out = subprocess.run([sys.executable, "-m", "nni_safs.cli", "experiment",
