@@ -476,6 +476,30 @@ def test_a_restart_between_the_confirmations_seeds_promotes_the_same_finalists(t
     assert nxt.params["genome"] in pipeline.confirm_finalists()
 
 
+def test_a_confirmation_issued_genome_by_genome_resumes_without_repeating_a_run(tmp_path):
+    """Releases before confirm_finalists issued the confirmation genome by genome (each on every
+    seed); a state they saved mid-confirmation resumes with each (genome, seed) run once."""
+    from nni_safs.method.contract import CONFIRM
+    from nni_safs.method.genomes import genome_from_string
+    config = SafsConfig(**SMALL, confirm_top=2, confirm_epochs=3, workspace=str(tmp_path))
+    pipeline = build_pipeline(config)
+    rng = random.Random(2)
+    while not pipeline.confirm_genomes():
+        job = pipeline.ask()
+        pipeline.tell(job.id, fake_result(job, rng))
+    genomes, seeds = pipeline.confirm_genomes(), pipeline.confirm_seeds
+    for genome, seed in [(genomes[0], seeds[0]), (genomes[0], seeds[1]), (genomes[1], seeds[0])]:  # the old order
+        job = pipeline._emit(Stage.SEARCH, CONFIRM, genome=genome_from_string(genome), hparams=config.hparams,
+                             epochs=3, seed=seed)
+        pipeline.tell(job.id, fake_result(job, rng))
+    resumed = build_pipeline(config).restored(json.loads(json.dumps(pipeline.state_dict())))
+    jobs = drive(resumed, 1, random.Random(0))
+    confirm = [(j.spec.genome, j.spec.seed) for j in resumed.jobs.values() if j.variant == CONFIRM]
+    assert sorted(confirm) == sorted((g, s) for g in genomes for s in seeds)
+    assert resumed.finished and not resumed.failure and all(len(v) == 2 for v in resumed.confirm_scores().values())
+    assert len(resumed.jobs) == resumed.total_if_known() and jobs
+
+
 def test_the_safs_study_can_start_from_the_ablation_studys_best(tmp_path):
     """hpo_ablation_best_first: the SAFS study's first trial runs the ablation study's best
     hyperparameters on the stage-1 genome, so SAFS always measures stage 2's choice too."""

@@ -213,17 +213,19 @@ class SafsPipeline:
 
     def _confirm_runs(self) -> list[tuple[str, int]]:
         """The confirmation's (genome, seed) runs as far as they are known, in issue order: every
-        confirmed genome on the first seed, then the finalists on the other seeds."""
+        confirmed genome on the first seed, then the finalists on the other seeds. (Runs are issued
+        by what is missing, not by count: a state saved by a release that issued them genome by
+        genome resumes without repeating one.)"""
         genomes, seeds = self.confirm_genomes(), self.confirm_seeds
         runs = [(genome, seeds[0]) for genome in genomes]
         finalists = self.confirm_finalists() if genomes else None
         return runs + [(genome, seed) for genome in finalists or [] for seed in seeds[1:]]
 
     def _ask_confirm(self) -> Job | None:
-        runs, issued = self._confirm_runs(), self.count(Stage.SEARCH, CONFIRM)
-        if issued >= len(runs):
+        issued = {(job.spec.genome, job.spec.seed) for job in self._confirm_jobs()}
+        genome, seed = next((run for run in self._confirm_runs() if run not in issued), (None, None))
+        if genome is None:
             return None
-        genome, seed = runs[issued]
         return self._emit(Stage.SEARCH, CONFIRM, genome=genome_from_string(genome), hparams=self.config.hparams,
                           epochs=self.config.confirm_epochs or self.config.search_epochs, train_scales=False,
                           data_fraction=self.config.search_data_fraction, seed=seed)
@@ -231,7 +233,8 @@ class SafsPipeline:
     def confirm_scores(self) -> dict[str, list[float]] | None:
         """Each confirmed genome's scores over the seeds it ran, once every confirmation job is in."""
         runs, jobs = self._confirm_runs(), self._confirm_jobs()
-        if not runs or len(jobs) < len(runs) or any(j.id not in self.results for j in jobs):
+        if not runs or not set(runs) <= {(j.spec.genome, j.spec.seed) for j in jobs} or \
+                any(j.id not in self.results for j in jobs):
             return None
         scores: dict[str, list[float]] = {genome: [] for genome in self.confirm_genomes()}
         for job in jobs:
