@@ -97,6 +97,7 @@ class SafsPipeline:
         self.reused = 0  # search proposals answered with an earlier job's score (no trial run)
         self._measured: dict[str, JobResult] = {}  # genome -> its search job's result (see _search_result)
         self._confirm: list[str] | None = None  # the genomes the confirmation re-scores, own activation first
+        self._winner: tuple[Genome, float] | None = None  # stage 1's result once known: it never changes then
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
         self.search: Optimizer = self._new_search()
         self.hpo: dict[str, Optimizer | None] = {
@@ -245,7 +246,13 @@ class SafsPipeline:
     def winner(self) -> tuple[Genome, float] | None:
         """Stage 1's result (genome, score), once known: the search's best, or with ``confirm_top``
         the finalists' best mean in the confirmation (the own activation unless a searched genome
-        beat it)."""
+        beat it). Asked on every ``ask``, so it is found once: a finished search's best and a complete
+        confirmation are final."""
+        if self._winner is None:
+            self._winner = self._find_winner()
+        return self._winner
+
+    def _find_winner(self) -> tuple[Genome, float] | None:
         if not self.search.finished or self.search.best is None:
             return None
         if not self.config.confirm_top:
