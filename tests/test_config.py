@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
     ({"dense_epochs": -3}, "dense_epochs must be a positive integer"),
     ({"batch_size": 2.5}, "batch_size must be a positive integer"),
     ({"confirm_finalists": 0}, "confirm_finalists must be a positive integer, got 0"),
+    ({"confirm_uniform": -1}, "confirm_uniform must be an integer >= 0, got -1"),
     ({"threads": -1}, "threads must be an integer >= 0"),
     ({"search_steps": 30, "max_search_steps": 10}, "max_search_steps .10. must be >= search_steps"),
     ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),

@@ -462,6 +462,45 @@ def test_the_confirmations_first_seed_promotes_the_own_activation_and_the_best_o
     assert restored.confirm_finalists() == [own, leader] and restored.winner == pipeline.winner
 
 
+@pytest.mark.parametrize("one_op_wins", [True, False])
+def test_the_confirmation_also_rescores_the_searchs_best_one_op_genome(tmp_path, one_op_wins):
+    """confirm_uniform: the best one-op genome the search measured joins the confirmation (after
+    the top confirm_top, where not among them), so a mixed genome that led at the search budget
+    must beat it at the final budget too; when the leader is itself one-op, nothing is added."""
+    config = SafsConfig(**SMALL, search_init="uniform", confirm_top=1, confirm_uniform=1, confirm_epochs=3,
+                        confirm_finalists=1, final_seeds=2, workspace=str(tmp_path / "ws"))
+    pipeline = build_pipeline(config)
+    own, tanh = "act1=relu;act2=relu;act3=relu;act4=relu", "act1=tanh;act2=tanh;act3=tanh;act4=tanh"
+
+    def ops(job):
+        return job.params["genome"].replace(";", "=").split("=")[1::2]
+
+    def search_score(job):  # tanh is the best one-op genome; mixing in a swish scores higher still
+        return 40.0 + 2 * ops(job).count("tanh") + 5 * ("tanh" in ops(job) and "swish" in ops(job))
+
+    def score(job):
+        if job.variant != "confirm":
+            return search_score(job)
+        if job.params["genome"] == own:
+            return 70.0
+        return 90.0 if (job.params["genome"] == tanh) is one_op_wins else 80.0
+
+    jobs = _drive_scored(pipeline, score)
+    assert pipeline.finished and not pipeline.failure
+    leader = genome_to_string(pipeline.search.best[0])
+    assert leader != tanh and len(set(pipeline.search.best[0].values())) > 1
+    assert pipeline.confirm_genomes() == [own, leader, tanh]
+    assert genome_to_string(pipeline.winner[0]) == (tanh if one_op_wins else leader)
+    confirm = [j for j in jobs if j.variant == "confirm"]
+    assert len(confirm) == 3 + 2 == pipeline._confirm_count(3) and len(jobs) == pipeline.total_if_known()
+    low, high = pipeline.evaluation_bounds()
+    assert low <= len(jobs) <= high
+    # the leader one-op itself: confirmed once, nothing added in its place
+    plain = build_pipeline(SafsConfig(**{**config.__dict__, "workspace": str(tmp_path / "plain")}))
+    _drive_scored(plain, lambda job: 40.0 + 2 * ops(job).count("tanh"))
+    assert plain.confirm_genomes() == [own, tanh] and len(plain.jobs) == plain.total_if_known()
+
+
 def test_a_restart_between_the_confirmations_seeds_promotes_the_same_finalists(tmp_path):
     config = SafsConfig(**SMALL, confirm_top=2, confirm_epochs=3, confirm_finalists=1, workspace=str(tmp_path))
     pipeline = build_pipeline(config)

@@ -7,8 +7,9 @@ Stages and their jobs (every job's parameters name its ``stage``):
   swish for EfficientNet-B0) and the dense hyperparameters (final budget), one per seed.
 * ``search``   stage 1: a genome per job (LAHC, or an NNI tuner on the slot space), frozen
   alpha/beta, dense hyperparameters, ``search_epochs``.
-* ``search``, variant ``confirm`` (``confirm_top`` > 0): once the search has stopped, its top
-  ``confirm_top`` genomes and the model's own activation are fine-tuned again with
+* ``search``, variant ``confirm`` (``confirm_top`` or ``confirm_uniform`` > 0): once the search
+  has stopped, its top ``confirm_top`` genomes, its best ``confirm_uniform`` one-op genomes and
+  the model's own activation are fine-tuned again with
   ``confirm_epochs`` on the first of ``confirm_seeds`` seeds; the own activation and the best
   ``confirm_finalists`` others on that seed (all with ``None``) go on to the other seeds. Stage
   1's winner is the finalists' best mean, the own activation on a tie, so a searched genome wins
@@ -189,8 +190,9 @@ class SafsPipeline:
 
     def confirm_genomes(self) -> list[str]:
         """What the confirmation re-scores (none before the search has stopped, or when it is off):
-        the model's own activation, then the search's top ``confirm_top`` other genomes, as fixed
-        when the search stopped (:meth:`_check_search`)."""
+        the model's own activation, then the search's top ``confirm_top`` other genomes, then
+        those of its best ``confirm_uniform`` one-op genomes not among them, as fixed when the
+        search stopped (:meth:`_check_search`)."""
         return list(self._confirm or [])
 
     def _confirm_jobs(self) -> list[Job]:
@@ -244,7 +246,7 @@ class SafsPipeline:
 
     @property
     def winner(self) -> tuple[Genome, float] | None:
-        """Stage 1's result (genome, score), once known: the search's best, or with ``confirm_top``
+        """Stage 1's result (genome, score), once known: the search's best, or with a confirmation
         the finalists' best mean in the confirmation (the own activation unless a searched genome
         beat it). Asked on every ``ask``, so it is found once: a finished search's best and a complete
         confirmation are final."""
@@ -255,7 +257,7 @@ class SafsPipeline:
     def _find_winner(self) -> tuple[Genome, float] | None:
         if not self.search.finished or self.search.best is None:
             return None
-        if not self.config.confirm_top:
+        if not self.config.confirms:
             return self.search.best
         scores = self.confirm_scores()
         if scores is None:
@@ -359,11 +361,17 @@ class SafsPipeline:
         if self.search.finished and self.search.best is None and not self.failure:
             self.failure = (f"every stage-1 candidate failed ({self.count(Stage.SEARCH)} evaluations scored 0; "
                             "see their trial logs)")
-        if self._confirm is None and self.config.confirm_top and self.search.finished and self.search.best:
+        if self._confirm is None and self.config.confirms and self.search.finished and self.search.best:
             # fixed now: results of search jobs still running when the search stopped change nothing
             own = genome_to_string({slot: self.own_activation for slot in self.slot_names})
-            ranked = sorted(self._measured.items(), key=lambda item: -self._search_fitness(item[1]))
-            self._confirm = [own] + [genome for genome, _ in ranked if genome != own][:self.config.confirm_top]
+            ranked = [genome for genome, result in sorted(self._measured.items(),
+                                                          key=lambda item: -self._search_fitness(item[1]))
+                      if genome != own]
+            top = ranked[:self.config.confirm_top]
+            # the 8-epoch score favours fast starters; the best one-op genome is the usual winner at
+            # the final budget (benchmarks/results/confirm_uniform_selection.md)
+            one_op = [genome for genome in ranked if len(set(genome_from_string(genome).values())) == 1]
+            self._confirm = [own] + top + [genome for genome in one_op[:self.config.confirm_uniform] if genome not in top]
 
     # -- bookkeeping -----------------------------------------------------------------------
     def evaluation_bounds(self) -> tuple[int, int]:
@@ -371,11 +379,12 @@ class SafsPipeline:
         for a genome the search proposes again (:meth:`_search_result`), so at most this many jobs."""
         fixed = self._trials_outside_search()
         low, high = self.search.bounds
-        return fixed + low + self._confirm_count(1), fixed + high + self._confirm_count(self.config.confirm_top + 1)
+        most = self.config.confirm_top + self.config.confirm_uniform + 1
+        return fixed + low + self._confirm_count(1), fixed + high + self._confirm_count(most)
 
     def _confirm_count(self, genomes: int) -> int:
         """Confirmation jobs for this many confirmed genomes (the own activation included)."""
-        if not self.config.confirm_top:
+        if not self.config.confirms:
             return 0
         finalists = genomes if self.config.confirm_finalists is None else min(genomes, self.config.confirm_finalists + 1)
         return genomes + finalists * (len(self.confirm_seeds) - 1)

@@ -80,7 +80,7 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
                    "trace": getattr(pipeline.search, "trace", None),
                    "winner": genome_to_string(winner[0]) if winner else None,
                    "winner_score": winner[1] if winner else None,
-                   "confirm": confirmed,  # genome -> scores over the seeds it ran (confirm_top > 0)
+                   "confirm": confirmed,  # genome -> scores over the seeds it ran (a confirmation)
                    "kept_own_activation": bool(confirmed) and bool(winner)
                    and genome_to_string(winner[0]) == pipeline.confirm_genomes()[0]},
         "hpo": {variant: {"trials": stream.next_id if stream else 0,

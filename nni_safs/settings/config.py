@@ -67,6 +67,7 @@ class SafsConfig:
     confirm_epochs: int | None = None  # the confirmation's budget per run; None: search_epochs
     confirm_seeds: int = 2  # fine-tuning seeds each confirmed genome is scored over (mean)
     confirm_finalists: int | None = None  # searched genomes the first seed promotes to the others; None: all
+    confirm_uniform: int = 0  # the search's best N one-op genomes re-scored too (where not among the top)
     op_choices: str | None = None  # catalog YAML with the stage-1 choices; None: search_spaces/activations.yaml
     hpo_tuner: str = "TPE"  # any NNI built-in tuner name for stage 2
     hpo_trials: int = 20
@@ -94,6 +95,11 @@ class SafsConfig:
         """Every key with its default value."""
         return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 for f in dataclasses.fields(cls)}
+
+    @property
+    def confirms(self) -> bool:
+        """Whether stage 1's winner is confirmed against the own activation (else: the search's best)."""
+        return self.confirm_top + self.confirm_uniform > 0
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -141,7 +147,7 @@ class SafsConfig:
         if self.max_search_steps < self.search_steps:
             raise ValueError(f"max_search_steps ({self.max_search_steps}) must be >= search_steps "
                              f"({self.search_steps})")
-        for key in ("num_workers", "threads", "confirm_top"):
+        for key in ("num_workers", "threads", "confirm_top", "confirm_uniform"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
