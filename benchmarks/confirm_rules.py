@@ -1,0 +1,136 @@
+"""Which genomes should stage 1's confirmation re-score? Rules compared on finished workspaces.
+
+Reads the workspaces that ``reproduce_lenet5.py`` left (``summary.json``: every search score and
+every confirmation run), fine-tunes at the confirmation's budget, on the confirmation's own fresh
+seeds, each genome a rule would confirm that the run did not, and then applies every rule as the
+pipeline would (all candidates on the first seed, the own activation and the best other on the
+rest, ``confirm_finalists: 1``; the best mean wins, the own activation on a tie). A rule is judged
+by its pick's test top-1 in those runs (mean of the seeds) minus the own activation's.
+
+    python benchmarks/confirm_rules.py --workspaces /tmp/ws_sel_top5 /tmp/ws_untouched --runs /tmp/extra.jsonl
+
+Runs it makes are appended to ``--runs`` (JSON lines) and reused from there on a second call.
+Use it on seeds that choose settings, never on the seeds that report them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from report import write_report  # benchmarks/report.py (scripts run from this folder)
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+# rule name -> (the search's top N, the best N one-op genomes)
+RULES = {"top 3": (3, 0), "top 3 + one-op": (3, 1), "top 2 + one-op": (2, 1), "top 1 + one-op": (1, 1),
+         "one-op only": (0, 1)}
+
+
+def one_op(genome: str) -> bool:
+    return len({slot.split("=")[1] for slot in genome.split(";")}) == 1
+
+
+def read_run(workspace: Path) -> dict:
+    summary = json.loads((workspace / "summary.json").read_text())
+    search, confirm, own = {}, {}, None
+    for job in summary["jobs"]:
+        if job["stage"] != "search" or job["result"].get("status") != "ok":
+            continue
+        if job["variant"] == "confirm":
+            own = own or job["genome"]  # the pipeline issues the own activation's run first
+            confirm.setdefault(job["genome"], {})[job["seed"]] = (job["result"]["default"], job["result"]["test_acc"])
+        else:
+            search.setdefault(job["genome"], job["result"]["default"])  # first measurement, as the pipeline keeps
+    return {"workspace": workspace, "seed": summary["config"]["seed"], "epochs": summary["config"]["confirm_epochs"],
+            "search": search, "confirm": confirm, "own": own, "seeds": sorted(confirm[own])}
+
+
+def candidates(run: dict, top: int, uniform: int) -> list[str]:
+    ranked = [genome for genome in sorted(run["search"], key=lambda g: -run["search"][g]) if genome != run["own"]]
+    best_one_op = [genome for genome in ranked if one_op(genome)][:uniform]
+    return [run["own"]] + ranked[:top] + [genome for genome in best_one_op if genome not in ranked[:top]]
+
+
+def pick(run: dict, genomes: list[str]) -> str:
+    first, scores = run["seeds"][0], run["confirm"]
+    leader = sorted(genomes[1:], key=lambda g: -scores[g][first][0])[:1]
+    finalists = [genomes[0]] + leader
+    means = {g: statistics.mean(scores[g][s][0] for s in run["seeds"]) for g in finalists}
+    return max(means, key=means.get)
+
+
+def fine_tune(task: tuple) -> dict:
+    workspace, genome, seed, epochs = task
+    import torch
+    from nni_safs.settings.config import SafsConfig
+    from nni_safs.training.jobs import run_candidate
+    torch.set_num_threads(1)
+    saved = json.loads((Path(workspace) / "config.json").read_text())
+    config = SafsConfig.from_dict({**saved, "hpo_space": str(REPO / "search_spaces" / "hpo_space_embedded.json")})
+    out = run_candidate(config, dict(slot.split("=") for slot in genome.split(";")), config.hparams, epochs,
+                        train_scales=False, seed=seed)
+    return {"workspace": str(workspace), "genome": genome, "seed": seed, "epochs": epochs,
+            "val_acc": out["val_acc"], "test_acc": out["test_acc"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspaces", type=Path, nargs="+", required=True,
+                        help="folders of reproduce_lenet5.py workspaces (one sub-folder per run)")
+    parser.add_argument("--runs", type=Path, required=True, help="JSON-lines file of extra runs (read and appended)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "confirm_uniform_selection.md")
+    args = parser.parse_args()
+    runs = sorted((read_run(ws) for root in args.workspaces for ws in root.iterdir() if (ws / "summary.json").exists()),
+                  key=lambda run: run["seed"])
+    done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.exists() else []
+    by_workspace = {str(run["workspace"]): run for run in runs}
+    for row in done:
+        if row["workspace"] in by_workspace:
+            by_workspace[row["workspace"]]["confirm"].setdefault(row["genome"], {})[row["seed"]] = \
+                (row["val_acc"], row["test_acc"])
+    tasks = sorted({(str(run["workspace"]), genome, seed, run["epochs"]) for run in runs for top, uniform in RULES.values()
+                    for genome in candidates(run, top, uniform) for seed in run["seeds"]
+                    if seed not in run["confirm"].get(genome, {})})
+    print(f"{len(runs)} runs, {len(tasks)} fine-tuning runs to make", flush=True)
+    with ProcessPoolExecutor(args.jobs) as pool, args.runs.open("a") as log:
+        for row in pool.map(fine_tune, tasks):
+            print(json.dumps(row), flush=True)
+            log.write(json.dumps(row) + "\n")
+            by_workspace[row["workspace"]]["confirm"].setdefault(row["genome"], {})[row["seed"]] = (row["val_acc"], row["test_acc"])
+
+    def test(run: dict, genome: str) -> float:
+        return statistics.mean(run["confirm"][genome][s][1] for s in run["seeds"])
+
+    lines = ["# Which genomes should stage 1's confirmation re-score?", "",
+             "Command (2 CPU cores):", "",
+             f"    python benchmarks/confirm_rules.py --workspaces {' '.join(map(str, args.workspaces))} "
+             f"--runs {args.runs}", "",
+             "Each rule confirms the own activation, the search's top N genomes by the search score and the "
+             "search's best one-op genome (every slot the same op; not added when already among the top), with "
+             "successive halving over the run's 2 fresh confirmation seeds (`confirm_finalists: 1`). Cells: the "
+             "pick's test top-1 in the confirmation runs (mean of the seeds) minus the own activation's, so an "
+             "estimate of stage 1 - magnitude pruning.", "",
+             "| seed | own activation | " + " | ".join(RULES) + " |", "|---" * (len(RULES) + 2) + "|"]
+    gains: dict[str, list[float]] = {rule: [] for rule in RULES}
+    for run in runs:
+        own = test(run, run["own"])
+        cells = []
+        for rule, (top, uniform) in RULES.items():
+            chosen = pick(run, candidates(run, top, uniform))
+            gains[rule].append(test(run, chosen) - own)
+            cells.append(f"{gains[rule][-1]:+.2f}" + (" (one-op)" if one_op(chosen) and chosen != run["own"] else ""))
+        lines.append(f"| {run['seed']} | {own:.2f} | " + " | ".join(cells) + " |")
+    lines += [f"| mean | - | " + " | ".join(f"**{statistics.mean(v):+.2f}**" for v in gains.values()) + " |",
+              f"| lowest | - | " + " | ".join(f"{min(v):+.2f}" for v in gains.values()) + " |",
+              "", "Confirmation jobs per run (2 seeds, halving): own activation + candidates on the first seed, "
+              "2 on the second: at most " + ", ".join(f"{rule} {top + uniform + 1 + 2}" for rule, (top, uniform)
+                                                       in RULES.items()) + "."]
+    write_report(lines, args.output)
+
+
+if __name__ == "__main__":
+    main()
