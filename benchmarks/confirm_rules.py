@@ -20,6 +20,8 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from nni_safs.method.confirmation import candidates, finalists, one_op, winner
+from nni_safs.method.genomes import genome_from_string
 from report import write_report  # benchmarks/report.py (scripts run from this folder)
 
 HERE = Path(__file__).resolve().parent
@@ -27,10 +29,6 @@ REPO = HERE.parent
 # rule name -> (the search's top N, the best N one-op genomes)
 RULES = {"top 3": (3, 0), "top 3 + one-op": (3, 1), "top 2 + one-op": (2, 1), "top 1 + one-op": (1, 1),
          "one-op only": (0, 1)}
-
-
-def one_op(genome: str) -> bool:
-    return len({slot.split("=")[1] for slot in genome.split(";")}) == 1
 
 
 def read_run(workspace: Path) -> dict:
@@ -48,18 +46,15 @@ def read_run(workspace: Path) -> dict:
             "search": search, "confirm": confirm, "own": own, "seeds": sorted(confirm[own])}
 
 
-def candidates(run: dict, top: int, uniform: int) -> list[str]:
-    ranked = [genome for genome in sorted(run["search"], key=lambda g: -run["search"][g]) if genome != run["own"]]
-    best_one_op = [genome for genome in ranked if one_op(genome)][:uniform]
-    return [run["own"]] + ranked[:top] + [genome for genome in best_one_op if genome not in ranked[:top]]
+def confirmed(run: dict, top: int, uniform: int) -> list[str]:
+    return candidates(sorted(run["search"], key=lambda g: -run["search"][g]), run["own"], top, uniform)
 
 
 def pick(run: dict, genomes: list[str]) -> str:
-    first, scores = run["seeds"][0], run["confirm"]
-    leader = sorted(genomes[1:], key=lambda g: -scores[g][first][0])[:1]
-    finalists = [genomes[0]] + leader
-    means = {g: statistics.mean(scores[g][s][0] for s in run["seeds"]) for g in finalists}
-    return max(means, key=means.get)
+    """The pipeline's choice with ``confirm_finalists: 1``, from the runs' validation scores."""
+    scores = run["confirm"]
+    first = {genome: scores[genome][run["seeds"][0]][0] for genome in genomes}
+    return winner({genome: [scores[genome][s][0] for s in run["seeds"]] for genome in finalists(genomes, first, 1)})[0]
 
 
 def fine_tune(task: tuple) -> dict:
@@ -70,8 +65,7 @@ def fine_tune(task: tuple) -> dict:
     torch.set_num_threads(1)
     saved = json.loads((Path(workspace) / "config.json").read_text())
     config = SafsConfig.from_dict({**saved, "hpo_space": str(REPO / "search_spaces" / "hpo_space_embedded.json")})
-    out = run_candidate(config, dict(slot.split("=") for slot in genome.split(";")), config.hparams, epochs,
-                        train_scales=False, seed=seed)
+    out = run_candidate(config, genome_from_string(genome), config.hparams, epochs, train_scales=False, seed=seed)
     return {"workspace": str(workspace), "genome": genome, "seed": seed, "epochs": epochs,
             "val_acc": out["val_acc"], "test_acc": out["test_acc"]}
 
@@ -93,7 +87,7 @@ def main() -> None:
             by_workspace[row["workspace"]]["confirm"].setdefault(row["genome"], {})[row["seed"]] = \
                 (row["val_acc"], row["test_acc"])
     tasks = sorted({(str(run["workspace"]), genome, seed, run["epochs"]) for run in runs for top, uniform in RULES.values()
-                    for genome in candidates(run, top, uniform) for seed in run["seeds"]
+                    for genome in confirmed(run, top, uniform) for seed in run["seeds"]
                     if seed not in run["confirm"].get(genome, {})})
     print(f"{len(runs)} runs, {len(tasks)} fine-tuning runs to make", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool, args.runs.open("a") as log:
@@ -120,7 +114,7 @@ def main() -> None:
         own = test(run, run["own"])
         cells = []
         for rule, (top, uniform) in RULES.items():
-            chosen = pick(run, candidates(run, top, uniform))
+            chosen = pick(run, confirmed(run, top, uniform))
             gains[rule].append(test(run, chosen) - own)
             cells.append(f"{gains[rule][-1]:+.2f}" + (" (one-op)" if one_op(chosen) and chosen != run["own"] else ""))
         lines.append(f"| {run['seed']} | {own:.2f} | " + " | ".join(cells) + " |")

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nni_safs.method.confirmation import candidates, finalists, winner
 from nni_safs.method.contract import CONFIRM, FINAL_VARIANTS, OWN_ACTIVATION, SAFS, JobResult, JobSpec, Stage
 from nni_safs.method.genomes import Genome, genome_from_string, genome_to_string
 from nni_safs.method.lahc import LahcArguments, LateAcceptanceHillClimbing
@@ -200,19 +201,17 @@ class SafsPipeline:
 
     def confirm_finalists(self) -> list[str] | None:
         """The genomes scored on every confirmation seed: the own activation and the best
-        ``confirm_finalists`` others on the first seed (successive halving: a genome far behind
-        after one final-budget run rarely wins on the mean), or every confirmed genome when that
-        is ``None``; ``None`` while the first seed's runs are still out."""
+        ``confirm_finalists`` others on the first seed (:func:`finalists`), or every confirmed
+        genome when that is ``None``; ``None`` while the first seed's runs are still out."""
         genomes = self.confirm_genomes()
-        keep = self.config.confirm_finalists
-        if not genomes or keep is None or keep >= len(genomes) - 1:
-            return genomes or None
-        first = {j.spec.genome: self.results[j.id] for j in self._confirm_jobs()
-                 if j.spec.seed == self.confirm_seeds[0] and j.id in self.results}
-        if len(first) < len(genomes):
+        if not genomes:
             return None
-        ranked = sorted(genomes[1:], key=lambda genome: -self._search_fitness(first[genome]))  # stable: search order
-        return [genomes[0]] + ranked[:keep]
+        keep = self.config.confirm_finalists
+        first = {j.spec.genome: self._search_fitness(self.results[j.id]) for j in self._confirm_jobs()
+                 if j.spec.seed == self.confirm_seeds[0] and j.id in self.results}
+        if keep is not None and keep < len(genomes) - 1 and len(first) < len(genomes):
+            return None
+        return finalists(genomes, first, keep)
 
     def _confirm_runs(self) -> list[tuple[str, int]]:
         """The confirmation's (genome, seed) runs as far as they are known, in issue order: every
@@ -262,9 +261,8 @@ class SafsPipeline:
         scores = self.confirm_scores()
         if scores is None:
             return None
-        means = {genome: sum(scores[genome]) / len(scores[genome]) for genome in self.confirm_finalists()}
-        best = max(means, key=lambda genome: means[genome])  # the first of equals: the own activation
-        return genome_from_string(best), means[best]
+        best, mean = winner({genome: scores[genome] for genome in self.confirm_finalists()})
+        return genome_from_string(best), mean
 
     def _search_result(self, genome: str) -> JobResult | None:
         """An earlier search job's result for ``genome``, when it was measured: every search job
@@ -364,14 +362,8 @@ class SafsPipeline:
         if self._confirm is None and self.config.confirms and self.search.finished and self.search.best:
             # fixed now: results of search jobs still running when the search stopped change nothing
             own = genome_to_string({slot: self.own_activation for slot in self.slot_names})
-            ranked = [genome for genome, result in sorted(self._measured.items(),
-                                                          key=lambda item: -self._search_fitness(item[1]))
-                      if genome != own]
-            top = ranked[:self.config.confirm_top]
-            # the 8-epoch score favours fast starters; the best one-op genome is the usual winner at
-            # the final budget (benchmarks/results/confirm_uniform_selection.md)
-            one_op = [genome for genome in ranked if len(set(genome_from_string(genome).values())) == 1]
-            self._confirm = [own] + top + [genome for genome in one_op[:self.config.confirm_uniform] if genome not in top]
+            ranked = sorted(self._measured, key=lambda genome: -self._search_fitness(self._measured[genome]))
+            self._confirm = candidates(ranked, own, self.config.confirm_top, self.config.confirm_uniform)
 
     # -- bookkeeping -----------------------------------------------------------------------
     def evaluation_bounds(self) -> tuple[int, int]:
