@@ -21,7 +21,8 @@ def candidates(ranked: Sequence[str], own: str, top: int, uniform: int) -> list[
     (``benchmarks/results/confirm_uniform_selection.md``)."""
     others = [genome for genome in ranked if genome != own]
     best = others[:top]
-    return [own] + best + [genome for genome in [g for g in others if one_op(g)][:uniform] if genome not in best]
+    best_one_op = [genome for genome in others if one_op(genome)][:uniform]
+    return [own] + best + [genome for genome in best_one_op if genome not in best]
 
 
 def finalists(genomes: Sequence[str], first: Mapping[str, float], keep: int | None) -> list[str]:

@@ -204,14 +204,12 @@ class SafsPipeline:
         ``confirm_finalists`` others on the first seed (:func:`finalists`), or every confirmed
         genome when that is ``None``; ``None`` while the first seed's runs are still out."""
         genomes = self.confirm_genomes()
-        if not genomes:
-            return None
         keep = self.config.confirm_finalists
+        if not genomes or keep is None or keep >= len(genomes) - 1:
+            return genomes or None  # everyone goes on: no need to read the first seed's results
         first = {j.spec.genome: self._search_fitness(self.results[j.id]) for j in self._confirm_jobs()
                  if j.spec.seed == self.confirm_seeds[0] and j.id in self.results}
-        if keep is not None and keep < len(genomes) - 1 and len(first) < len(genomes):
-            return None
-        return finalists(genomes, first, keep)
+        return finalists(genomes, first, keep) if len(first) == len(genomes) else None
 
     def _confirm_runs(self) -> list[tuple[str, int]]:
         """The confirmation's (genome, seed) runs as far as they are known, in issue order: every
