@@ -81,7 +81,8 @@ class Run:
             out[kind] = len(runs)
             startup = [m["timings"]["startup"] for m in runs if "startup" in m.get("timings", {})]
             out[f"{kind}_startup_s"] = statistics.median(startup) if startup else None
-            out[f"{kind}_trial_s"] = statistics.median(m["seconds"] for m in runs) if runs else None
+            seconds = [m["seconds"] for m in runs if "seconds" in m]  # a failure result has none
+            out[f"{kind}_trial_s"] = statistics.median(seconds) if seconds else None
         out["devices"] = sorted({m.get("device", "?") for m in self.finals})
         return out
 
