@@ -58,16 +58,23 @@ def pick(run: dict, genomes: list[str]) -> str:
 
 
 def fine_tune(task: tuple) -> dict:
-    workspace, genome, seed, epochs = task
+    """One fine-tuning run of a finished workspace's pruned model, as its trial would make it.
+
+    ``task``: workspace, genome string ("" for the own activation), seed, epochs, and optionally
+    the hyperparameters (default the run's own) and whether the activation scales train.
+    """
+    workspace, genome, seed, epochs, *rest = task
+    hparams, train_scales = (json.loads(rest[0]), rest[1]) if rest else (None, False)
     import torch
     from nni_safs.settings.config import SafsConfig
     from nni_safs.training.jobs import run_candidate
     torch.set_num_threads(1)
     saved = json.loads((Path(workspace) / "config.json").read_text())
     config = SafsConfig.from_dict({**saved, "hpo_space": str(REPO / "search_spaces" / "hpo_space_embedded.json")})
-    out = run_candidate(config, genome_from_string(genome), config.hparams, epochs, train_scales=False, seed=seed)
+    out = run_candidate(config, genome_from_string(genome) if genome else None, hparams or config.hparams, epochs,
+                        train_scales=train_scales, seed=seed)
     return {"workspace": str(workspace), "genome": genome, "seed": seed, "epochs": epochs,
-            "val_acc": out["val_acc"], "test_acc": out["test_acc"]}
+            "val_acc": out["val_acc"], "test_acc": out["test_acc"], "status": "diverged" if out["diverged"] else "ok"}
 
 
 def main() -> None:

@@ -1,0 +1,130 @@
+"""Which hyperparameters should a stage-2 study hand to its final columns? Rules compared on finished workspaces.
+
+A study ranks its trials by the validation top-1 after ``hpo_epochs`` (8 on the embedded
+default); the final columns fine-tune for ``final_epochs`` (30), where that ranking can mislead:
+a high learning rate that leads at 8 epochs may be unstable at 30. This script reads the
+workspaces that ``reproduce_lenet5.py`` left (``summary.json``: every study trial and every final
+run), fine-tunes each study's next-best trials at the final budget on the run's own final seeds,
+and applies every rule. A rule is judged by its pick's test top-1 (mean of the final seeds):
+the SAFS study's pick on its own and minus the ablation study's (stage 2) pick.
+
+    python benchmarks/stage2_rules.py --workspaces /tmp/ws_sel_top5 --runs /tmp/stage2_runs.jsonl
+
+Runs it makes are appended to ``--runs`` (JSON lines) and reused from there on a second call.
+Use it on seeds that choose settings, never on the seeds that report them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from confirm_rules import fine_tune
+from report import write_report
+
+HERE = Path(__file__).resolve().parent
+STUDIES = {"default": "stage2", "safs": "safs"}  # study variant -> its final column
+# rule name -> (the study's top N trials re-scored at the final budget, final seeds that choose among them)
+RULES = {"top 1 (now)": (1, 2), "top 2, first seed": (2, 1), "top 2, both seeds": (2, 2)}
+
+
+def _key(hparams: dict) -> str:
+    return json.dumps(hparams, sort_keys=True)
+
+
+def read_run(workspace: Path) -> dict:
+    """The studies' trials in ranking order and the final runs, keyed by hyperparameters and seed."""
+    summary = json.loads((workspace / "summary.json").read_text())
+    run = {"workspace": str(workspace), "seed": summary["config"]["seed"], "epochs": summary["config"]["final_epochs"],
+           "ranked": {}, "genome": {}, "finals": {}}
+    for study, column in STUDIES.items():
+        trials = [job for job in summary["jobs"] if job["stage"] == "hpo" and job["variant"] == study
+                  and job["result"].get("status") == "ok"]
+        ranked = sorted(range(len(trials)), key=lambda i: (-trials[i]["result"]["default"], i))  # first on a tie
+        run["ranked"][study] = list(dict.fromkeys(_key(trials[i]["hparams"]) for i in ranked))
+        finals = [job for job in summary["jobs"] if job["stage"] == "final" and job["variant"] == column]
+        run["genome"][study] = finals[0]["genome"]
+        run["seeds"] = sorted(job["seed"] for job in finals)
+        run["finals"][study] = {(_key(job["hparams"]), job["seed"]): (job["result"]["val_acc"], job["result"]["test_acc"])
+                                for job in finals}
+        assert run["ranked"][study][0] == _key(finals[0]["hparams"]), f"{workspace}: the final is not the study's best"
+    return run
+
+
+def pick(run: dict, study: str, top: int, seeds: int) -> str:
+    """The rule's hyperparameters: the best mean validation over the first ``seeds`` final seeds."""
+    finals = run["finals"][study]
+    return max(run["ranked"][study][:top],
+               key=lambda h: statistics.mean(finals[h, s][0] for s in run["seeds"][:seeds]))
+
+
+def test(run: dict, study: str, hparams: str) -> float:
+    return statistics.mean(run["finals"][study][hparams, s][1] for s in run["seeds"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspaces", type=Path, nargs="+", required=True,
+                        help="folders of reproduce_lenet5.py workspaces (one sub-folder per run)")
+    parser.add_argument("--runs", type=Path, required=True, help="JSON-lines file of extra runs (read and appended)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "stage2_rules_selection.md")
+    args = parser.parse_args()
+    runs = sorted((read_run(ws) for root in args.workspaces for ws in root.iterdir() if (ws / "summary.json").exists()),
+                  key=lambda run: run["seed"])
+    by_workspace = {run["workspace"]: run for run in runs}
+
+    def add(row: dict) -> None:
+        run = by_workspace.get(row["workspace"])
+        if run is not None:
+            run["finals"][row["study"]][row["hparams"], row["seed"]] = (row["val_acc"], row["test_acc"])
+
+    done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.exists() else []
+    for row in done:
+        add(row)
+    top = max(n for n, _ in RULES.values())
+    tasks = sorted({(run["workspace"], study, hparams, seed) for run in runs for study in STUDIES
+                    for hparams in run["ranked"][study][:top] for seed in run["seeds"]
+                    if (hparams, seed) not in run["finals"][study]})
+    print(f"{len(runs)} runs, {len(tasks)} fine-tuning runs to make", flush=True)
+    jobs = [(ws, by_workspace[ws]["genome"][study], seed, by_workspace[ws]["epochs"], hparams, True)
+            for ws, study, hparams, seed in tasks]
+    with ProcessPoolExecutor(args.jobs) as pool, args.runs.open("a") as log:
+        for (_, study, hparams, _), row in zip(tasks, pool.map(fine_tune, jobs)):
+            row = {**row, "study": study, "hparams": hparams}
+            print(json.dumps(row), flush=True)
+            log.write(json.dumps(row) + "\n")
+            add(row)
+
+    lines = ["# Which hyperparameters should a stage-2 study hand to its final columns?", "",
+             "Command (2 CPU cores):", "",
+             f"    python benchmarks/stage2_rules.py --workspaces {' '.join(map(str, args.workspaces))} "
+             f"--runs {args.runs}", "",
+             "Each rule re-scores the study's top N trials (by the study's own validation score) at the final "
+             "budget on the first one or both final seeds, and hands the best mean validation top-1 to the final "
+             "column. Cells: the pick's test top-1 in the final runs (mean of the 2 final seeds), SAFS study and "
+             "SAFS minus stage 2 (the ablation study under the same rule).", "",
+             "| seed | " + " | ".join(f"{rule}: SAFS / - stage 2" for rule in RULES) + " |",
+             "|---" * (len(RULES) + 1) + "|"]
+    safs: dict[str, list[float]] = {rule: [] for rule in RULES}
+    gap: dict[str, list[float]] = {rule: [] for rule in RULES}
+    for run in runs:
+        cells = []
+        for rule, (n, seeds) in RULES.items():
+            mine, ablation = (test(run, study, pick(run, study, n, seeds)) for study in ("safs", "default"))
+            safs[rule].append(mine)
+            gap[rule].append(mine - ablation)
+            cells.append(f"{mine:.2f} / {mine - ablation:+.2f}")
+        lines.append(f"| {run['seed']} | " + " | ".join(cells) + " |")
+    lines += ["| mean | " + " | ".join(f"**{statistics.mean(safs[r]):.2f}** / {statistics.mean(gap[r]):+.2f}"
+                                      for r in RULES) + " |",
+              "| lowest | " + " | ".join(f"{min(safs[r]):.2f} / {min(gap[r]):+.2f}" for r in RULES) + " |", "",
+              "Extra final-budget jobs per study and run over the present rule (2 final seeds): "
+              + ", ".join(f"{rule} {(n - 1) * seeds}" for rule, (n, seeds) in RULES.items()) + "."]
+    write_report(lines, args.output)
+
+
+if __name__ == "__main__":
+    main()
