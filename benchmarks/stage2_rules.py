@@ -53,6 +53,22 @@ def read_run(workspace: Path) -> dict:
     return run
 
 
+def regions(workspaces: list[Path], band: float = 3e-3, good: float = 60.0) -> list[str]:
+    """Where the studies' trials went: per study, optimizer and learning-rate band, how many trials
+    and how many reached ``good`` % validation top-1 (a working region at the study's budget)."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for workspace in workspaces:
+        for job in json.loads((workspace / "summary.json").read_text())["jobs"]:
+            if job["stage"] == "hpo":
+                hparams = job["hparams"]
+                region = f"{hparams['optimizer']}, lr {'<' if hparams['lr'] < band else '>='} {band:g}"
+                cell = counts.setdefault((job["variant"], region), [0, 0])
+                cell[0] += 1
+                cell[1] += job["result"].get("default", 0.0) >= good
+    return ["| study | region | trials | reached " + f"{good:g} % |", "|---|---|---|---|"] + \
+        [f"| {study} | {region} | {n} | {ok} ({100 * ok / n:.0f}%) |" for (study, region), (n, ok) in sorted(counts.items())]
+
+
 def pick(run: dict, study: str, top: int, seeds: int) -> str:
     """The rule's hyperparameters: the best mean validation over the first ``seeds`` final seeds."""
     finals = run["finals"][study]
@@ -123,6 +139,8 @@ def main() -> None:
               "| lowest | " + " | ".join(f"{min(safs[r]):.2f} / {min(gap[r]):+.2f}" for r in RULES) + " |", "",
               "Extra final-budget jobs per study and run over the present rule (2 final seeds): "
               + ", ".join(f"{rule} {(n - 1) * seeds}" for rule, (n, seeds) in RULES.items()) + "."]
+    lines += ["", "Where the studies' trials went (every trial of these runs, by the study's own score):", "",
+              *regions([Path(run["workspace"]) for run in runs])]
     write_report(lines, args.output)
 
 
