@@ -101,6 +101,7 @@ def main() -> None:
         for row in pool.map(fine_tune, tasks):
             print(json.dumps(row), flush=True)
             log.write(json.dumps(row) + "\n")
+            log.flush()  # at once: a kill or crash loses only the runs still in flight
             by_workspace[row["workspace"]]["confirm"].setdefault(row["genome"], {})[row["seed"]] = (row["val_acc"], row["test_acc"])
 
     def test(run: dict, genome: str) -> float:

@@ -112,6 +112,7 @@ def main() -> None:
             row = {**row, "study": study, "hparams": hparams}
             print(json.dumps(row), flush=True)
             log.write(json.dumps(row) + "\n")
+            log.flush()  # at once: a kill or crash loses only the runs still in flight
             add(row)
 
     lines = ["# Which hyperparameters should a stage-2 study hand to its final columns?", "",

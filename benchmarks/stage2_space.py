@@ -1,0 +1,126 @@
+"""Does a stage-2 search space help the studies? Stage 2 rerun on finished workspaces, stage 1 replayed.
+
+Drives the real pipeline (``build_pipeline``) of each workspace that ``reproduce_lenet5.py`` left,
+one job at a time, with ``hpo_space`` set to each space given: jobs the workspace already ran
+with the same parameters (prepare, baselines, stage 1 and its confirmation, the stage-1 column)
+are answered with their recorded results, and every other job (the two studies and their final
+columns) runs for real in a copy of the workspace. Every space runs through the same driver,
+so the comparison is like for like; the studies see their results in issue order (the
+experiment's concurrency 2 lets them see some later), so a space's figures here differ a little
+from a full run's.
+
+    python benchmarks/stage2_space.py --workspaces /tmp/ws_sel_top5 \\
+        --spaces search_spaces/hpo_space_embedded.json /tmp/narrow.json --runs /tmp/stage2_space.jsonl
+
+One JSON line per (workspace, space) is appended to ``--runs`` and reused from there on a second
+call. Use it on seeds that choose settings, never on the seeds that report them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from report import write_report
+
+HERE = Path(__file__).resolve().parent
+COLUMNS = ("baseline", "stage1", "stage2", "safs")
+
+
+def _key(params: dict) -> str:
+    return json.dumps({k: v for k, v in params.items() if k not in ("job", "workspace")}, sort_keys=True)
+
+
+def rerun(task: tuple[str, str]) -> dict:
+    """Stage 2 of one workspace with one space; what it measured and how many jobs ran for real."""
+    workspace, space = map(Path, task)
+    import torch
+    from nni_safs.integration.pipelines import build_pipeline
+    from nni_safs.method.contract import JobResult
+    from nni_safs.reports.results import build_summary
+    from nni_safs.settings.config import SafsConfig
+    from nni_safs.training.jobs import run_job
+    torch.set_num_threads(1)
+    summary = json.loads((workspace / "summary.json").read_text())
+    recorded = {_key({k: v for k, v in job.items() if k != "result"}): JobResult.from_dict(job["result"])
+                for job in summary["jobs"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(shutil.copytree(workspace, Path(tmp) / workspace.name))
+        saved = json.loads((copy / "config.json").read_text())
+        config = SafsConfig.from_dict({**saved, "workspace": str(copy), "hpo_space": str(space.resolve())})
+        (copy / "config.json").write_text(json.dumps(config.to_dict()))
+        pipeline = build_pipeline(config)
+        ran = 0
+        while not pipeline.finished:
+            job = pipeline.ask()
+            if job is None:
+                raise RuntimeError(f"{workspace}: the pipeline waits with nothing running")
+            result = recorded.get(_key(job.params))
+            if result is None:
+                result, ran = run_job(job.spec), ran + 1
+            result.job = job.id
+            pipeline.tell(job.id, result)
+        columns = build_summary(pipeline)["columns"]
+    return {"workspace": str(workspace), "space": str(space), "seed": config.seed, "jobs_run": ran,
+            "failure": pipeline.failure, **{name: columns.get(name, {}).get("test_acc") for name in COLUMNS},
+            "hparams": {name: columns.get(name, {}).get("hparams") for name in ("stage2", "safs")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspaces", type=Path, nargs="+", required=True,
+                        help="folders of reproduce_lenet5.py workspaces (one sub-folder per run)")
+    parser.add_argument("--spaces", type=Path, nargs="+", required=True, help="hpo_space files to compare")
+    parser.add_argument("--runs", type=Path, required=True, help="JSON-lines file of reruns (read and appended)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "stage2_space_selection.md")
+    args = parser.parse_args()
+    workspaces = sorted((ws for root in args.workspaces for ws in root.iterdir() if (ws / "summary.json").exists()),
+                        key=lambda ws: json.loads((ws / "config.json").read_text())["seed"])
+    rows = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.exists() else []
+    done = {(row["workspace"], row["space"]) for row in rows}
+    tasks = [(str(ws), str(space)) for ws in workspaces for space in args.spaces if (str(ws), str(space)) not in done]
+    print(f"{len(workspaces)} workspaces x {len(args.spaces)} spaces, {len(tasks)} to rerun", flush=True)
+    with ProcessPoolExecutor(args.jobs) as pool, args.runs.open("a") as log:
+        for row in pool.map(rerun, tasks):
+            print(json.dumps(row), flush=True)
+            log.write(json.dumps(row) + "\n")
+            log.flush()  # at once: a kill or crash loses only the runs still in flight
+            rows.append(row)
+    table = {(row["workspace"], row["space"]): row for row in rows}
+    spaces = [str(space) for space in args.spaces]
+    lines = ["# Does a stage-2 search space help the studies?", "", "Command (2 CPU cores):", "",
+             f"    python benchmarks/stage2_space.py --workspaces {' '.join(map(str, args.workspaces))} "
+             f"--spaces {' '.join(spaces)} --runs {args.runs}", "",
+             "Stage 1 replayed from each workspace, both studies and their final columns rerun with each space "
+             "(test top-1 %, mean of the 2 final seeds). Cells: SAFS / stage 2.", "",
+             "| seed | magnitude pruning | " + " | ".join(f"`{Path(s).name}`" for s in spaces) + " |",
+             "|---" * (len(spaces) + 2) + "|"]
+    safs: dict[str, list[float]] = {s: [] for s in spaces}
+    stage2: dict[str, list[float]] = {s: [] for s in spaces}
+    for ws in workspaces:
+        found = [table.get((str(ws), s)) for s in spaces]
+        if not all(found) or any(row["safs"] is None or row["stage2"] is None for row in found):
+            continue
+        for s, row in zip(spaces, found):
+            safs[s].append(row["safs"])
+            stage2[s].append(row["stage2"])
+        lines.append(f"| {found[0]['seed']} | {found[0]['baseline']:.2f} | "
+                     + " | ".join(f"{row['safs']:.2f} / {row['stage2']:.2f}" for row in found) + " |")
+    lines += ["| mean | - | " + " | ".join(f"**{statistics.mean(safs[s]):.2f}** / {statistics.mean(stage2[s]):.2f}"
+                                          for s in spaces) + " |",
+              "| lowest | - | " + " | ".join(f"{min(safs[s]):.2f} / {min(stage2[s]):.2f}" for s in spaces) + " |"]
+    if len(spaces) > 1:
+        lines += ["", f"Paired by seed, against `{Path(spaces[0]).name}`: " + "; ".join(
+            f"`{Path(s).name}` SAFS {statistics.mean(a - b for a, b in zip(safs[s], safs[spaces[0]])):+.2f}, "
+            f"stage 2 {statistics.mean(a - b for a, b in zip(stage2[s], stage2[spaces[0]])):+.2f}"
+            for s in spaces[1:]) + "."]
+    write_report(lines, args.output)
+
+
+if __name__ == "__main__":
+    main()
