@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from report import write_report
+from reproduce_lenet5 import interval
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("baseline", "stage1", "stage2", "safs")
@@ -114,11 +115,12 @@ def main() -> None:
     lines += ["| mean | - | " + " | ".join(f"**{statistics.mean(safs[s]):.2f}** / {statistics.mean(stage2[s]):.2f}"
                                           for s in spaces) + " |",
               "| lowest | - | " + " | ".join(f"{min(safs[s]):.2f} / {min(stage2[s]):.2f}" for s in spaces) + " |"]
+    lines += ["", "SAFS - stage 2, paired by seed, mean [95% interval]: " + "; ".join(
+        f"`{Path(s).name}` {interval([a - b for a, b in zip(safs[s], stage2[s])])}" for s in spaces) + "."]
     if len(spaces) > 1:
         lines += ["", f"Paired by seed, against `{Path(spaces[0]).name}`: " + "; ".join(
-            f"`{Path(s).name}` SAFS {statistics.mean(a - b for a, b in zip(safs[s], safs[spaces[0]])):+.2f}, "
-            f"stage 2 {statistics.mean(a - b for a, b in zip(stage2[s], stage2[spaces[0]])):+.2f}"
-            for s in spaces[1:]) + "."]
+            f"`{Path(s).name}` SAFS {interval([a - b for a, b in zip(safs[s], safs[spaces[0]])])}, "
+            f"stage 2 {interval([a - b for a, b in zip(stage2[s], stage2[spaces[0]])])}" for s in spaces[1:]) + "."]
     write_report(lines, args.output)
 
 

@@ -8,7 +8,7 @@ import yaml
 
 from nni_safs.cli import load_run_config, main
 from nni_safs.settings.config import SafsConfig
-from nni_safs.method.spaces import flatten_hparams, load_hpo_space
+from nni_safs.method.spaces import flatten_hparams, load_hpo_space, nest_hparams
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,9 @@ def test_hpo_space_file(tmp_path):
                                                            "linear_warmup", "constant_warmup"}
     assert branches["adam"]["beta2"]["_value"] == [0.99]
     embedded = load_hpo_space(REPO / "search_spaces" / "hpo_space_embedded.json")
-    assert [branch["_name"] for branch in embedded["optimizer"]["_value"]] == ["sgd", "adam"]
+    (adam,) = embedded["optimizer"]["_value"]  # the embedded default's: where 8-trial studies found working runs
+    assert adam["_name"] == "adam" and adam["lr"]["_value"] == [1e-3, 0.1] and adam["weight_decay"]["_value"] == [1e-5, 1e-2]
+    assert nest_hparams(SafsConfig(model="lenet5_padded").hparams, embedded) is not None  # the dense hyperparameters stay a first trial
     bad = tmp_path / "space.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="hpo_space file .* does not parse"):
