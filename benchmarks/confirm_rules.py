@@ -14,15 +14,14 @@ Use it on seeds that choose settings, never on the seeds that report them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from nni_safs.method.confirmation import candidates, finalists, one_op, winner
 from nni_safs.method.genomes import genome_from_string
 from report import write_report  # benchmarks/report.py (scripts run from this folder)
+from workspace_runs import arguments, earlier, finished, run_all
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -78,31 +77,23 @@ def fine_tune(task: tuple) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspaces", type=Path, nargs="+", required=True,
-                        help="folders of reproduce_lenet5.py workspaces (one sub-folder per run)")
-    parser.add_argument("--runs", type=Path, required=True, help="JSON-lines file of extra runs (read and appended)")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "confirm_uniform_selection.md")
-    args = parser.parse_args()
-    runs = sorted((read_run(ws) for root in args.workspaces for ws in root.iterdir() if (ws / "summary.json").exists()),
-                  key=lambda run: run["seed"])
-    done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.exists() else []
+    args = arguments(__doc__, HERE / "results" / "confirm_uniform_selection.md").parse_args()
+    runs = sorted(map(read_run, finished(args.workspaces)), key=lambda run: run["seed"])
     by_workspace = {str(run["workspace"]): run for run in runs}
-    for row in done:
+
+    def add(row: dict) -> None:
         if row["workspace"] in by_workspace:
             by_workspace[row["workspace"]]["confirm"].setdefault(row["genome"], {})[row["seed"]] = \
                 (row["val_acc"], row["test_acc"])
+
+    for row in earlier(args.runs):
+        add(row)
     tasks = sorted({(str(run["workspace"]), genome, seed, run["epochs"]) for run in runs for top, uniform in RULES.values()
                     for genome in confirmed(run, top, uniform) for seed in run["seeds"]
                     if seed not in run["confirm"].get(genome, {})})
     print(f"{len(runs)} runs, {len(tasks)} fine-tuning runs to make", flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool, args.runs.open("a") as log:
-        for row in pool.map(fine_tune, tasks):
-            print(json.dumps(row), flush=True)
-            log.write(json.dumps(row) + "\n")
-            log.flush()  # at once: a kill or crash loses only the runs still in flight
-            by_workspace[row["workspace"]]["confirm"].setdefault(row["genome"], {})[row["seed"]] = (row["val_acc"], row["test_acc"])
+    for row in run_all(fine_tune, tasks, args.runs, args.jobs):
+        add(row)
 
     def test(run: dict, genome: str) -> float:
         return statistics.mean(run["confirm"][genome][s][1] for s in run["seeds"])
@@ -126,8 +117,8 @@ def main() -> None:
             gains[rule].append(test(run, chosen) - own)
             cells.append(f"{gains[rule][-1]:+.2f}" + (" (one-op)" if one_op(chosen) and chosen != run["own"] else ""))
         lines.append(f"| {run['seed']} | {own:.2f} | " + " | ".join(cells) + " |")
-    lines += [f"| mean | - | " + " | ".join(f"**{statistics.mean(v):+.2f}**" for v in gains.values()) + " |",
-              f"| lowest | - | " + " | ".join(f"{min(v):+.2f}" for v in gains.values()) + " |",
+    lines += ["| mean | - | " + " | ".join(f"**{statistics.mean(v):+.2f}**" for v in gains.values()) + " |",
+              "| lowest | - | " + " | ".join(f"{min(v):+.2f}" for v in gains.values()) + " |",
               "", "Confirmation jobs per run (2 seeds, halving): own activation + candidates on the first seed, "
               "2 on the second: at most " + ", ".join(f"{rule} {top + uniform + 1 + 2}" for rule, (top, uniform)
                                                        in RULES.items()) + "."]

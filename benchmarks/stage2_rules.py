@@ -15,14 +15,13 @@ Use it on seeds that choose settings, never on the seeds that report them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from confirm_rules import fine_tune
 from report import write_report
+from workspace_runs import arguments, earlier, finished, run_all
 
 HERE = Path(__file__).resolve().parent
 STUDIES = {"default": "stage2", "safs": "safs"}  # study variant -> its final column
@@ -80,16 +79,15 @@ def test(run: dict, study: str, hparams: str) -> float:
     return statistics.mean(run["finals"][study][hparams, s][1] for s in run["seeds"])
 
 
+def rescore(task: tuple) -> dict:
+    """One study trial's hyperparameters fine-tuned at the final budget: workspace, study, hparams, seed, genome, epochs."""
+    workspace, study, hparams, seed, genome, epochs = task
+    return {**fine_tune((workspace, genome, seed, epochs, hparams, True)), "study": study, "hparams": hparams}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspaces", type=Path, nargs="+", required=True,
-                        help="folders of reproduce_lenet5.py workspaces (one sub-folder per run)")
-    parser.add_argument("--runs", type=Path, required=True, help="JSON-lines file of extra runs (read and appended)")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "stage2_rules_selection.md")
-    args = parser.parse_args()
-    runs = sorted((read_run(ws) for root in args.workspaces for ws in root.iterdir() if (ws / "summary.json").exists()),
-                  key=lambda run: run["seed"])
+    args = arguments(__doc__, HERE / "results" / "stage2_rules_selection.md").parse_args()
+    runs = sorted(map(read_run, finished(args.workspaces)), key=lambda run: run["seed"])
     by_workspace = {run["workspace"]: run for run in runs}
 
     def add(row: dict) -> None:
@@ -97,23 +95,15 @@ def main() -> None:
         if run is not None:
             run["finals"][row["study"]][row["hparams"], row["seed"]] = (row["val_acc"], row["test_acc"])
 
-    done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.exists() else []
-    for row in done:
+    for row in earlier(args.runs):
         add(row)
     top = max(n for n, _ in RULES.values())
-    tasks = sorted({(run["workspace"], study, hparams, seed) for run in runs for study in STUDIES
-                    for hparams in run["ranked"][study][:top] for seed in run["seeds"]
+    tasks = sorted({(run["workspace"], study, hparams, seed, run["genome"][study], run["epochs"]) for run in runs
+                    for study in STUDIES for hparams in run["ranked"][study][:top] for seed in run["seeds"]
                     if (hparams, seed) not in run["finals"][study]})
     print(f"{len(runs)} runs, {len(tasks)} fine-tuning runs to make", flush=True)
-    jobs = [(ws, by_workspace[ws]["genome"][study], seed, by_workspace[ws]["epochs"], hparams, True)
-            for ws, study, hparams, seed in tasks]
-    with ProcessPoolExecutor(args.jobs) as pool, args.runs.open("a") as log:
-        for (_, study, hparams, _), row in zip(tasks, pool.map(fine_tune, jobs)):
-            row = {**row, "study": study, "hparams": hparams}
-            print(json.dumps(row), flush=True)
-            log.write(json.dumps(row) + "\n")
-            log.flush()  # at once: a kill or crash loses only the runs still in flight
-            add(row)
+    for row in run_all(rescore, tasks, args.runs, args.jobs):
+        add(row)
 
     lines = ["# Which hyperparameters should a stage-2 study hand to its final columns?", "",
              "Command (2 CPU cores):", "",

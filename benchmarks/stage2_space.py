@@ -17,16 +17,15 @@ call. Use it on seeds that choose settings, never on the seeds that report them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from report import write_report
 from reproduce_lenet5 import interval
+from workspace_runs import arguments, earlier, finished, run_all
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("baseline", "stage1", "stage2", "safs")
@@ -72,26 +71,15 @@ def rerun(task: tuple[str, str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workspaces", type=Path, nargs="+", required=True,
-                        help="folders of reproduce_lenet5.py workspaces (one sub-folder per run)")
+    parser = arguments(__doc__, HERE / "results" / "stage2_space_selection.md")
     parser.add_argument("--spaces", type=Path, nargs="+", required=True, help="hpo_space files to compare")
-    parser.add_argument("--runs", type=Path, required=True, help="JSON-lines file of reruns (read and appended)")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "stage2_space_selection.md")
     args = parser.parse_args()
-    workspaces = sorted((ws for root in args.workspaces for ws in root.iterdir() if (ws / "summary.json").exists()),
-                        key=lambda ws: json.loads((ws / "config.json").read_text())["seed"])
-    rows = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.exists() else []
+    workspaces = sorted(finished(args.workspaces), key=lambda ws: json.loads((ws / "config.json").read_text())["seed"])
+    rows = earlier(args.runs)
     done = {(row["workspace"], row["space"]) for row in rows}
     tasks = [(str(ws), str(space)) for ws in workspaces for space in args.spaces if (str(ws), str(space)) not in done]
     print(f"{len(workspaces)} workspaces x {len(args.spaces)} spaces, {len(tasks)} to rerun", flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool, args.runs.open("a") as log:
-        for row in pool.map(rerun, tasks):
-            print(json.dumps(row), flush=True)
-            log.write(json.dumps(row) + "\n")
-            log.flush()  # at once: a kill or crash loses only the runs still in flight
-            rows.append(row)
+    rows += run_all(rerun, tasks, args.runs, args.jobs)
     table = {(row["workspace"], row["space"]): row for row in rows}
     spaces = [str(space) for space in args.spaces]
     lines = ["# Does a stage-2 search space help the studies?", "", "Command (2 CPU cores):", "",
