@@ -59,19 +59,19 @@ def pick(run: dict, genomes: list[str]) -> str:
 def fine_tune(task: tuple) -> dict:
     """One fine-tuning run of a finished workspace's pruned model, as its trial would make it.
 
-    ``task``: workspace, genome string ("" for the own activation), seed, epochs, and optionally
-    the hyperparameters (default the run's own) and whether the activation scales train.
+    ``task``: workspace, genome string ("" for the own activation), seed, epochs, the hyperparameters
+    as JSON (None: the run's own) and whether the activation scales train.
     """
-    workspace, genome, seed, epochs, *rest = task
-    hparams, train_scales = (json.loads(rest[0]), rest[1]) if rest else (None, False)
+    workspace, genome, seed, epochs, hparams, train_scales = task
     import torch
     from nni_safs.settings.config import SafsConfig
     from nni_safs.training.jobs import run_candidate
     torch.set_num_threads(1)
     saved = json.loads((Path(workspace) / "config.json").read_text())
     config = SafsConfig.from_dict({**saved, "hpo_space": str(REPO / "search_spaces" / "hpo_space_embedded.json")})
-    out = run_candidate(config, genome_from_string(genome) if genome else None, hparams or config.hparams, epochs,
-                        train_scales=train_scales, seed=seed)
+    out = run_candidate(config, genome_from_string(genome) if genome else None,
+                        json.loads(hparams) if hparams else config.hparams, epochs, train_scales=train_scales,
+                        seed=seed)
     return {"workspace": str(workspace), "genome": genome, "seed": seed, "epochs": epochs,
             "val_acc": out["val_acc"], "test_acc": out["test_acc"], "status": "diverged" if out["diverged"] else "ok"}
 
@@ -88,8 +88,8 @@ def main() -> None:
 
     for row in earlier(args.runs):
         add(row)
-    tasks = sorted({(str(run["workspace"]), genome, seed, run["epochs"]) for run in runs for top, uniform in RULES.values()
-                    for genome in confirmed(run, top, uniform) for seed in run["seeds"]
+    tasks = sorted({(str(run["workspace"]), genome, seed, run["epochs"], None, False) for run in runs
+                    for top, uniform in RULES.values() for genome in confirmed(run, top, uniform) for seed in run["seeds"]
                     if seed not in run["confirm"].get(genome, {})})
     print(f"{len(runs)} runs, {len(tasks)} fine-tuning runs to make", flush=True)
     for row in run_all(fine_tune, tasks, args.runs, args.jobs):

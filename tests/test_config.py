@@ -56,8 +56,10 @@ def test_hpo_space_file(tmp_path):
     assert branches["adam"]["beta2"]["_value"] == [0.99]
     embedded = load_hpo_space(REPO / "search_spaces" / "hpo_space_embedded.json")
     (adam,) = embedded["optimizer"]["_value"]  # the embedded default's: where 8-trial studies found working runs
-    assert adam["_name"] == "adam" and adam["lr"]["_value"] == [1e-3, 0.1] and adam["weight_decay"]["_value"] == [1e-5, 1e-2]
-    assert nest_hparams(SafsConfig(model="lenet5_padded").hparams, embedded) is not None  # the dense hyperparameters stay a first trial
+    assert adam["_name"] == "adam" and adam["lr"]["_value"] == [1e-3, 0.1]
+    assert adam["weight_decay"]["_value"] == [1e-5, 1e-2]
+    # the dense hyperparameters stay expressible, so they remain each study's first trial
+    assert nest_hparams(SafsConfig(model="lenet5_padded").hparams, embedded) is not None
     bad = tmp_path / "space.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="hpo_space file .* does not parse"):
