@@ -53,7 +53,19 @@ def run_one(args: tuple[dict, str, int, str]) -> dict:
     seconds = sum((job["result"] or {}).get("seconds", 0.0) for job in summary["jobs"])
     return {"scope": scope, "seed": seed, "minutes": seconds / 60,
             "trials": sum(summary["trials_per_stage"].values()),
-            **{key: (summary["columns"].get(key) or {}).get("test_acc") for key, _ in TABLE}}
+            **{key: (summary["columns"].get(key) or {}).get("test_acc") for key, _ in TABLE},
+            "best_epochs": best_epochs(summary)}
+
+
+def best_epochs(summary: dict) -> dict[str, list[int]]:
+    """The best validation epoch of each compared column's fine-tuning runs: a column whose runs
+    peak at the last epoch would still gain from a longer budget."""
+    found: dict[str, list[int]] = {}
+    for job in summary["jobs"]:
+        column = {"baseline": "baseline", "final": job["variant"]}.get(job["stage"])
+        if column and (job["result"] or {}).get("best_epoch") is not None:
+            found.setdefault(column, []).append(job["result"]["best_epoch"])
+    return found
 
 
 def table(rows: list[dict], scopes: list[str]) -> list[str]:
@@ -83,6 +95,13 @@ def table(rows: list[dict], scopes: list[str]) -> list[str]:
         lines.append(f"| {scope} | {interval(gains)} | {min(gains):+.2f} | {sum(g >= 5 for g in gains)} of "
                      f"{len(mine)} | {interval([r['safs'] - r['baseline'] for r in mine])} | "
                      f"{interval([r['safs'] - r['stage2'] for r in mine])} |")
+    lines += ["", "Best validation epoch of the fine-tuning runs, mean over the runs (a column at the last "
+              "epoch would still gain from a longer budget):", "",
+              "| scope | " + " | ".join(t for k, t in TABLE if k != "dense") + " |", "|---" * len(TABLE) + "|"]
+    for scope in scopes:
+        epochs = [[e for r in rows if r["scope"] == scope for e in r["best_epochs"].get(key, [])]
+                  for key, _ in TABLE if key != "dense"]
+        lines.append(f"| {scope} | " + " | ".join(_cell(statistics.mean(e) if e else None) for e in epochs) + " |")
     lines += ["", "Per seed (test top-1 %):", "", "| scope | seed | " + " | ".join(t for _, t in TABLE) +
               " | stage 1 - MP | SAFS - stage 2 | SAFS - MP |", "|---" * (len(TABLE) + 5) + "|"]
     for r in sorted(rows, key=lambda r: (r["scope"], r["seed"])):
