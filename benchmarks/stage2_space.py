@@ -11,6 +11,11 @@ from a full run's.
 
     python benchmarks/stage2_space.py --workspaces /tmp/ws_sel_top5 \\
         --spaces search_spaces/hpo_space_embedded.json /tmp/narrow.json --runs /tmp/stage2_space.jsonl
+    python benchmarks/stage2_space.py --workspaces /tmp/ws_sel_top5 --runs /tmp/stage2_space.jsonl \\
+        --spaces benchmarks/spaces/adam_only.json benchmarks/spaces/adam_only.json,hpo_trials=12
+
+A space may carry stage-2 settings after commas (``SPACE,key=value,...``, as ``--set`` reads
+them), so a study's budget is compared the same way.
 
 One JSON line per (workspace, space) is appended to ``--runs`` and reused from there on a second
 call. Use it on seeds that choose settings, never on the seeds that report them.
@@ -35,9 +40,17 @@ def _key(params: dict) -> str:
     return json.dumps({k: v for k, v in params.items() if k not in ("job", "workspace")}, sort_keys=True)
 
 
+def arm(text: str) -> tuple[Path, dict]:
+    """``SPACE[,key=value,...]``: the hpo_space file and the settings changed with it."""
+    from nni_safs.overrides import parse_overrides
+    space, *pairs = text.split(",")
+    return Path(space), parse_overrides(pairs)
+
+
 def rerun(task: tuple[str, str]) -> dict:
-    """Stage 2 of one workspace with one space; what it measured and how many jobs ran for real."""
-    workspace, space = map(Path, task)
+    """Stage 2 of one workspace with one arm; what it measured and how many jobs ran for real."""
+    workspace, label = Path(task[0]), task[1]
+    space, overrides = arm(label)
     import torch
     from nni_safs.integration.pipelines import build_pipeline
     from nni_safs.method.contract import JobResult
@@ -51,7 +64,8 @@ def rerun(task: tuple[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(shutil.copytree(workspace, Path(tmp) / workspace.name))
         saved = json.loads((copy / "config.json").read_text())
-        config = SafsConfig.from_dict({**saved, "workspace": str(copy), "hpo_space": str(space.resolve())})
+        config = SafsConfig.from_dict({**saved, **overrides, "workspace": str(copy),
+                                       "hpo_space": str(space.resolve())})
         (copy / "config.json").write_text(json.dumps(config.to_dict()))
         pipeline = build_pipeline(config)
         ran = 0
@@ -65,29 +79,38 @@ def rerun(task: tuple[str, str]) -> dict:
             result.job = job.id
             pipeline.tell(job.id, result)
         columns = build_summary(pipeline)["columns"]
-    return {"workspace": str(workspace), "space": str(space), "seed": config.seed, "jobs_run": ran,
+    return {"workspace": str(workspace), "space": label, "seed": config.seed, "jobs_run": ran,
             "failure": pipeline.failure, **{name: columns.get(name, {}).get("test_acc") for name in COLUMNS},
             "hparams": {name: columns.get(name, {}).get("hparams") for name in ("stage2", "safs")}}
 
 
+def _name(label: str) -> str:
+    """An arm as the report names it: the space's file name and its settings."""
+    space, *pairs = label.split(",")
+    return ",".join([Path(space).name, *pairs])
+
+
 def main() -> None:
     parser = arguments(__doc__, HERE / "results" / "stage2_space_selection.md")
-    parser.add_argument("--spaces", type=Path, nargs="+", required=True, help="hpo_space files to compare")
+    parser.add_argument("--spaces", nargs="+", required=True,
+                        help="hpo_space files to compare, each optionally followed by ,key=value settings")
     args = parser.parse_args()
+    for text in args.spaces:
+        arm(text)  # a bad key fails here, before any run
     workspaces = sorted(finished(args.workspaces), key=lambda ws: json.loads((ws / "config.json").read_text())["seed"])
     rows = earlier(args.runs)
     done = {(row["workspace"], row["space"]) for row in rows}
-    tasks = [(str(ws), str(space)) for ws in workspaces for space in args.spaces if (str(ws), str(space)) not in done]
+    tasks = [(str(ws), space) for ws in workspaces for space in args.spaces if (str(ws), space) not in done]
     print(f"{len(workspaces)} workspaces x {len(args.spaces)} spaces, {len(tasks)} to rerun", flush=True)
     rows += run_all(rerun, tasks, args.runs, args.jobs)
     table = {(row["workspace"], row["space"]): row for row in rows}
-    spaces = [str(space) for space in args.spaces]
+    spaces = args.spaces
     lines = ["# Does a stage-2 search space help the studies?", "", "Command (2 CPU cores):", "",
              f"    python benchmarks/stage2_space.py --workspaces {' '.join(map(str, args.workspaces))} "
              f"--spaces {' '.join(spaces)} --runs {args.runs}", "",
              "Stage 1 replayed from each workspace, both studies and their final columns rerun with each space "
              "(test top-1 %, mean of the 2 final seeds). Cells: SAFS / stage 2.", "",
-             "| seed | magnitude pruning | " + " | ".join(f"`{Path(s).name}`" for s in spaces) + " |",
+             "| seed | magnitude pruning | " + " | ".join(f"`{_name(s)}`" for s in spaces) + " |",
              "|---" * (len(spaces) + 2) + "|"]
     safs: dict[str, list[float]] = {s: [] for s in spaces}
     stage2: dict[str, list[float]] = {s: [] for s in spaces}
@@ -104,10 +127,10 @@ def main() -> None:
                                           for s in spaces) + " |",
               "| lowest | - | " + " | ".join(f"{min(safs[s]):.2f} / {min(stage2[s]):.2f}" for s in spaces) + " |"]
     lines += ["", "SAFS - stage 2, paired by seed, mean [95% interval]: " + "; ".join(
-        f"`{Path(s).name}` {interval([a - b for a, b in zip(safs[s], stage2[s])])}" for s in spaces) + "."]
+        f"`{_name(s)}` {interval([a - b for a, b in zip(safs[s], stage2[s])])}" for s in spaces) + "."]
     if len(spaces) > 1:
-        lines += ["", f"Paired by seed, against `{Path(spaces[0]).name}`: " + "; ".join(
-            f"`{Path(s).name}` SAFS {interval([a - b for a, b in zip(safs[s], safs[spaces[0]])])}, "
+        lines += ["", f"Paired by seed, against `{_name(spaces[0])}`: " + "; ".join(
+            f"`{_name(s)}` SAFS {interval([a - b for a, b in zip(safs[s], safs[spaces[0]])])}, "
             f"stage 2 {interval([a - b for a, b in zip(stage2[s], stage2[spaces[0]])])}" for s in spaces[1:]) + "."]
     write_report(lines, args.output)
 
