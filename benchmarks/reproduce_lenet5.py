@@ -58,14 +58,12 @@ def run_one(args: tuple[dict, str, int, str]) -> dict:
 
 
 def best_epochs(summary: dict) -> dict[str, list[int]]:
-    """The best validation epoch of each compared column's fine-tuning runs: a column whose runs
-    peak at the last epoch would still gain from a longer budget."""
-    found: dict[str, list[int]] = {}
-    for job in summary["jobs"]:
-        column = {"baseline": "baseline", "final": job["variant"]}.get(job["stage"])
-        if column and (job["result"] or {}).get("best_epoch") is not None:
-            found.setdefault(column, []).append(job["result"]["best_epoch"])
-    return found
+    """The best validation epoch of each column's fine-tuning runs (the jobs the summary lists for
+    it): a column whose runs peak at the last epoch would still gain from a longer budget."""
+    results = {job["job"]: job["result"] or {} for job in summary["jobs"]}
+    return {key: [results[job]["best_epoch"] for job in column["jobs"]
+                  if results[job].get("best_epoch") is not None]
+            for key, column in summary["columns"].items() if "jobs" in column}
 
 
 def table(rows: list[dict], scopes: list[str]) -> list[str]:
@@ -151,7 +149,8 @@ def main() -> None:
     lines = ["# LeNet-5 / MNIST at ratio 0.99: every column of the paper's table", "",
              f"Measured by `python benchmarks/reproduce_lenet5.py` (2 CPU cores, {args.jobs} pipelines side by side; "
              f"minutes: the sum of a run's jobs' seconds, kept in its workspace, so a resumed run counts its "
-             f"first run's work; this invocation {(time.perf_counter() - start) / 60:.0f} min){' with ' + ' '.join(f'--set {o}' for o in args.set) if args.set else ''}. "
+             f"first run's work; this invocation {(time.perf_counter() - start) / 60:.0f} min)"
+             f"{' with ' + ' '.join(f'--set {o}' for o in args.set) if args.set else ''}. "
              f"Test top-1 (%), mean ± standard deviation over seeds {args.seeds}; each run's column is the mean over "
              f"its {b.get('final_seeds', 1)} fine-tuning seed(s).", "", *table(rows, args.scopes), "",
              "Budgets (epochs) against the paper's: dense "

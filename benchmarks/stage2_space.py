@@ -104,7 +104,7 @@ def main() -> None:
     print(f"{len(workspaces)} workspaces x {len(args.spaces)} spaces, {len(tasks)} to rerun", flush=True)
     rows += run_all(rerun, tasks, args.runs, args.jobs)
     table = {(row["workspace"], row["space"]): row for row in rows}
-    spaces = args.spaces
+    spaces = args.spaces  # each arm as given: its label in the runs file
     lines = ["# Does a stage-2 search space help the studies?", "", "Command (2 CPU cores):", "",
              f"    python benchmarks/stage2_space.py --workspaces {' '.join(map(str, args.workspaces))} "
              f"--spaces {' '.join(spaces)} --runs {args.runs}", "",
