@@ -68,7 +68,7 @@ def rerun(task: tuple[str, str]) -> dict:
                                        "hpo_space": str(space.resolve())})
         (copy / "config.json").write_text(json.dumps(config.to_dict()))
         pipeline = build_pipeline(config)
-        ran = 0
+        ran, seconds = 0, {}
         while not pipeline.finished:
             job = pipeline.ask()
             if job is None:
@@ -76,10 +76,11 @@ def rerun(task: tuple[str, str]) -> dict:
             result = recorded.get(_key(job.params))
             if result is None:
                 result, ran = run_job(job.spec), ran + 1
+                seconds[result.stage.value] = seconds.get(result.stage.value, 0.0) + result.metrics.get("seconds", 0.0)
             result.job = job.id
             pipeline.tell(job.id, result)
         columns = build_summary(pipeline)["columns"]
-    return {"workspace": str(workspace), "space": label, "seed": config.seed, "jobs_run": ran,
+    return {"workspace": str(workspace), "space": label, "seed": config.seed, "jobs_run": ran, "seconds": seconds,
             "failure": pipeline.failure, **{name: columns.get(name, {}).get("test_acc") for name in COLUMNS},
             "hparams": {name: columns.get(name, {}).get("hparams") for name in ("stage2", "safs")}}
 
@@ -132,6 +133,11 @@ def main() -> None:
         lines += ["", f"Paired by seed, against `{_name(spaces[0])}`: " + "; ".join(
             f"`{_name(s)}` SAFS {interval([a - b for a, b in zip(safs[s], safs[spaces[0]])])}, "
             f"stage 2 {interval([a - b for a, b in zip(stage2[s], stage2[spaces[0]])])}" for s in spaces[1:]) + "."]
+    timed = {s: [row["seconds"]["hpo"] for row in rows if row["space"] == s and "hpo" in row.get("seconds", {})]
+             for s in spaces}
+    if any(timed.values()):
+        lines += ["", "Both studies' job-seconds per workspace (jobs run for real, cores shared), mean: " + "; ".join(
+            f"`{_name(s)}` {statistics.mean(v):.0f} s over {len(v)}" for s, v in timed.items() if v) + "."]
     write_report(lines, args.output)
 
 
