@@ -179,6 +179,35 @@ def test_resume_requeues_lost_jobs_and_folds_results_nni_replays(tmp_path, manag
     assert new["parameters"]["job"] not in {r["parameters"]["job"] for r in (prepare, cancelled, running, finished)}
 
 
+def test_a_manager_gone_mid_hand_out_is_no_failure_and_resume_hands_the_job_out(tmp_path, manager, monkeypatch):
+    """``nnictl stop`` closes the manager while a result may still be folded in: NNI's channel
+    raises when the tuner sends the slot's next job. The run must not fail-stop (the failure would
+    be saved and ``nnictl resume`` would end at once); the job stays issued, and the resumed
+    tuner hands it out as one NNI never recorded (no extra trial)."""
+    monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path / "ckpt"))
+    (tmp_path / "ckpt").mkdir()
+    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
+    nni.request(1)
+    (prepare,) = nni.new_trials()
+
+    def gone(command, data):
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 8080)")
+    nni.dispatcher.send = gone
+    nni.final(prepare, {"default": 20.0, "job": prepare["parameters"]["job"]})  # sends the next job ahead
+    tuner = nni.dispatcher.tuner
+    assert prepare["parameters"]["job"] in tuner.pipeline.results and not tuner.pipeline.failure
+    (unsent,) = [job for job in tuner.pipeline.jobs if job not in tuner.pipeline.results]
+
+    manager.trials = [{"trialJobId": "T0", "status": "SUCCEEDED", "hyperParameters": [dump(prepare)]}]
+    tuner.close()
+    resumed = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
+    resumed.dispatcher.load_checkpoint()
+    resumed.request(1)
+    (again,) = resumed.new_trials()
+    assert again["parameters"]["job"] == unsent and resumed.dispatcher.tuner.resubmitted == 0
+    assert not resumed.dispatcher.tuner.pipeline.failure
+
+
 def test_trial_ends_on_nnis_second_thread_never_run_beside_the_other_callbacks(tmp_path, manager):
     """NNI 3.0 handles TrialEnd on its assessor thread. Thousands of trial ends (some of trials
     that died, most of trials long finished) arrive from a second thread while requests and

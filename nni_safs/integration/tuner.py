@@ -45,6 +45,7 @@ from typing import Any
 
 from nni.runtime.msg_dispatcher import _create_parameter_id as new_parameter_id
 from nni.tuner import Tuner
+from websockets.exceptions import ConnectionClosed
 
 from nni_safs.settings.config import SafsConfig
 from nni_safs.method.contract import JobResult, Status
@@ -52,6 +53,7 @@ from nni_safs.method.state import LogView
 from nni_safs.storage.journal import Journal
 from nni_safs.integration.manager_api import ManagerClient
 from nni_safs.integration.pipelines import build_pipeline
+from nni_safs.method.pipeline import Job
 from nni_safs.reports.results import write_results
 from nni_safs.storage.workspace import TUNER_STATE_FILE, job_marker, open_workspace
 
@@ -336,9 +338,8 @@ class SafsTuner(Tuner):
             job = self._next_job()
             if job is None:
                 return
-            parameter_id = self.credits.pop(0)
-            self.parameter_jobs[parameter_id] = job.id
-            self.st_callback(parameter_id, job.params)
+            if not self._hand_out(self.credits.pop(0), job):
+                return
 
     def _in_flight(self) -> int:
         """Jobs handed to NNI whose result has not come: running, or waiting for a slot."""
@@ -352,9 +353,25 @@ class SafsTuner(Tuner):
         job = self._next_job()
         if job is None:
             return
-        parameter_id = new_parameter_id()  # from NNI's own counter, as its requests' ids
+        self._hand_out(new_parameter_id(), job)  # an id from NNI's own counter, as its requests' ids
+
+    def _hand_out(self, parameter_id: int, job: Job) -> bool:
+        """Send ``job`` to NNI; False when the manager is gone.
+
+        ``nnictl stop`` closes the manager while a result may still be folded in here: NNI's
+        channel then raises after its retries. That is not the method failing (fail-stop would
+        save the failure, and ``nnictl resume`` would end at once): the job stays issued, saved
+        as such, and the resumed tuner hands it out again, as it does every job NNI never recorded.
+        """
         self.parameter_jobs[parameter_id] = job.id
-        self.st_callback(parameter_id, job.params)
+        try:
+            self.st_callback(parameter_id, job.params)
+        except (ConnectionError, ConnectionClosed) as err:
+            _logger.warning("the NNI manager is gone (%s: %s); job %s stays issued and is handed out again "
+                            "on nnictl resume", type(err).__name__, err, job.id)
+            self.st_callback = None  # nothing more can reach it
+            return False
+        return True
 
     def write_results(self) -> None:
         table = write_results(self.pipeline)
