@@ -26,6 +26,7 @@ import json
 import shutil
 import statistics
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from report import write_report
@@ -68,7 +69,7 @@ def rerun(task: tuple[str, str]) -> dict:
                                        "hpo_space": str(space.resolve())})
         (copy / "config.json").write_text(json.dumps(config.to_dict()))
         pipeline = build_pipeline(config)
-        ran, seconds = 0, {}
+        ran, seconds = 0, Counter()  # stage -> seconds of the jobs run for real
         while not pipeline.finished:
             job = pipeline.ask()
             if job is None:
@@ -76,7 +77,7 @@ def rerun(task: tuple[str, str]) -> dict:
             result = recorded.get(_key(job.params))
             if result is None:
                 result, ran = run_job(job.spec), ran + 1
-                seconds[result.stage.value] = seconds.get(result.stage.value, 0.0) + result.metrics.get("seconds", 0.0)
+                seconds[result.stage.value] += result.metrics.get("seconds", 0.0)
             result.job = job.id
             pipeline.tell(job.id, result)
         columns = build_summary(pipeline)["columns"]
