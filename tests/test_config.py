@@ -58,8 +58,9 @@ def test_hpo_space_file(tmp_path):
     (adam,) = embedded["optimizer"]["_value"]  # the embedded default's: where 8-trial studies found working runs
     assert adam["_name"] == "adam" and adam["lr"]["_value"] == [1e-3, 0.1]
     assert adam["weight_decay"]["_value"] == [1e-5, 1e-2]
-    # the dense hyperparameters stay expressible, so they remain each study's first trial
-    assert nest_hparams(SafsConfig(model="lenet5_padded").hparams, embedded) is not None
+    assert adam["scheduler"]["_value"] == ["cosine"]  # every study trial and final column anneals
+    # so the dense hyperparameters (constant lr) are no point of it: no default first trial
+    assert nest_hparams(SafsConfig(model="lenet5_padded").hparams, embedded) is None
     bad = tmp_path / "space.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="hpo_space file .* does not parse"):
@@ -79,6 +80,9 @@ def test_every_shipped_experiment_config_is_valid():
     for path in configs:
         config, base = load_run_config(path)
         assert base == REPO, path
+        if config.hpo_default_first:  # asked for, it must happen: the space can express the dense default
+            space = load_hpo_space(base / config.hpo_space if config.hpo_space else None)
+            assert nest_hparams(config.hparams, space) is not None, path
 
 
 def test_the_remote_example_is_valid_for_nni_and_safs_experiment_checks_its_manager_address(tmp_path, capsys):
