@@ -338,8 +338,7 @@ class SafsTuner(Tuner):
             job = self._next_job()
             if job is None:
                 return
-            if not self._hand_out(self.credits.pop(0), job):
-                return
+            self._hand_out(self.credits.pop(0), job)  # the loop ends if the manager is gone
 
     def _in_flight(self) -> int:
         """Jobs handed to NNI whose result has not come: running, or waiting for a slot."""
@@ -355,8 +354,8 @@ class SafsTuner(Tuner):
             return
         self._hand_out(new_parameter_id(), job)  # an id from NNI's own counter, as its requests' ids
 
-    def _hand_out(self, parameter_id: int, job: Job) -> bool:
-        """Send ``job`` to NNI; False when the manager is gone.
+    def _hand_out(self, parameter_id: int, job: Job) -> None:
+        """Send ``job`` to NNI; when the manager is gone, drop ``st_callback`` so nothing more is sent.
 
         ``nnictl stop`` closes the manager while a result may still be folded in here: NNI's
         channel then raises after its retries. That is not the method failing (fail-stop would
@@ -370,8 +369,6 @@ class SafsTuner(Tuner):
             _logger.warning("the NNI manager is gone (%s: %s); job %s stays issued and is handed out again "
                             "on nnictl resume", type(err).__name__, err, job.id)
             self.st_callback = None  # nothing more can reach it
-            return False
-        return True
 
     def write_results(self) -> None:
         table = write_results(self.pipeline)
