@@ -29,6 +29,7 @@ import yaml
 
 from nni_safs.settings.config import SafsConfig
 from nni_safs.overrides import EXPERIMENT_FIELDS, apply_overrides
+from nni_safs.storage.journal import StateLockedError
 from nni_safs.storage.workspace import RESULTS_FILE, SUMMARY_FILE
 
 
@@ -135,13 +136,20 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from nni_safs.integration.manager_host import remote_reach_problem, tunnel_hint
     from nni_safs.integration.pipelines import build_pipeline
     from nni_safs.storage.workspace import open_workspace
+    from nni_safs.training.loop import resolve_device
     data = read_config(args.config, args.set, experiment=True)
     config, base = settings_of(args.config, data, args.set)
     host = None if args.expose else LOOPBACK
     problem = remote_reach_problem(data, host)
     if problem:
         raise ValueError(problem)
-    build_pipeline(open_workspace(config, base))  # bad names, paths, files: before NNI starts
+    existing = _existing_run(config, base)
+    if existing is not None:  # before NNI starts: a workspace is one run's record
+        message, code = existing
+        print(message, file=sys.stderr if code else sys.stdout)
+        return code
+    resolve_device(config.device)  # `cuda` where there is none: refused before NNI starts
+    build_pipeline(open_workspace(config, base))  # bad names, paths, files, a workspace of another run
     if host is None:
         print("warning: --expose: the NNI manager listens on every interface, and its REST API has no "
               "authentication (anyone who reaches this machine can stop trials and read logs)", file=sys.stderr)
@@ -171,7 +179,40 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         print(f"experiment {experiment_id} stopped ({status or 'no status'})")
     else:
         print(f"the portal stays up for browsing; stop it with: nnictl stop {experiment_id}")
-    return 0 if status == "DONE" else 1
+    failure = _summary(workspace).get("failure")
+    if failure:
+        print(f"error: SAFS stopped: {failure}", file=sys.stderr)
+    return 0 if status == "DONE" and not failure else 1
+
+
+def _summary(workspace: Path) -> dict[str, Any]:
+    file = workspace / SUMMARY_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def _existing_run(config: SafsConfig, base: Path) -> tuple[str, int] | None:
+    """What to print (and the exit status) instead of starting an experiment on a workspace
+    that holds a run's results; None when the workspace is free (or holds nothing computed).
+
+    A workspace is one run's record: a finished run with the same settings is reported as it is
+    (its table; nothing is computed again); any other run is refused, saying how to see,
+    continue or leave it.
+    """
+    from nni_safs.reports.results import format_table
+    from nni_safs.storage.workspace import CONFIG_FILE, holds_results, owned_message, resolve_paths, run_owner
+    workspace = Path(resolve_paths(SafsConfig.from_dict(config.to_dict()), base).workspace)
+    owner = run_owner(workspace)
+    if owner is None or not holds_results(workspace):
+        return None
+    summary = _summary(workspace)
+    stored = json.loads((workspace / CONFIG_FILE).read_text())
+    wanted = resolve_paths(SafsConfig.from_dict(config.to_dict()), base).to_dict()
+    if summary.get("finished") and not summary.get("failure") and {**SafsConfig.defaults(), **stored} == wanted:
+        return (f"workspace {workspace} already holds the finished run of {owner['run']} with these settings: "
+                f"nothing is run again (a workspace is one run's record). Its results, as "
+                f"`safs results {workspace}` prints them:\n\n{format_table(summary)}\n"
+                f"To run again: --set workspace=OTHER_PATH, or delete {workspace}."), 0
+    return f"error: {owned_message(workspace, owner, 'a new experiment')}", 1
 
 
 def _exit_code(workspace: Path) -> int:
@@ -282,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, StateLockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,7 @@
 """Faults a long search meets: races, revived weights, crashing and repeated trials."""
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ from nni_safs.pruning import MaskHolder, MaskViolationError, magnitude_prune
 from nni_safs.training.loop import fine_tune
 from nni_safs.storage.checkpoints import load_checkpoint
 from nni_safs.training.jobs import prepare
-from nni_safs.storage.workspace import open_workspace
+from nni_safs.method.contract import JobSpec
+from nni_safs.storage.workspace import WorkspaceConfigError, WorkspaceOwnedError, open_workspace
 
 
 def tiny(workspace, **overrides):
@@ -67,6 +69,11 @@ def write_job(tmp_path, **params):
     return config, path
 
 
+def key_of(config, path) -> str:
+    """The key of the job in ``path`` (what its marker and lock are named by)."""
+    return JobSpec.from_params(json.loads(path.read_text())).key(config.to_dict())
+
+
 def run_trial(path):
     return subprocess.run([sys.executable, "-m", "nni_safs.trial", "--params", str(path)],
                           capture_output=True, text=True, timeout=300)
@@ -83,12 +90,33 @@ def test_a_finished_job_is_reported_again_not_retrained(tmp_path):
     config, path = write_job(tmp_path)
     first = run_trial(path)
     assert first.returncode == 0, first.stderr
-    marker = json.loads((tmp_path / "ws" / "jobs" / "7.json").read_text())
+    marker = json.loads((tmp_path / "ws" / "jobs" / f"{key_of(config, path)}.json").read_text())
     assert marker["result"]["job"] == 7 and marker["result"]["stage"] == "search"
     again = run_trial(path)
     assert again.returncode == 0
     assert "already finished" in again.stdout
     assert "epoch 1" not in again.stdout  # no training the second time
+
+
+def test_a_stored_result_answers_only_a_job_of_its_own_spec(tmp_path):
+    """A second run numbers its jobs differently: job 7 may then be another genome. Its stored
+    result must not answer it; an equal spec under another number reuses it, as that job's."""
+    config, path = write_job(tmp_path)
+    first = run_trial(path)
+    assert first.returncode == 0, first.stderr
+    reported = json.loads(first.stdout.split("final: ", 1)[1].splitlines()[0])
+    other = dict(json.loads(path.read_text()), genome="act1=elu;act2=elu;act3=elu;act4=elu")
+    path.write_text(json.dumps(other))  # the same number, another spec
+    second = run_trial(path)
+    assert second.returncode == 0, second.stderr
+    assert "epoch 1" in second.stdout and "already finished" not in second.stdout  # trained, not reused
+    assert '"genome": "act1=elu;act2=elu;act3=elu;act4=elu"' in second.stdout
+    same = dict(json.loads(path.read_text()), genome=reported["genome"], job=11)
+    path.write_text(json.dumps(same))  # another number, the first job's spec
+    third = run_trial(path)
+    assert third.returncode == 0 and "epoch 1" not in third.stdout
+    again = json.loads(third.stdout.split("final: ", 1)[1].splitlines()[0])
+    assert again["job"] == 11 and again["default"] == reported["default"] and again["genome"] == reported["genome"]
 
 
 def test_pruned_checkpoint_of_other_settings_is_refused(tmp_path):
@@ -104,14 +132,16 @@ def test_a_second_trial_of_a_running_job_waits_and_re_reports_its_result(tmp_pat
     # second trial must wait for the first and re-report its result, not train again
     from nni_safs.storage.workspace import job_lock, job_marker
     config, path = write_job(tmp_path)
-    lock = job_lock(config.workspace, 7)
+    key = key_of(config, path)
+    lock = job_lock(config.workspace, key)
     with lock:  # the first trial, still training
         second = subprocess.Popen([sys.executable, "-m", "nni_safs.trial", "--params", str(path)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         with pytest.raises(subprocess.TimeoutExpired):
             second.wait(timeout=15)  # blocked on the lock, not training
-        result = {"default": 12.5, "job": 7, "stage": "search", "test_acc": 11.0}
-        job_marker(config.workspace, 7).write_text(json.dumps({"result": result}))
+        spec = JobSpec.from_params(json.loads(path.read_text()))
+        result = {"default": 12.5, "job": 7, "stage": "search", "genome": spec.genome, "test_acc": 11.0}
+        job_marker(config.workspace, key).write_text(json.dumps({"spec": spec.identity(), "result": result}))
     stdout, stderr = second.communicate(timeout=120)
     assert second.returncode == 0, stderr
     assert "already finished" in stdout and "epoch 1" not in stdout
@@ -121,7 +151,8 @@ def test_a_second_trial_of_a_running_job_waits_and_re_reports_its_result(tmp_pat
 def test_a_second_trial_runs_the_job_when_the_first_died(tmp_path):
     config, path = write_job(tmp_path)
     first = subprocess.Popen([sys.executable, "-c", "import sys, time; from nni_safs.storage.workspace import job_lock; "
-                              f"job_lock({config.workspace!r}, 7).acquire(); print('locked', flush=True); "
+                              f"job_lock({config.workspace!r}, {key_of(config, path)!r}).acquire(); "
+                              "print('locked', flush=True); "
                               "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
     assert first.stdout.readline().strip() == "locked"
     first.kill()  # dies holding the lock, without a result
@@ -179,8 +210,8 @@ def test_a_late_divergence_reports_the_best_epoch_before_it(tmp_path, monkeypatc
 
 
 def test_a_workspace_refuses_other_settings_and_names_the_keys(tmp_path):
-    from nni_safs.storage.workspace import WorkspaceConfigError
     open_workspace(tiny(tmp_path))
+    (tmp_path / "pruned.pt").write_bytes(b"computed")  # settings are write-once once a result exists
     before = (tmp_path / "config.json").read_text()
     open_workspace(tiny(tmp_path))  # the same settings: reopened (resume, a second trial)
     with pytest.raises(WorkspaceConfigError, match=r"dense_epochs: workspace has 2, requested 5; "
@@ -233,3 +264,40 @@ def test_a_corrupted_pruned_checkpoint_fails_the_trial_naming_the_file(tmp_path,
     assert f"checkpoint '{pruned}' is unreadable" in capsys.readouterr().out
     pruned.write_bytes(good)  # restored (or recomputed by prepare after deleting it): usable again
     assert trial.main(["--params", str(path)]) == 0
+
+
+def test_a_trial_that_dies_in_its_imports_still_reports_a_failure(tmp_path):
+    _, path = write_job(tmp_path)
+    broken = tmp_path / "broken"
+    (broken / "torch").mkdir(parents=True)
+    (broken / "torch" / "__init__.py").write_text("raise ImportError('torch is broken here')\n")
+    out = subprocess.run([sys.executable, "-m", "nni_safs.trial", "--params", str(path)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(broken)})
+    assert out.returncode == 1
+    final = json.loads(out.stdout.split("final: ", 1)[1].splitlines()[0])
+    assert final["status"] == "failed" and "torch is broken here" in final["reason"] and final["job"] == 7
+
+
+def test_a_workspace_is_one_runs_record(tmp_path):
+    """A run that computed something owns the workspace: another run is refused with what to do;
+    the owner itself (a resume) opens it again."""
+    open_workspace(tiny(tmp_path / "ws"), run="experiment A")
+    (tmp_path / "ws" / "dense.pt").write_bytes(b"computed")
+    with pytest.raises(WorkspaceOwnedError) as refused:
+        open_workspace(tiny(tmp_path / "ws"), run="experiment B")
+    for hint in ("experiment A", "safs results", "--set workspace=", "nnictl resume A", "delete"):
+        assert hint in str(refused.value)
+    open_workspace(tiny(tmp_path / "ws"), run="experiment A")  # its own resume
+    with pytest.raises(WorkspaceConfigError, match="dense_epochs"):
+        open_workspace(tiny(tmp_path / "ws", dense_epochs=9), run="experiment A")
+
+
+def test_a_workspace_where_nothing_was_computed_takes_new_settings(tmp_path):
+    """A prepare that failed (no checkpoint, no result) leaves nothing to protect: a retry with
+    other settings (e.g. device=cpu after cuda) takes the workspace."""
+    open_workspace(tiny(tmp_path / "ws"), run="experiment A")
+    (tmp_path / "ws" / "summary.json").write_text(json.dumps({"finished": True, "failure": "prepare failed"}))
+    config = open_workspace(tiny(tmp_path / "ws", dense_epochs=9), run="experiment B")
+    assert json.loads((tmp_path / "ws" / "config.json").read_text())["dense_epochs"] == 9 == config.dense_epochs
+    assert json.loads((tmp_path / "ws" / "run.json").read_text())["run"] == "experiment B"
+    assert not (tmp_path / "ws" / "summary.json").exists()  # the failed run's report went with it

@@ -16,14 +16,13 @@ from nni.runtime.tuner_command_channel import CommandType
 from nni_safs.method.contract import Status
 from nni_safs.integration.manager_api import ManagerClient
 from nni_safs.integration.tuner import SafsTuner
-from nni_safs.storage.workspace import job_marker
 
 from conftest import SMALL, JsonHandler, serving
 
 
 class FakeManagerState:
     def __init__(self, max_trials: int) -> None:
-        self.profile = {"params": {"maxTrialNumber": max_trials, "trialCodeDirectory": "/", "trialConcurrency": 2}}
+        self.profile = {"id": "fakeexp", "params": {"maxTrialNumber": max_trials, "trialCodeDirectory": "/", "trialConcurrency": 2}}
         self.trials: list[dict] = []  # what GET /trial-jobs answers
 
 
@@ -136,9 +135,10 @@ def test_a_trial_that_died_is_found_through_its_marker_even_when_nni_names_anoth
     # both trials started (each marker names its NNI trial); a's was killed, and NNI 3.0
     # reports the end with b's parameter id
     job_a = a["parameters"]["job"]
-    job_marker(tmp_path / "ws", job_a).parent.mkdir(exist_ok=True)
-    job_marker(tmp_path / "ws", job_a).write_text(json.dumps({"trial_job_id": "Tdead"}))
-    job_marker(tmp_path / "ws", b["parameters"]["job"]).write_text(json.dumps({"trial_job_id": "Tb"}))
+    marker = nni.dispatcher.tuner._marker  # the job's spec key names its marker
+    marker(job_a).parent.mkdir(exist_ok=True)
+    marker(job_a).write_text(json.dumps({"trial_job_id": "Tdead"}))
+    marker(b["parameters"]["job"]).write_text(json.dumps({"trial_job_id": "Tb"}))
     manager.trials = [{"trialJobId": "Tdead", "status": "FAILED"}, {"trialJobId": "Tb", "status": "RUNNING"}]
     nni.trial_end(b["parameter_id"], "Tdead", "FAILED")
     tuner = nni.dispatcher.tuner
@@ -280,6 +280,7 @@ def test_trial_ends_on_nnis_second_thread_never_run_beside_the_other_callbacks(t
     lost = [r for r in tuner.pipeline.results.values() if r.status == Status.LOST]
     assert len(lost) == died
     assert manager.profile["params"]["maxTrialNumber"] == len(issued)
+    tuner.close()
     reloaded = SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client)
     reloaded.load_checkpoint()
     assert {k: r.to_dict() for k, r in reloaded.pipeline.results.items()} == \

@@ -8,7 +8,9 @@ evaluations, so once the tuner knows the exact total it sets ``maxTrialNumber`` 
 :class:`ManagerClient` is what the tuner is given (tests pass one pointing at a fake
 manager); :meth:`ManagerClient.from_environment` finds the manager's port in
 ``NNI_TUNER_COMMAND_CHANNEL`` (``ws://localhost:PORT/...``), which NNI sets for the
-dispatcher. Outside NNI (no URL) every method does nothing and reads return None.
+dispatcher. Outside NNI (no URL) every method does nothing and reads return None. Inside NNI
+a read that fails is retried, then raises :class:`ManagerUnreachable`: a guess (None) would
+resolve paths against the wrong folder, leave dead trials unscored and requeue nothing.
 """
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 _logger = logging.getLogger("nni_safs.integration.manager_api")
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry of a failed REST call
+
+
+class ManagerUnreachable(ConnectionError):
+    """The NNI manager did not answer a REST call, after retries (it is stopping, or gone)."""
 
 
 class ManagerClient:
@@ -45,13 +52,27 @@ class ManagerClient:
         from nni.experiment import rest  # the dispatcher's process has imported nni already
         return rest.request(method, self.port, path, body, self.prefix)
 
+    def _call(self, method: str, path: str, body: dict | None = None) -> Any:
+        """A REST call (None outside NNI), retried; raises :class:`ManagerUnreachable`."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return self._request(method, path, body)
+            except Exception as err:  # noqa: BLE001  (NNI's client raises requests' and its own errors)
+                if delay is None:
+                    raise ManagerUnreachable(f"the NNI manager on port {self.port} did not answer {method} {path} "
+                                             f"after {len(RETRY_DELAYS) + 1} tries: {type(err).__name__}: "
+                                             f"{err}") from err
+                _logger.warning("%s %s to the NNI manager failed (%s); retrying in %.1f s", method, path, err, delay)
+                time.sleep(delay)
+        return None  # not reached: the loop returns or raises
+
     def _get(self, path: str) -> Any:
-        """GET from the manager; None outside NNI or when the manager does not answer (logged)."""
-        try:
-            return self._request("GET", path)
-        except Exception as err:
-            _logger.warning("could not read %s from the NNI manager: %s", path, err)
-            return None
+        return self._call("GET", path)
+
+    def experiment_id(self) -> str | None:
+        """The id of the experiment this manager runs (None outside NNI)."""
+        profile = self._get("/experiment")
+        return None if profile is None else profile.get("id")
 
     def base_directory(self) -> str | None:
         """Where relative classArgs paths point under NNI: the tuner's ``codeDirectory``, else
@@ -97,18 +118,12 @@ class ManagerClient:
 
     def set_max_trial_number(self, total: int) -> None:
         """Make the experiment end after exactly ``total`` trials."""
-        try:
-            profile = self._request("GET", "/experiment")
-            if profile is None:
-                return
-            if profile["params"].get("maxTrialNumber") == total:
-                return
-            profile["params"]["maxTrialNumber"] = total
-            self._request("PUT", "/experiment?update_type=MAX_TRIAL_NUM", profile)
-            _logger.info("SAFS needs exactly %d trials: maxTrialNumber set to %d", total, total)
-        except Exception as err:  # never let bookkeeping kill the dispatcher
-            _logger.warning("could not set maxTrialNumber to %d (%s); the experiment may wait "
-                            "in TUNER_NO_MORE_TRIAL until stopped", total, err)
+        profile = self._get("/experiment")
+        if profile is None or profile["params"].get("maxTrialNumber") == total:
+            return
+        profile["params"]["maxTrialNumber"] = total
+        self._call("PUT", "/experiment?update_type=MAX_TRIAL_NUM", profile)
+        _logger.info("SAFS needs exactly %d trials: maxTrialNumber set to %d", total, total)
 
     def check_max_trial_number(self, low: int, high: int) -> None:
         """Log at start when maxTrialNumber cannot fit the pipeline."""

@@ -31,7 +31,7 @@ from nni_safs.integration import forkserver
 from nni_safs.storage.atomic import atomic_write
 from nni_safs.method.contract import JobResult, JobSpec
 from nni_safs.integration.trial_channel import TrialChannel, open_channel
-from nni_safs.storage.workspace import job_lock, job_marker
+from nni_safs.storage.workspace import job_lock, job_marker, load_config
 
 if TYPE_CHECKING:
     from nni_safs.training.loop import EpochRecord
@@ -67,24 +67,30 @@ class _EpochReporter:
             self.writer.close()
 
 
-def _write_marker(spec: JobSpec, marker: dict[str, Any]) -> None:
-    atomic_write(job_marker(spec.workspace, spec.job), lambda handle: handle.write(json.dumps(marker).encode()))
+def _write_marker(path: Path, marker: dict[str, Any]) -> None:
+    atomic_write(path, lambda handle: handle.write(json.dumps(marker).encode()))
 
 
-def mark_started(spec: JobSpec, parameter_id: int | None) -> dict[str, Any] | None:
+def mark_started(spec: JobSpec, key: str, parameter_id: int | None) -> JobResult | None:
     """Record which NNI trial runs this job; return the job's result if it already finished.
 
-    The marker lets the tuner tell whose trial died without a result (NNI 3.0's trial_end
-    may name another trial's parameters at concurrency > 1). A finished result is returned
-    because ``nnictl resume`` re-runs every trial still marked RUNNING, including ones that
-    had already reported: they re-report instead of training again.
+    The marker is named by the spec's ``key`` (:meth:`JobSpec.key`), not the job's number:
+    another run on this workspace numbers its jobs differently. It lets the tuner tell whose
+    trial died without a result (NNI 3.0's trial_end may name another trial's parameters at
+    concurrency > 1). A finished result is returned because ``nnictl resume`` re-runs every
+    trial still marked RUNNING, including ones that had already reported: they re-report
+    instead of training again. It is returned only when the marker's spec equals this one,
+    and as this job's (its number, its parameter id).
     """
-    path = job_marker(spec.workspace, spec.job)
+    path = job_marker(spec.workspace, key)
     if path.is_file():
         previous = json.loads(path.read_text())
-        if previous.get("result") is not None:
-            return previous["result"]
-    _write_marker(spec, {"trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "parameter_id": parameter_id,
+        if previous.get("result") is not None and previous.get("spec") == spec.identity():
+            result = JobResult.from_dict(previous["result"])
+            result.job, result.parameter_id, result.key = spec.job, parameter_id, key
+            return result
+    _write_marker(path, {"key": key, "job": spec.job, "spec": spec.identity(),
+                         "trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "parameter_id": parameter_id,
                          "pid": os.getpid(), "started": time.time()})
     return None
 
@@ -106,8 +112,6 @@ def process_started() -> float:
 
 def main(argv: list[str] | None = None, started: float | None = None) -> int:
     """Run the job; ``started``: when the trial's process started (a warm child's client's)."""
-    from nni_safs.training.jobs import run_job  # torch (a warm child has it already)
-
     startup = time.time() - (started or process_started())  # start and imports, before any work
     parser = argparse.ArgumentParser(prog="python -m nni_safs.trial", description=__doc__.split("\n")[0])
     parser.add_argument("--params", help="run this job's parameters (a JSON file, e.g. copied from the "
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     parameter_id = channel.parameter_id if channel else None
     warm = forkserver.started_warm()
     reporter = _EpochReporter(f"{spec.stage.value} job {spec.job}", channel)
+    key = ""
 
     def report_final(value: dict[str, Any]) -> None:
         print(f"final: {json.dumps(value)}", flush=True)  # trial.log (and the console when run by hand)
@@ -130,29 +135,37 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
             channel.report(value, final=True)
 
     try:
+        from nni_safs.training.jobs import run_job  # torch (a warm child has it already)
+
+        key = spec.key(load_config(spec.workspace).to_dict())
         # One job, one evaluation: after `nnictl resume` NNI may re-run a job's trial while the
         # tuner re-issues it too. The second trial waits here for the first and re-reports its
         # result; if the first died, the OS released its lock and the job runs again.
-        with job_lock(spec.workspace, spec.job):
-            finished = mark_started(spec, parameter_id)
+        with job_lock(spec.workspace, key):
+            finished = mark_started(spec, key, parameter_id)
             if finished is None:
                 result = run_job(spec, on_epoch=reporter)
-                result.parameter_id = parameter_id
+                result.parameter_id, result.key = parameter_id, key
                 result.metrics["warm"] = warm
                 result.metrics.setdefault("timings", {})["startup"] = startup
-                _write_marker(spec, {"trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "result": result.to_dict()})
-    except Exception as err:  # report, then fail visibly
+                _write_marker(job_marker(spec.workspace, key),
+                              {"key": key, "job": spec.job, "spec": spec.identity(),
+                               "trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "result": result.to_dict()})
+    except BaseException as err:  # report, then fail visibly (an import, a lock, the job itself)
         traceback.print_exc(file=sys.stdout)  # trial.log, which the portal shows
         failed = JobResult.failed(spec, f"{type(err).__name__}: {err}")
-        failed.parameter_id = parameter_id
+        failed.parameter_id, failed.key = parameter_id, key
         failed.metrics["warm"] = warm
         report_final(failed.to_dict())
+        if not isinstance(err, Exception):
+            raise
         return 1
     finally:
         reporter.close()
     if finished is not None:
-        print(f"job {spec.job} already finished; reporting its result again", flush=True)
-        report_final(finished)
+        print(f"job {spec.job}: an equal job (same spec and settings) already finished in this workspace; "
+              "reporting its result", flush=True)
+        report_final(finished.to_dict())
         return 0
     start = time.perf_counter()
     report_final(result.to_dict())
@@ -160,7 +173,6 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
                "reporting": reporter.seconds + time.perf_counter() - start}
     print(f"timings: {json.dumps(timings)}", flush=True)
     return 0
-
 
 
 def run_command() -> None:

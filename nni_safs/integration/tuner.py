@@ -45,21 +45,24 @@ from typing import Any
 
 from nni.runtime.msg_dispatcher import _create_parameter_id as new_parameter_id
 from nni.tuner import Tuner
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import WebSocketException
 
 from nni_safs.settings.config import SafsConfig
 from nni_safs.method.contract import JobResult, Status
 from nni_safs.method.state import LogView
-from nni_safs.storage.journal import Journal
+from nni_safs.storage.journal import LOCK_WAIT_SECONDS, Journal, StateLockedError
 from nni_safs.integration.manager_api import ManagerClient
 from nni_safs.integration.pipelines import build_pipeline
 from nni_safs.method.pipeline import Job
 from nni_safs.reports.results import write_results
-from nni_safs.storage.workspace import TUNER_STATE_FILE, job_marker, open_workspace
+from nni_safs.storage.workspace import TUNER_STATE_FILE, experiment_run, job_marker, open_workspace
 
 _logger = logging.getLogger("nni_safs.tuner")
 FAILED_STATES = {"FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
 IN_FLIGHT_STATES = {"WAITING", "RUNNING", "UNKNOWN"}  # nnictl resume re-submits these itself
+# causes that say nothing about the method (I/O, the manager going away, a locked state): a stop
+# for one of them is saved as transient, and `nnictl resume` clears it
+TRANSIENT_ERRORS = (OSError, WebSocketException, StateLockedError)
 
 
 def _callback(method):
@@ -79,7 +82,8 @@ def _callback(method):
                 return method(self, *args, **kwargs)
             except Exception as err:
                 _logger.exception("SafsTuner.%s raised; SAFS stops", method.__name__)
-                self._fail_stop(f"SafsTuner.{method.__name__} raised {type(err).__name__}: {err}")
+                self._fail_stop(f"SafsTuner.{method.__name__} raised {type(err).__name__}: {err}",
+                                transient=isinstance(err, TRANSIENT_ERRORS))
                 return [] if method.__name__ == "generate_multiple_parameters" else None
     return wrapper
 
@@ -110,7 +114,10 @@ class SafsTuner(Tuner):
         self._stopping = False
         self.manager = manager or ManagerClient.from_environment()
         config = SafsConfig.from_dict(class_args)
-        self.config = open_workspace(config, self.manager.base_directory())
+        experiment = self.manager.experiment_id()
+        self.run = experiment_run(experiment) if experiment else "SafsTuner outside NNI"
+        self.config = open_workspace(config, self.manager.base_directory(), run=self.run)
+        self.settings = self.config.to_dict()  # what every job's key digests
         self.pipeline = build_pipeline(self.config)
         self.parameter_jobs: dict[int, int] = {}
         self.credits: list[int] = []
@@ -121,7 +128,10 @@ class SafsTuner(Tuner):
         self.requeued: list[int] = []  # issued jobs to hand out again
         self.resubmitted = 0  # trials beyond one per job (each counts against maxTrialNumber)
         self.extra_trial_jobs: set[int] = set()  # requeued jobs whose re-run is such a trial
+        self.transient_failure = False  # the stop's cause was transient: a resume clears it
+        self._journal()  # the state's lock, before anything is read or run: one writer
         low, high = self.pipeline.evaluation_bounds()
+        _logger.info("SAFS run %s, workspace %s (its run.json names this run)", self.run, self.config.workspace)
         _logger.info("SAFS pipeline: %s..%s evaluations, one trial each but for a genome stage 1 proposes "
                      "again (its earlier score is reused); workspace %s", low, high, self.config.workspace)
         self.manager.check_max_trial_number(low, high)
@@ -166,7 +176,7 @@ class SafsTuner(Tuner):
         statuses = self.manager.trial_statuses()
         dead = []
         for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
-            marker = job_marker(self.config.workspace, job_id)
+            marker = self._marker(job_id)
             if marker.is_file():
                 trial = json.loads(marker.read_text()).get("trial_job_id")
                 if statuses is not None and statuses.get(trial) in FAILED_STATES:
@@ -188,7 +198,7 @@ class SafsTuner(Tuner):
             if isinstance(params, dict) and "job" in params and isinstance(value, dict):
                 job_id = int(params["job"])
                 if job_id in self.pipeline.jobs and job_id not in self.pipeline.results:
-                    self.pipeline.tell(job_id, JobResult.from_dict(value, self.pipeline.jobs[job_id].spec))
+                    self._tell_checked(job_id, value)
         self._after_change()
 
     # -- persistence ---------------------------------------------------------------------------
@@ -197,10 +207,12 @@ class SafsTuner(Tuner):
         return Path(directory) / TUNER_STATE_FILE
 
     def _journal(self) -> Journal:
+        """The state, locked for this tuner from the moment it is opened (before any read)."""
         path = self._state_path()
         if self._state is None or self._state.path != path:
             self.close()
-            self._state = Journal(path)
+            # a dispatcher of this experiment that `nnictl resume` replaced exits within seconds
+            self._state = Journal(path, wait=LOCK_WAIT_SECONDS)
         return self._state
 
     def close(self) -> None:
@@ -217,7 +229,8 @@ class SafsTuner(Tuner):
     def _save(self) -> None:
         """After every change: costs what changed, not the whole state (:mod:`nni_safs.storage.journal`)."""
         head = {"pipeline": self.pipeline.state_head(), "config": self.config.to_dict(), "requeued": self.requeued,
-                "resubmitted": self.resubmitted, "extra_trial_jobs": sorted(self.extra_trial_jobs)}
+                "resubmitted": self.resubmitted, "extra_trial_jobs": sorted(self.extra_trial_jobs),
+                "transient_failure": self.transient_failure}
         logs = {"parameter_jobs": LogView(self.parameter_jobs.items(), list),
                 **self.pipeline.state_logs("pipeline.")}
         self._journal().save(head, logs)
@@ -236,15 +249,18 @@ class SafsTuner(Tuner):
         if state["config"] != self.config.to_dict():
             raise ValueError(f"{self._state_path()} was saved with other classArgs; resume with the original config")
         self.pipeline = self.pipeline.restored(state["pipeline"])
+        if state.get("transient_failure") and self.pipeline.failure:
+            _logger.warning("the last stop was transient (%s): resumed, the pipeline goes on", self.pipeline.failure)
+            self.pipeline.failure = ""
         self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"]}
         self.requeued, self.resubmitted = list(state["requeued"]), state["resubmitted"]
         self.extra_trial_jobs = set(state["extra_trial_jobs"])
         recorded = self.manager.trial_jobs()
         for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
-            marker = job_marker(self.config.workspace, job_id)
+            marker = self._marker(job_id)
             finished = json.loads(marker.read_text()).get("result") if marker.is_file() else None
             if finished is not None:  # reported while the tuner was going down
-                self.pipeline.tell(job_id, JobResult.from_dict(finished, self.pipeline.jobs[job_id].spec))
+                self._tell_checked(job_id, finished)
             elif recorded is not None and not recorded.get(job_id, set()) & IN_FLIGHT_STATES:
                 # NNI will not re-run it; a trial it already recorded makes the re-run an extra trial
                 self.requeue(job_id, extra_trial=job_id in recorded)
@@ -259,9 +275,24 @@ class SafsTuner(Tuner):
         if job_id is None or int(job_id) not in self.pipeline.jobs:
             _logger.warning("result of unknown job (parameter %s): %r", parameter_id, value)
             return
-        job = self.pipeline.jobs[int(job_id)]
-        self.pipeline.tell(job.id, JobResult.from_dict(value, job.spec))
+        self._tell_checked(int(job_id), value)
         self._after_change(slot_freeing)
+
+    def _marker(self, job_id: int) -> Path:
+        return job_marker(self.config.workspace, self.pipeline.jobs[job_id].spec.key(self.settings))
+
+    def _tell_checked(self, job_id: int, value: Any) -> None:
+        """Fold ``value`` in as job ``job_id``'s result only if it answers that job's spec; a result
+        produced for another spec is refused (logged) and the job scored failed with the reason."""
+        spec = self.pipeline.jobs[job_id].spec
+        key = spec.key(self.settings)
+        result = JobResult.from_dict(value, spec)
+        problem = result.mismatch(spec, key)
+        if problem:
+            _logger.error("refused: %s; the job is scored as failed", problem)
+            result = JobResult.failed(spec, f"refused a result produced for another spec: {problem}")
+            result.key = key
+        self.pipeline.tell(job_id, result)
 
     def _after_change(self, slot_freeing: bool = False) -> None:
         """``slot_freeing``: a trial reported, so its slot frees in moments (send its next job ahead)."""
@@ -287,18 +318,21 @@ class SafsTuner(Tuner):
             self.reported_total = total
             self.manager.set_max_trial_number(total)
 
-    def _fail_stop(self, reason: str) -> None:
+    def _fail_stop(self, reason: str, transient: bool = False) -> None:
         """Stop the pipeline with ``reason``; the experiment ends once the trials NNI runs have ended.
 
-        Each step on its own: the results (with the reason) are written even when the state or
-        the manager cannot be reached.
+        ``transient``: the cause was I/O, the manager or a lock, not the method: the stop is saved
+        as such and ``nnictl resume`` goes on. Each step on its own: the results (with the reason)
+        are written even when the state or the manager cannot be reached.
         """
         if self._stopping:
             return  # recording the stop raised in turn
         self._stopping = True
         try:
             if not self.pipeline.failure:
-                self.pipeline.failure = reason
+                self.pipeline.failure = reason + (" (a transient cause: nnictl resume continues the run)"
+                                                  if transient else "")
+                self.transient_failure = transient
             self.credits.clear()  # requests NNI will not see answered: it stops asking at maxTrialNumber
             _logger.error("SAFS stops: %s. No further trials; the experiment ends once running ones finish.",
                           self.pipeline.failure)
@@ -319,6 +353,9 @@ class SafsTuner(Tuner):
         """
         p = self.pipeline
         if job_id in p.jobs and job_id not in p.results and job_id not in self.requeued:
+            marker = self._marker(job_id)
+            if marker.is_file() and json.loads(marker.read_text()).get("result") is None:
+                marker.unlink()  # it names the lost trial: its end must not score the re-run
             self.requeued.append(job_id)
             if extra_trial:
                 self.extra_trial_jobs.add(job_id)
@@ -365,7 +402,7 @@ class SafsTuner(Tuner):
         self.parameter_jobs[parameter_id] = job.id
         try:
             self.st_callback(parameter_id, job.params)
-        except (ConnectionError, ConnectionClosed) as err:
+        except (OSError, WebSocketException) as err:  # timeouts and resets included
             _logger.warning("the NNI manager is gone (%s: %s); job %s stays issued and is handed out again "
                             "on nnictl resume", type(err).__name__, err, job.id)
             self.st_callback = None  # nothing more can reach it

@@ -8,10 +8,12 @@ variant fills, are defined here and nowhere else.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Mapping
 
 
 class Stage(str, Enum):
@@ -72,6 +74,21 @@ class JobSpec:
     def to_params(self) -> dict[str, Any]:
         return {**asdict(self), "stage": self.stage.value}
 
+    def identity(self) -> dict[str, Any]:
+        """What the job computes: every field but its number in this run and the workspace's path."""
+        return {name: value for name, value in self.to_params().items() if name not in ("job", "workspace")}
+
+    def key(self, settings: Mapping[str, Any]) -> str:
+        """A digest of :meth:`identity` and the run's ``settings`` (its config, ``workspace`` left out).
+
+        Stored results are keyed by it, never by the job's number: another run (a second
+        experiment on the workspace) numbers its jobs differently, so a number may name a job of
+        another spec, while an equal key means the same computation.
+        """
+        run = {name: value for name, value in settings.items() if name != "workspace"}
+        text = json.dumps({"job": self.identity(), "run": run}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> JobSpec:
         missing = [name for name in ("job", "stage", "workspace") if name not in params]
@@ -95,6 +112,7 @@ class JobResult:
     genome: str = ""
     parameter_id: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # val_acc, test_acc, density, epochs, timings, ...
+    key: str = ""             # the :meth:`JobSpec.key` of the job that produced it ("" when unknown)
 
     @classmethod
     def failed(cls, spec: JobSpec | dict[str, Any], reason: str, status: Status = Status.FAILED) -> JobResult:
@@ -117,7 +135,7 @@ class JobResult:
         """The final result NNI receives (``default`` is the score), flat as the portal shows it."""
         return {**self.metrics, "default": self.score, "status": self.status.value, "reason": self.reason,
                 "job": self.job, "stage": self.stage.value, "variant": self.variant, "genome": self.genome,
-                "parameter_id": self.parameter_id}
+                "parameter_id": self.parameter_id, "key": self.key}
 
     @classmethod
     def from_dict(cls, value: Any, spec: JobSpec | None = None) -> JobResult:
@@ -130,8 +148,21 @@ class JobResult:
         return cls(job=int(data["job"]), stage=Stage(data["stage"]), status=Status(data.get("status", Status.OK)),
                    score=float(score) if isinstance(score, (int, float)) else 0.0, reason=data.get("reason", ""),
                    variant=data.get("variant", ""), genome=data.get("genome", ""),
-                   parameter_id=data.get("parameter_id"),
+                   parameter_id=data.get("parameter_id"), key=data.get("key") or "",
                    metrics={k: v for k, v in data.items() if k not in _OWN_KEYS})
 
+    def mismatch(self, spec: JobSpec, key: str) -> str:
+        """Why this result does not answer ``spec`` (whose key is ``key``); "" when it does.
 
-_OWN_KEYS = {"default", "status", "reason", "job", "stage", "variant", "genome", "parameter_id"}
+        A result is folded in only for the job it was produced for: same stage, variant and
+        genome, and, when it names one, the same key (seed, hyperparameters, epochs, settings).
+        """
+        diffs = [f"{name} {mine!r} (the job's: {theirs!r})"
+                 for name, mine, theirs in (("stage", self.stage.value, spec.stage.value),
+                                            ("variant", self.variant, spec.variant),
+                                            ("genome", self.genome, spec.genome),
+                                            ("key", self.key or key, key)) if mine != theirs]
+        return f"the result of job {spec.job} has " + ", ".join(diffs) if diffs else ""
+
+
+_OWN_KEYS = {"default", "status", "reason", "job", "stage", "variant", "genome", "parameter_id", "key"}

@@ -9,10 +9,12 @@ save costs O(1) amortized however long the experiment. A crash loses nothing tha
 each line is flushed and synced, a torn last line (a crash mid-write) is ignored, and a line
 already folded into the snapshot (a crash between the two writes) is skipped by its number.
 
-One writer at a time: the first save takes an exclusive lock (``path`` + ``.lock``) that the
-journal holds until :meth:`Journal.close` or the process ends; a second writer (a stale
-dispatcher beside a resumed one) waits for it up to ``LOCK_WAIT_SECONDS``, then is refused
-with the holder's pid.
+One writer at a time, locked before it reads: opening a :class:`Journal` takes an exclusive
+lock (``path`` + ``.lock``) that it holds until :meth:`Journal.close` or the process ends. A
+second writer is refused at once with the holder's pid (``safs run`` on a busy workspace,
+before it trains anything); the tuner waits up to ``LOCK_WAIT_SECONDS`` for it, as the
+dispatcher that ``nnictl resume`` replaced exits within seconds. :meth:`Journal.read` reads
+without writing (a report, a test).
 """
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ class StateLockedError(RuntimeError):
 class Journal:
     """``path`` holds the snapshot, ``path`` + ``.journal`` the changes since."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, wait: float = 0.0) -> None:
+        """Open the state at ``path`` as its only writer; ``wait``: seconds to wait for another
+        writer to let go before :class:`StateLockedError` (0: refuse at once)."""
         self.path = Path(path)
         self.journal_path = self.path.with_name(self.path.name + ".journal")
         self._seq = 0  # number of the last save
@@ -47,26 +51,36 @@ class Journal:
         self._snapshot_bytes = 0
         self._journal_bytes = 0
         self._lock: Any = None  # the open lock file while this journal is the state's writer
+        self._take_lock(wait)
 
-    def _take_lock(self) -> None:
+    @classmethod
+    def read(cls, path: str | Path) -> dict[str, Any] | None:
+        """The last saved state at ``path``, read without writing (no lock; a torn last line,
+        perhaps a save under way, is left alone)."""
+        reader = cls.__new__(cls)
+        reader.path = Path(path)
+        reader.journal_path = reader.path.with_name(reader.path.name + ".journal")
+        reader._lock = None
+        return reader._read(repair=False)
+
+    def _take_lock(self, wait: float) -> None:
         import fcntl
 
-        if self._lock is not None:
-            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path.with_name(self.path.name + ".lock"), "a+")
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        deadline = time.monotonic() + wait
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                if time.monotonic() >= deadline:
                     handle.seek(0)
                     holder = handle.read().strip() or "unknown"
                     handle.close()
-                    raise StateLockedError(f"{self.path} is written by another process (pid {holder}), e.g. "
-                                           "another SAFS tuner of this experiment; stop it first") from None
+                    raise StateLockedError(f"{self.path} is written by another process (pid {holder}): "
+                                           "another `safs run` on this workspace, or another SAFS tuner of "
+                                           "this experiment; stop it first") from None
                 time.sleep(0.1)
         handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
@@ -74,7 +88,7 @@ class Journal:
         self._lock = handle
 
     def close(self) -> None:
-        """Give up writing this state (another journal may then write it)."""
+        """Give up writing this state (another journal may then open it)."""
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -83,7 +97,8 @@ class Journal:
         return self.path.is_file() or self.journal_path.is_file()
 
     def save(self, head: Mapping[str, Any], logs: Mapping[str, Sequence]) -> None:
-        self._take_lock()
+        if self._lock is None:
+            raise StateLockedError(f"{self.path}: this journal was closed; open it again to write")
         shrunk = any(len(items) < self._written.get(path, 0) for path, items in logs.items())
         if shrunk or not self.path.is_file() or self._journal_bytes > max(self._snapshot_bytes, 1 << 16):
             self._snapshot(head, logs)
@@ -113,6 +128,9 @@ class Journal:
 
     def load(self) -> dict[str, Any] | None:
         """The last saved state (None when nothing was saved); later saves continue from it."""
+        return self._read(repair=True)
+
+    def _read(self, repair: bool) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
         try:
@@ -131,7 +149,8 @@ class Journal:
                 line = json.loads(raw)
             except ValueError:
                 if number == len(lines) - 1:  # torn by a crash mid-write: that save never completed
-                    os.truncate(self.journal_path, self._journal_bytes)  # later lines start clean
+                    if repair:
+                        os.truncate(self.journal_path, self._journal_bytes)  # later lines start clean
                     break
                 raise CorruptStateError(f"{self.journal_path}: line {number + 1} is damaged") from None
             self._journal_bytes += len(raw)

@@ -1,8 +1,10 @@
 """The workspace folder: every file a run keeps there, named here and nowhere else.
 
-``config.json`` (the run's settings, written once), ``dense.pt`` / ``pruned.pt`` (computed
+``config.json`` (the run's settings, written once), ``run.json`` (the run that owns the
+workspace: an NNI experiment or ``safs run``), ``dense.pt`` / ``pruned.pt`` (computed
 once by the prepare job, with the metadata that produced them), the kept models of the
-table's columns, ``jobs/N.json`` (which trial runs job N, and its result) with its lock,
+table's columns, ``jobs/KEY.json`` (which trial runs the job whose spec has the key
+:meth:`~nni_safs.method.contract.JobSpec.key`, and its result) with its lock,
 the saved optimizer state (the in-process runner's; the tuner keeps its own in NNI's
 checkpoint folder under the same name pattern), ``summary.json`` and ``results.md``. What
 is computed into these files is :mod:`nni_safs.training.jobs`.
@@ -10,16 +12,20 @@ is computed into these files is :mod:`nni_safs.training.jobs`.
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from nni_safs.storage.atomic import atomic_write
 from nni_safs.settings.config import SafsConfig
 from nni_safs.method.contract import COLUMNS, Stage
 
 CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+PREPARE_LOCK = ".prepare.lock"
 SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.md"
 RUNNER_STATE_FILE = "safs_runner_state.json"  # safs run's optimizer state (snapshot + .journal)
@@ -60,26 +66,91 @@ class WorkspaceConfigError(ValueError):
     """The workspace was set up by a run with other settings (its ``config.json`` differs)."""
 
 
+class WorkspaceOwnedError(ValueError):
+    """The workspace holds the record of another run (its ``run.json`` names it)."""
+
+
 PATH_SETTINGS = ("workspace", "data_root", "op_choices", "hpo_space")
+IN_PROCESS_RUN = "safs run"
 
 
-def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> SafsConfig:
+def experiment_run(experiment_id: str) -> str:
+    """The owner name of an NNI experiment's run."""
+    return f"experiment {experiment_id}"
+
+
+def holds_results(root: str | Path) -> bool:
+    """Whether anything was computed in the workspace: a checkpoint, a job's result, or a prepare
+    under way (another process holds its lock). A workspace without any (a prepare that failed)
+    takes new settings."""
+    root = Path(root)
+    if any((root / name).is_file() for name in ("dense.pt", "pruned.pt")):
+        return True
+    for marker in (root / "jobs").glob("*.json"):
+        try:
+            if json.loads(marker.read_text()).get("result") is not None:
+                return True
+        except ValueError:
+            return True  # unreadable: not ours to throw away
+    lock = FileLock(str(root / PREPARE_LOCK))
+    if (root / PREPARE_LOCK).exists():
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+    return False
+
+
+def run_owner(root: str | Path) -> dict[str, Any] | None:
+    """The record of the run that owns the workspace (``run.json``), or None."""
+    path = Path(root) / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def owned_message(root: Path, owner: dict[str, Any], run: str) -> str:
+    """Why ``run`` may not write ``root``, and what a user can do instead."""
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(owner.get("started", 0)))
+    summary = root / SUMMARY_FILE
+    finished = summary.is_file() and json.loads(summary.read_text()).get("finished")
+    resume = (f"nnictl resume {owner['run'].split()[-1]}" if owner["run"].startswith("experiment ")
+              else "safs run with the same config")
+    return (f"workspace {str(root)!r} is the record of {owner['run']} (started {started}"
+            f"{', finished' if finished else ', not finished'}); {run} would mix its results with that run's, "
+            f"so it does not start. See that run's table with `safs results {root}`; continue it with "
+            f"`{resume}`; or start a new run in another workspace (`--set workspace=PATH`, or the "
+            f"`workspace` classArg), or delete {str(root)!r} to start over")
+
+
+def resolve_paths(config: SafsConfig, base_dir: str | Path | None = None) -> SafsConfig:
+    """Make ``config``'s relative paths (``PATH_SETTINGS``) absolute against ``base_dir`` (else the
+    current directory), in place."""
+    for key in PATH_SETTINGS:
+        value = getattr(config, key)
+        if value is not None:
+            path = Path(value).expanduser()
+            setattr(config, key, str((path if path.is_absolute() else Path(base_dir or ".") / path).resolve()))
+    return config
+
+
+def open_workspace(config: SafsConfig, base_dir: str | Path | None = None, run: str | None = None) -> SafsConfig:
     """Make the paths absolute and the workspace writable, and record the settings in it, once.
 
     A workspace belongs to one run's settings: opening it again with different ones raises
     :class:`WorkspaceConfigError` naming every differing key (trials of a running experiment
-    read ``config.json``; rewriting it would change what they run).
+    read ``config.json``; rewriting it would change what they run), unless nothing was computed
+    in it yet (:func:`holds_results`: a prepare that failed), which then takes the new settings.
+
+    ``run`` (an experiment's :func:`experiment_run`, or :data:`IN_PROCESS_RUN`) claims the
+    workspace for that run: a workspace that holds another run's results raises
+    :class:`WorkspaceOwnedError`, saying how to see, continue or leave that run.
 
     Relative paths (``PATH_SETTINGS``) are taken relative to ``base_dir`` (the tuner passes
     its ``codeDirectory``: NNI runs the dispatcher in the experiment's log folder and trials
     elsewhere), else to the current directory. Trials read the settings back with
     :func:`load_config`, so every process sees the same absolute paths.
     """
-    for key in PATH_SETTINGS:
-        value = getattr(config, key)
-        if value is not None:
-            path = Path(value).expanduser()
-            setattr(config, key, str((path if path.is_absolute() else Path(base_dir or ".") / path).resolve()))
+    resolve_paths(config, base_dir)
     root = Path(config.workspace)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -88,19 +159,32 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None) -> Sa
         probe.unlink()
     except OSError as err:
         raise ValueError(f"workspace {str(root)!r} is not writable: {err}") from None
-    recorded = root / CONFIG_FILE
-    if recorded.is_file():  # write-once: running trials read it, so it must never change under them
-        # a key added by a later release is read as its default: such a workspace stays usable
-        stored = {**SafsConfig.defaults(), **json.loads(recorded.read_text())}
+    with FileLock(str(root / ".open.lock")):  # two runs opening it at once: one claims it
+        computed = holds_results(root)
+        owner = run_owner(root)
+        if run is not None and owner is not None and owner["run"] != run and computed:
+            raise WorkspaceOwnedError(owned_message(root, owner, run))
+        recorded = root / CONFIG_FILE
+        stored = {**SafsConfig.defaults(), **json.loads(recorded.read_text())} if recorded.is_file() else None
         wanted = config.to_dict()
-        diffs = [f"{key}: workspace has {stored.get(key, '<missing>')!r}, requested {wanted.get(key, '<missing>')!r}"
-                 for key in sorted(set(stored) | set(wanted)) if stored.get(key) != wanted.get(key)]
-        if diffs:
+        if stored is not None and stored != wanted and computed:  # write-once: running trials read it
+            # a key added by a later release is read as its default: such a workspace stays usable
+            diffs = [f"{key}: workspace has {stored.get(key, '<missing>')!r}, "
+                     f"requested {wanted.get(key, '<missing>')!r}"
+                     for key in sorted(set(stored) | set(wanted)) if stored.get(key) != wanted.get(key)]
             raise WorkspaceConfigError(f"workspace {str(root)!r} belongs to a run with other settings "
                                        f"({'; '.join(diffs)}); use a new workspace path, or delete the "
                                        "workspace to start over")
-    else:
-        Workspace(config).write_json(CONFIG_FILE, config.to_dict())
+        taken_over = not computed and (stored != wanted or (run is not None and owner is not None
+                                                               and owner["run"] != run))
+        if taken_over:  # a failed prepare's leftovers: nothing in them is anyone's result
+            shutil.rmtree(root / "jobs", ignore_errors=True)
+            for name in (SUMMARY_FILE, RESULTS_FILE, RUNNER_STATE_FILE, RUNNER_STATE_FILE + ".journal"):
+                (root / name).unlink(missing_ok=True)
+        if stored != wanted:
+            Workspace(config).write_json(CONFIG_FILE, wanted)
+        if run is not None and (owner is None or owner["run"] != run):
+            Workspace(config).write_json(RUN_FILE, {"run": run, "started": time.time()})
     return config
 
 
@@ -131,14 +215,15 @@ def model_checkpoint(workspace: str | Path, variant: str) -> Path:
     return path
 
 
-def job_marker(workspace: str | Path, job: int) -> Path:
-    """Where a trial records that it started job ``job`` (and which NNI trial it is)."""
-    return Path(workspace) / "jobs" / f"{job}.json"
+def job_marker(workspace: str | Path, key: str) -> Path:
+    """Where a trial records that it started the job whose spec has ``key`` (and which NNI trial
+    it is), and then its result."""
+    return Path(workspace) / "jobs" / f"{key}.json"
 
 
-def job_lock(workspace: str | Path, job: int) -> FileLock:
-    """Held by the trial evaluating job ``job``; the OS releases it if that trial dies."""
-    path = job_marker(workspace, job).with_suffix(".lock")
+def job_lock(workspace: str | Path, key: str) -> FileLock:
+    """Held by the trial evaluating the job whose spec has ``key``; the OS releases it if that trial dies."""
+    path = job_marker(workspace, key).with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
 

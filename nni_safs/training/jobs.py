@@ -33,7 +33,7 @@ from nni_safs.models import build_model
 from nni_safs.pruning import Masks, overall_density
 from nni_safs.training.loop import (EpochRecord, TrainResult, evaluate, fine_tune, resolve_device, resolve_precision, seed_everything,
                                     wants_channels_last)
-from nni_safs.storage.workspace import Workspace, load_config, model_checkpoint, model_file
+from nni_safs.storage.workspace import PREPARE_LOCK, Workspace, load_config, model_checkpoint, model_file
 
 Log = Callable[[str], None]
 
@@ -143,7 +143,7 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
     """Make sure the workspace holds the dense and pruned checkpoints; return their figures."""
     workspace = Workspace(config)
     workspace.root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(workspace.root / ".prepare.lock")):
+    with FileLock(str(workspace.root / PREPARE_LOCK)):
         if workspace.pruned_path.exists():
             payload = load_checkpoint(workspace.pruned_path, workspace.pruned_meta())
             log(f"workspace {workspace.root} already prepared; reusing {workspace.pruned_path.name}")
