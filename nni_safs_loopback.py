@@ -10,12 +10,14 @@ nni_safs stays without it, and start-up stays cheap.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, MutableMapping  # imported by os already: no start-up cost, unlike typing
 
 # the package sits beside this module; os.path, not pathlib, which the start-up would import for this alone
 PRELOAD = os.path.join(os.path.dirname(os.path.realpath(__file__)), "nni_safs", "integration", "listen_host.js")
 LOOPBACK = "127.0.0.1"
 EXPOSE = "NNI_SAFS_EXPOSE"  # "1": NNI's own every-interface manager
+_OUR_PRELOAD = re.compile(r'--require\s+"[^"]*listen_host\.js"')
 
 
 def manager_env(host: str | None, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -25,14 +27,16 @@ def manager_env(host: str | None, env: Mapping[str, str] | None = None) -> dict[
     """
     result = dict(os.environ if env is None else env)
     require = f'--require "{PRELOAD}"'
-    options = result.get("NODE_OPTIONS", "")
+    # a preload of this or another environment (perhaps one deleted since: node then fails to start)
+    options = _OUR_PRELOAD.sub("", result.get("NODE_OPTIONS", ""))
     if host is None:
-        result["NODE_OPTIONS"] = " ".join(options.replace(require, "").split())
+        result["NODE_OPTIONS"] = " ".join(options.split())
         result.pop("NNI_SAFS_LISTEN_HOST", None)
         result[EXPOSE] = "1"
         return result
-    if require not in options:
-        result["NODE_OPTIONS"] = f"{options} {require}".strip()
+    if os.path.isfile(PRELOAD):  # a missing file would make every node fail; the tuner then refuses
+        options = f"{options} {require}"
+    result["NODE_OPTIONS"] = " ".join(options.split())
     result["NNI_SAFS_LISTEN_HOST"] = host
     result.pop(EXPOSE, None)
     return result

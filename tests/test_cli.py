@@ -1,6 +1,8 @@
 """`safs run` end to end on the embedded digits, then results / export / plot on its workspace."""
 import importlib.util
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,9 @@ from nni_safs.cli import main
 from nni_safs.settings.config import SafsConfig
 from nni_safs.training.jobs import load_data, new_model
 
-from conftest import TINY
+from nni_safs.reports.results import format_table
+
+from conftest import TINY, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +55,58 @@ def test_rerun_continues_instead_of_repeating(finished_run, capsys):
     before = (finished_run / "summary.json").read_text()
     assert main(run_args(finished_run)) == 0
     assert json.loads((finished_run / "summary.json").read_text())["jobs"] == json.loads(before)["jobs"]
+
+
+def experiment_args(workspace: Path, *extra: str) -> list[str]:
+    """`safs experiment` on the embedded default with run_args' settings (and ``extra`` --set)."""
+    return ["experiment", *run_args(workspace)[1:2], *run_args(workspace)[3:], *extra, "--port", str(free_port())]
+
+
+def test_an_experiment_on_a_finished_runs_workspace_reports_it_and_runs_nothing(finished_run, capsys, monkeypatch):
+    monkeypatch.setattr("nni_safs.cli.start_experiment", lambda *a: pytest.fail("NNI was started"))
+    assert main(experiment_args(finished_run)) == 0
+    out = capsys.readouterr().out
+    assert "already holds the finished run of safs run" in out and "nothing is run again" in out
+    assert format_table(json.loads((finished_run / "summary.json").read_text())) in out  # the table, as it is
+
+
+def test_a_workspace_of_another_unfinished_run_is_refused_before_nni_starts(finished_run, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.setattr("nni_safs.cli.start_experiment", lambda *a: pytest.fail("NNI was started"))
+    workspace = tmp_path / "ws"
+    shutil.copytree(finished_run, workspace)
+    config = json.loads((workspace / "config.json").read_text())
+    (workspace / "config.json").write_text(json.dumps({**config, "workspace": str(workspace)}))
+    (workspace / "run.json").write_text(json.dumps({"run": "experiment abc123", "started": 0}))
+    summary = json.loads((workspace / "summary.json").read_text())
+    (workspace / "summary.json").write_text(json.dumps({**summary, "finished": False}))
+    assert main(experiment_args(workspace)) == 1
+    err = capsys.readouterr().err
+    for hint in ("experiment abc123", "not finished", f"safs results {workspace}", "nnictl resume abc123",
+                 "--set workspace="):
+        assert hint in err, err
+    assert main(run_args(workspace)) == 2  # nor may `safs run` write into it
+    assert "is the record of experiment abc123" in capsys.readouterr().err
+
+
+def test_cuda_where_there_is_none_is_refused_before_nni_starts(tmp_path, capsys, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr("nni_safs.cli.start_experiment", lambda *a: pytest.fail("NNI was started"))
+    assert main(experiment_args(tmp_path / "ws", "--set=device=cuda")) == 2
+    assert "device 'cuda' requested but CUDA is not available" in capsys.readouterr().err
+
+
+def test_a_second_safs_run_on_a_busy_workspace_is_refused_before_it_trains(tmp_path, capsys):
+    from nni_safs.storage.journal import Journal
+    from nni_safs.storage.workspace import RUNNER_STATE_FILE
+    holder = Journal(tmp_path / "ws" / RUNNER_STATE_FILE)  # the first `safs run`, still running
+    try:
+        assert main(run_args(tmp_path / "ws")) == 2
+    finally:
+        holder.close()
+    assert f"written by another process (pid {os.getpid()})" in capsys.readouterr().err
+    assert not (tmp_path / "ws" / "dense.pt").exists()  # nothing trained
 
 
 def test_export_reproduces_the_final_model(finished_run, tmp_path):

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -172,3 +173,57 @@ def test_the_loopback_preload_reaches_nnis_manager_only_and_expose_removes_it(tm
         out = subprocess.run([str(node), str(script)], env={**os.environ, **manager_env("127.0.0.1", {})},
                              capture_output=True, text=True, timeout=60)
         assert out.stdout.strip() == expected, (name, out.stdout, out.stderr)
+
+
+def test_the_preload_gives_every_listen_form_without_a_host_loopback(tmp_path):
+    import subprocess
+    import nni_node
+    from nni_safs_loopback import manager_env
+    node = Path(nni_node.__path__[0]) / "node"
+    script = tmp_path / "nni_node" / "main.js"
+    script.parent.mkdir()
+    forms = {"port, callback": "s.listen(0, done)", "callback": "s.listen(done)",
+             "options": "s.listen({port: 0}, done)", "port, backlog, callback": "s.listen(0, 511, done)",
+             "port as a string": "s.listen('0', done)"}
+    for form, call in forms.items():
+        script.write_text("const s = require('net').createServer(); "
+                          f"const done = () => {{ console.log(s.address().address); s.close(); }}; {call};")
+        out = subprocess.run([str(node), str(script)], env={**os.environ, **manager_env("127.0.0.1", {})},
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "127.0.0.1", (form, out.stdout, out.stderr)
+
+
+def test_a_stale_or_missing_preload_is_never_handed_to_node(tmp_path, monkeypatch):
+    """A NODE_OPTIONS preload of a deleted environment would make every node fail to start."""
+    import nni_safs_loopback
+    stale = {"NODE_OPTIONS": '--max-http-header-size=9000 --require "/gone/venv/nni_safs/integration/listen_host.js"'}
+    env = nni_safs_loopback.manager_env("127.0.0.1", stale)
+    assert "/gone" not in env["NODE_OPTIONS"] and nni_safs_loopback.PRELOAD in env["NODE_OPTIONS"]
+    monkeypatch.setattr(nni_safs_loopback, "PRELOAD", str(tmp_path / "missing.js"))
+    env = nni_safs_loopback.manager_env("127.0.0.1", stale)
+    assert env["NODE_OPTIONS"] == "--max-http-header-size=9000"
+
+
+@pytest.mark.parametrize("address, asked, refused", [("0.0.0.0", False, True), ("0.0.0.0", True, False),
+                                                      ("127.0.0.1", False, False)])
+def test_the_tuner_stops_a_manager_that_listens_beyond_loopback_unasked(tmp_path, address, asked, refused):
+    """Fail closed: whatever started the manager, the tuner looks at what it listens on."""
+    import subprocess
+    import sys
+    import nni_node
+    from conftest import free_port
+    port = free_port()
+    check = ("from nni_safs.integration.manager_api import ManagerClient; "
+             f"ManagerClient({port}).check_loopback(exposure_asked={asked}); print('checked', flush=True)")
+    manager = tmp_path / "main.js"  # found as the manager: the dispatcher's ancestor running main.js
+    manager.write_text("const s = require('net').createServer(); "
+                       f"s.listen({port}, '{address}', () => {{ const r = require('child_process').spawnSync("
+                       f"{json.dumps(sys.executable)}, ['-c', {json.dumps(check)}], {{stdio: 'inherit'}}); "
+                       "process.exit(r.status); });")
+    out = subprocess.run([str(Path(nni_node.__path__[0]) / "node"), str(manager)], capture_output=True, text=True,
+                         timeout=120, env={k: v for k, v in os.environ.items() if k != "NODE_OPTIONS"})
+    if refused:
+        assert "ExposedManagerError" in out.stderr and "NNI_SAFS_EXPOSE=1" in out.stderr, out.stderr
+        assert out.returncode == -15  # the manager was terminated
+    else:
+        assert out.returncode == 0 and "checked" in out.stdout, out.stdout + out.stderr

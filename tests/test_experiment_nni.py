@@ -27,7 +27,8 @@ UPPER_BOUND = 2 + (4 + 1) + 2 * 2 + 3
 class Experiment:
     """One nnictl experiment in a private HOME (nnictl keeps its registry under ~)."""
 
-    def __init__(self, tmp_path: Path, registered: bool = False, **overrides):
+    def __init__(self, tmp_path: Path, registered: bool = False, home: Path | None = None, **overrides):
+        tmp_path = home or tmp_path
         self.home = tmp_path / "home"
         self.home.mkdir()
         self.port = free_port()
@@ -182,6 +183,29 @@ def test_experiment_runs_every_stage_and_ends_done(experiment):
     assert "| search | cpu (" in (exp.workspace / "results.md").read_text()
 
 
+def test_a_second_experiment_on_a_workspace_holding_a_run_is_refused_and_changes_nothing(experiment, tmp_path):
+    """A workspace is one run's record: a new experiment on it (``nnictl create`` again, which
+    numbers its jobs from 0) must not report the first run's results as its own jobs'."""
+    first = experiment()
+    first.create()
+    assert first.wait(lambda s: s == "DONE") == "DONE"
+    summary = (first.workspace / "summary.json").read_text()
+    (tmp_path / "second").mkdir()
+    second = experiment(home=tmp_path / "second")
+    config = yaml.safe_load(second.config.read_text())
+    config["tuner"]["classArgs"]["workspace"] = str(first.workspace)
+    second.config.write_text(yaml.safe_dump(config))
+    second.create()
+    deadline = time.monotonic() + 120
+    while second.get("/check-status")["status"] != "ERROR":
+        assert time.monotonic() < deadline, second.dispatcher_log()
+        time.sleep(1)
+    assert second.get("/trial-jobs") == []  # nothing ran, nothing was reported
+    log = second.dispatcher_log()
+    assert f"is the record of experiment {first.id}" in log and "safs results" in log, log
+    assert (first.workspace / "summary.json").read_text() == summary
+
+
 def test_stop_and_resume_continues_without_repeating_work(experiment):
     exp = experiment(search_epochs=2, search_data_fraction=1.0)
     exp.create()
@@ -239,8 +263,8 @@ def test_a_killed_trial_is_a_failed_evaluation_and_the_search_goes_on(experiment
         assert time.monotonic() < deadline, exp.dispatcher_log()
         for marker in sorted(jobs.glob("*.json")) if jobs.exists() else []:
             data = json.loads(marker.read_text())
-            if int(marker.stem) >= 2 and "result" not in data:
-                victim = int(marker.stem)
+            if data["job"] >= 2 and "result" not in data:
+                victim = data["job"]
                 os.kill(data["pid"], signal.SIGKILL)
                 break
         time.sleep(0.2)

@@ -236,3 +236,17 @@ def test_the_socket_folder_may_not_be_a_link(tmp_path, monkeypatch):
     with pytest.raises(PermissionError, match="must be a directory of this user's"):
         forkserver.socket_path(TARGET)
     assert forkserver.run_in_server(["echo"], 0.0, target=TARGET) is None  # the trial runs cold
+
+
+def test_warm_trials_are_off_by_default_on_a_gpu_machine(monkeypatch):
+    """Forked CUDA trials have not run on a GPU yet: a GPU machine starts trials cold unless asked."""
+    from nni_safs.integration import forkserver
+    from nni_safs.integration.trial_channel import CHANNEL_ENV
+    monkeypatch.setenv(CHANNEL_ENV, "http://127.0.0.1:1/")  # NNI's local training service
+    monkeypatch.delenv(forkserver.SWITCH_ENV, raising=False)
+    monkeypatch.setattr(forkserver, "gpu_present", lambda: False)
+    assert forkserver.wanted()
+    monkeypatch.setattr(forkserver, "gpu_present", lambda: True)
+    assert not forkserver.wanted()
+    monkeypatch.setenv(forkserver.SWITCH_ENV, "1")
+    assert forkserver.wanted()

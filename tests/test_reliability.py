@@ -246,11 +246,12 @@ def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspac
     assert "OSError: input/output error reading the dataset" in out  # the traceback
     assert '"status": "failed", "reason": "OSError: input/output error reading the dataset"' in out  # reported
     workspace = tmp_path / "ws"
-    assert "result" not in json.loads((workspace / "jobs" / "7.json").read_text())
+    marker = workspace / "jobs" / f"{key_of(config, path)}.json"
+    assert "result" not in json.loads(marker.read_text())
     assert not (workspace / "final_safs.pt").exists() and not list(workspace.glob("*.tmp"))
     monkeypatch.setattr(TransformSubset, "__getitems__", real)  # the cause fixed: the job runs again
     assert trial.main(["--params", str(path)]) == 0
-    assert json.loads((workspace / "jobs" / "7.json").read_text())["result"]["stage"] == "final"
+    assert json.loads(marker.read_text())["result"]["stage"] == "final"
     assert load_checkpoint(workspace / "final_safs.pt")["meta"]["genome"]
 
 

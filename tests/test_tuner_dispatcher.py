@@ -161,6 +161,9 @@ def test_resume_requeues_lost_jobs_and_folds_results_nni_replays(tmp_path, manag
     manager.trials += [{"trialJobId": f"T{r['parameter_id']}", "status": status, "hyperParameters": [dump(r)]}
                        for r, status in ((cancelled, "USER_CANCELED"), (running, "RUNNING"),
                                          (finished, "SUCCEEDED"))]
+    stale = nni.dispatcher.tuner._marker(cancelled["parameters"]["job"])  # names the cancelled trial
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_text(json.dumps({"trial_job_id": f"T{cancelled['parameter_id']}"}))
 
     nni.dispatcher.tuner.close()  # as the stopped dispatcher's process would, at its end
     resumed = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
@@ -177,6 +180,62 @@ def test_resume_requeues_lost_jobs_and_folds_results_nni_replays(tmp_path, manag
     # itself and the finished one is not repeated
     assert again["parameters"]["job"] == cancelled["parameters"]["job"] and tuner.resubmitted == 1
     assert new["parameters"]["job"] not in {r["parameters"]["job"] for r in (prepare, cancelled, running, finished)}
+    # the requeued job's old marker is gone: another trial's failed end cannot score its re-run
+    assert not stale.exists()
+    resumed.trial_end(new["parameter_id"], "Tother", "FAILED")
+    assert again["parameters"]["job"] not in tuner.pipeline.results
+    tuner.close()
+
+
+def test_after_a_resume_a_re_run_that_dies_without_reporting_is_found_by_its_status(tmp_path, manager, monkeypatch):
+    """NNI 3.0 sends no trial end for trials created before a resume: the tuner reads statuses."""
+    from nni_safs.integration import tuner as tuner_module
+    monkeypatch.setattr(tuner_module, "TRIAL_POLL_SECONDS", 0.2)
+    monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path / "ckpt"))
+    (tmp_path / "ckpt").mkdir()
+    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
+    nni.request(1)
+    (prepare,) = nni.new_trials()
+    nni.final(prepare, {"default": 20.0, "job": prepare["parameters"]["job"]})
+    nni.request(1)
+    a, b = nni.new_trials()
+    manager.trials = [{"trialJobId": f"T{r['parameter_id']}", "status": status, "hyperParameters": [dump(r)]}
+                      for r, status in ((prepare, "SUCCEEDED"), (a, "RUNNING"), (b, "RUNNING"))]
+    nni.dispatcher.tuner.close()
+    resumed = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
+    resumed.dispatcher.load_checkpoint()
+    tuner = resumed.dispatcher.tuner
+    # NNI re-runs both; a's re-run dies before it reports, and no trial end ever comes
+    for record, trial, status in ((a, "Ra", "FAILED"), (b, "Rb", "RUNNING")):
+        tuner._marker(record["parameters"]["job"]).parent.mkdir(exist_ok=True)
+        tuner._marker(record["parameters"]["job"]).write_text(json.dumps({"trial_job_id": trial}))
+        manager.trials.append({"trialJobId": trial, "status": status, "hyperParameters": [dump(record)]})
+    deadline = time.monotonic() + 30
+    while a["parameters"]["job"] not in tuner.pipeline.results:
+        assert time.monotonic() < deadline, "the dead re-run was never scored"
+        time.sleep(0.1)
+    assert tuner.pipeline.results[a["parameters"]["job"]].status == Status.LOST
+    assert b["parameters"]["job"] not in tuner.pipeline.results
+    tuner.close()
+
+
+def test_a_result_produced_for_another_spec_is_refused_not_folded_in(tmp_path, manager):
+    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
+    nni.request(1)
+    (prepare,) = nni.new_trials()
+    nni.final(prepare, {"default": 20.0, "job": prepare["parameters"]["job"]})
+    nni.request(1)
+    a, b = nni.new_trials()
+    foreign = dict(result_for(a["parameters"]), genome="act1=elu;act2=elu;act3=elu;act4=elu", default=99.0)
+    nni.final(a, foreign)  # a's job number, another genome's result (a second run's numbering)
+    tuner = nni.dispatcher.tuner
+    refused = tuner.pipeline.results[a["parameters"]["job"]]
+    assert refused.status == Status.FAILED and refused.score == 0.0
+    assert "refused a result produced for another spec" in refused.reason and "genome" in refused.reason
+    other_key = dict(result_for(b["parameters"]), key="0" * 20)  # same names, another seed or settings
+    nni.final(b, other_key)
+    assert tuner.pipeline.results[b["parameters"]["job"]].status == Status.FAILED
+    tuner.close()
 
 
 def test_a_manager_gone_mid_hand_out_is_no_failure_and_resume_hands_the_job_out(tmp_path, manager, monkeypatch):

@@ -32,8 +32,10 @@ What keeps it safe:
   leaves ``<socket>.failed``, and trials start cold without starting another for
   ``RETRY_SECONDS``;
 * on Linux, by default only trials of NNI's local training service use it (remote machines
-  start trials cold); ``NNI_SAFS_FORKSERVER=0`` in the trial's environment turns it off,
-  ``1`` on for any trial (``python -m nni_safs.trial --params FILE`` run by hand too).
+  start trials cold), and only on a machine without an NVIDIA GPU (forked trials on CUDA have
+  not been run on a GPU yet); ``NNI_SAFS_FORKSERVER=0`` in the trial's environment turns it
+  off, ``1`` on for any trial (``python -m nni_safs.trial --params FILE`` run by hand too, and
+  on a GPU machine).
 """
 from __future__ import annotations
 
@@ -89,11 +91,19 @@ def socket_path(target: str = TARGET) -> Path:
     return path
 
 
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU (its device files), asked without touching CUDA."""
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def wanted() -> bool:
     """Whether this trial should start warm (see the module docstring); Linux only (it relies on
-    SOCK_SEQPACKET Unix sockets and SO_PEERCRED)."""
+    SOCK_SEQPACKET Unix sockets and SO_PEERCRED). Off by default on a machine with a GPU: forked
+    CUDA trials have not yet run on one (``benchmarks/gpu.py``); ``NNI_SAFS_FORKSERVER=1`` turns
+    them on."""
     switch = os.environ.get(SWITCH_ENV, "")
-    return sys.platform.startswith("linux") and (switch == "1" or (switch != "0" and launched_locally()))
+    return sys.platform.startswith("linux") and (
+        switch == "1" or (switch != "0" and launched_locally() and not gpu_present()))
 
 
 def run_in_server(argv: list[str], started: float, target: str = TARGET) -> int | None:

@@ -14,6 +14,7 @@ resolve paths against the wrong folder, leave dead trials unscored and requeue n
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -24,6 +25,10 @@ from urllib.parse import urlparse
 
 _logger = logging.getLogger("nni_safs.integration.manager_api")
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry of a failed REST call
+
+
+class ExposedManagerError(RuntimeError):
+    """The NNI manager listens beyond loopback though exposure was not asked for."""
 
 
 class ManagerUnreachable(ConnectionError):
@@ -139,6 +144,50 @@ class ManagerClient:
             _logger.info("maxTrialNumber %s; the tuner will lower it to the exact count (at most %d; "
                          "%d evaluations or more) once stage 1 ends", configured, high, low)
 
+    def _manager_process(self):
+        """The NNI manager's process (the node ``main.js`` that started this dispatcher), or None."""
+        import psutil
+        manager = psutil.Process().parent()  # NNI starts us through /bin/sh -c: find the node process
+        while manager is not None and "main.js" not in " ".join(manager.cmdline()):
+            manager = manager.parent()
+        return manager
+
+    def check_loopback(self, exposure_asked: bool) -> None:
+        """Fail closed: stop the experiment when its manager listens beyond loopback unasked.
+
+        The loopback guard (a Node preload, :mod:`nni_safs.integration.manager_host`) reaches the
+        manager only through the environment that started it; a ``nnictl`` from elsewhere, a
+        missing preload file or a ``listen()`` form it does not know would leave the REST API
+        (no authentication) open on every interface. So the tuner looks at what the manager
+        really listens on; if it cannot tell, it says so and goes on (a warning).
+
+        Raises:
+            ExposedManagerError: the manager listens on a non-loopback address and
+                ``exposure_asked`` is False; the manager has been terminated.
+        """
+        if self.port is None:
+            return
+        import psutil
+        manager = self._manager_process()
+        try:
+            hosts = {c.laddr.ip for c in manager.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == self.port} if manager else set()
+        except (psutil.Error, OSError) as err:
+            _logger.warning("could not read where the NNI manager listens (%s); not checked", err)
+            return
+        if not hosts:
+            _logger.warning("could not find the NNI manager's listening socket on port %s; not checked", self.port)
+            return
+        exposed = sorted(host for host in hosts if not ipaddress.ip_address(host).is_loopback)
+        if exposed and not exposure_asked:
+            manager.terminate()
+            raise ExposedManagerError(
+                f"the NNI manager listens on {', '.join(exposed)} port {self.port} (every interface: its REST "
+                "API has no authentication), but exposure was not asked for; SAFS stopped the experiment. "
+                "Start it with `safs experiment CONFIG`, or with nnictl from the environment where nni-safs "
+                "is installed (its loopback preload), or set NNI_SAFS_EXPOSE=1 to expose it on purpose")
+        _logger.info("the NNI manager listens on %s port %s", ", ".join(sorted(hosts)), self.port)
+
     def exit_with_manager(self, poll_seconds: float = 2.0) -> None:
         """End this dispatcher process when the NNI manager that started it dies.
 
@@ -150,9 +199,7 @@ class ManagerClient:
         if self.port is None:
             return
         import psutil
-        manager = psutil.Process().parent()  # NNI starts us through /bin/sh -c: find the node process
-        while manager is not None and "main.js" not in " ".join(manager.cmdline()):
-            manager = manager.parent()
+        manager = self._manager_process()
         if manager is None:
             _logger.warning("could not find the NNI manager process; not watching it")
             return

@@ -39,19 +39,22 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from nni.runtime.msg_dispatcher import _create_parameter_id as new_parameter_id
 from nni.tuner import Tuner
+from nni_safs_loopback import EXPOSE
 from websockets.exceptions import WebSocketException
 
 from nni_safs.settings.config import SafsConfig
 from nni_safs.method.contract import JobResult, Status
 from nni_safs.method.state import LogView
 from nni_safs.storage.journal import LOCK_WAIT_SECONDS, Journal, StateLockedError
-from nni_safs.integration.manager_api import ManagerClient
+from nni_safs.integration.manager_api import ManagerClient, ManagerUnreachable
 from nni_safs.integration.pipelines import build_pipeline
 from nni_safs.method.pipeline import Job
 from nni_safs.reports.results import write_results
@@ -63,6 +66,7 @@ IN_FLIGHT_STATES = {"WAITING", "RUNNING", "UNKNOWN"}  # nnictl resume re-submits
 # causes that say nothing about the method (I/O, the manager going away, a locked state): a stop
 # for one of them is saved as transient, and `nnictl resume` clears it
 TRANSIENT_ERRORS = (OSError, WebSocketException, StateLockedError)
+TRIAL_POLL_SECONDS = 10.0  # after a resume, how often trial statuses are read to find dead trials
 
 
 def _callback(method):
@@ -113,6 +117,7 @@ class SafsTuner(Tuner):
         self._lock = threading.RLock()  # held by every callback (see _callback)
         self._stopping = False
         self.manager = manager or ManagerClient.from_environment()
+        self.manager.check_loopback(exposure_asked=os.environ.get(EXPOSE) == "1")
         config = SafsConfig.from_dict(class_args)
         experiment = self.manager.experiment_id()
         self.run = experiment_run(experiment) if experiment else "SafsTuner outside NNI"
@@ -129,7 +134,6 @@ class SafsTuner(Tuner):
         self.resubmitted = 0  # trials beyond one per job (each counts against maxTrialNumber)
         self.extra_trial_jobs: set[int] = set()  # requeued jobs whose re-run is such a trial
         self.transient_failure = False  # the stop's cause was transient: a resume clears it
-        self._journal()  # the state's lock, before anything is read or run: one writer
         low, high = self.pipeline.evaluation_bounds()
         _logger.info("SAFS run %s, workspace %s (its run.json names this run)", self.run, self.config.workspace)
         _logger.info("SAFS pipeline: %s..%s evaluations, one trial each but for a genome stage 1 proposes "
@@ -173,7 +177,12 @@ class SafsTuner(Tuner):
         """
         if success:
             return
-        statuses = self.manager.trial_statuses()
+        if self._score_dead(self.manager.trial_statuses(), parameter_id):
+            self._after_change()
+
+    def _score_dead(self, statuses: dict[str, str] | None, parameter_id: int | None = None) -> bool:
+        """Score LOST every issued job whose trial (named by its marker) NNI says has failed, and
+        the job of ``parameter_id`` if its trial never started; whether any was."""
         dead = []
         for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
             marker = self._marker(job_id)
@@ -181,13 +190,35 @@ class SafsTuner(Tuner):
                 trial = json.loads(marker.read_text()).get("trial_job_id")
                 if statuses is not None and statuses.get(trial) in FAILED_STATES:
                     dead.append(job_id)
-            elif job_id == self.parameter_jobs.get(parameter_id):
+            elif parameter_id is not None and job_id == self.parameter_jobs.get(parameter_id):
                 dead.append(job_id)
         for job_id in dead:
             _logger.warning("job %s ended without a result; scoring it as a failed evaluation", job_id)
             self.pipeline.tell(job_id, JobResult.failed(self.pipeline.jobs[job_id].spec,
                                                         "the trial ended without reporting a result", Status.LOST))
-        if dead:
+        return bool(dead)
+
+    def watch_trials(self, poll_seconds: float | None = None) -> None:
+        """Find dead trials by their status, not only by their end (a thread, started at resume).
+
+        After ``nnictl resume`` NNI 3.0 sends no ``trial_end`` for trials created before it: a
+        re-run that dies without reporting would hold its stage's barrier up until
+        ``maxExperimentDuration``. The statuses are read outside the tuner's lock.
+        """
+        def watch() -> None:
+            while self._state is not None:
+                time.sleep(poll_seconds or TRIAL_POLL_SECONDS)
+                try:
+                    statuses = self.manager.trial_statuses()
+                except ManagerUnreachable:
+                    continue  # the manager is going down: exit_with_manager ends this process
+                self._poll_dead_trials(statuses)
+
+        threading.Thread(target=watch, name="safs-trial-watch", daemon=True).start()
+
+    @_callback
+    def _poll_dead_trials(self, statuses: dict[str, str] | None) -> None:
+        if self._score_dead(statuses):
             self._after_change()
 
     @_callback
@@ -207,7 +238,9 @@ class SafsTuner(Tuner):
         return Path(directory) / TUNER_STATE_FILE
 
     def _journal(self) -> Journal:
-        """The state, locked for this tuner from the moment it is opened (before any read)."""
+        """The state, locked for this tuner from the moment it is opened (before any read: at a
+        resume's load, else at the first save; not in ``__init__``, which NNI gives 10 s before the
+        dispatcher must connect, while the replaced dispatcher may hold the lock a little longer)."""
         path = self._state_path()
         if self._state is None or self._state.path != path:
             self.close()
@@ -220,6 +253,7 @@ class SafsTuner(Tuner):
         tuner may: ``nnictl resume`` starts a new dispatcher while the old one may live on briefly."""
         if self._state is not None:
             self._state.close()
+            self._state = None
 
     @_callback
     def save_checkpoint(self) -> None:
@@ -266,6 +300,7 @@ class SafsTuner(Tuner):
                 self.requeue(job_id, extra_trial=job_id in recorded)
         _logger.info("resumed SAFS pipeline: %d jobs issued, %d results", len(self.pipeline.jobs),
                      len(self.pipeline.results))
+        self.watch_trials()
 
     # -- internals ------------------------------------------------------------------------
     def _fold(self, parameter_id: int, value: Any, slot_freeing: bool = False) -> None:
