@@ -222,8 +222,9 @@ def test_stop_and_resume_continues_without_repeating_work(experiment):
         by_job.setdefault(m["job"], []).append(m["trialJobId"])
     for job, runs in by_job.items():
         # NNI re-runs trials still RUNNING at the stop, even ones that had reported: those
-        # re-report the stored result (identical, down to its timing) instead of training again
-        reports = [{k: v for k, v in m.items() if k not in ("parameterId", "trialJobId")}
+        # re-report the stored result (identical, down to its timing; as their own parameter id's)
+        # instead of training again
+        reports = [{k: v for k, v in m.items() if k not in ("parameterId", "trialJobId", "parameter_id")}
                    for m in metrics if m["job"] == job]
         assert all(r == reports[0] for r in reports[1:]), reports
     for job, trial in done_before.items():
