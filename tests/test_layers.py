@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nni_safs"
 LAYERS = [
     ("settings", ("settings",)),
     ("method", ("method",)),
+    ("borrowed insides", ("borrowed",)),
     ("storage", ("storage",)),
     ("networks", ("data", "pruning", "models", "training", "activations")),
     ("reports", ("reports",)),

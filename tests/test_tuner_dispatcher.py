@@ -63,6 +63,7 @@ class Nni:
 
     def new_trials(self) -> list[dict]:
         """Parameter records sent since the last call (NewTrialJob, from either path)."""
+        self.dispatcher.tuner.flush()  # what the tuner's sender thread still has to send
         with self.lock:
             records = [load(data) for command, data in self.sent if command == CommandType.NewTrialJob]
             self.sent = [(c, d) for c, d in self.sent if c != CommandType.NewTrialJob]
@@ -238,6 +239,31 @@ def test_a_result_produced_for_another_spec_is_refused_not_folded_in(tmp_path, m
     tuner.close()
 
 
+def test_sends_to_nni_leave_the_lock_free_and_go_from_one_thread(tmp_path, manager):
+    """NNI's sends retry for seconds and wait without bound: a callback decides under the lock,
+    and the tuner's one sender thread sends after it, so other callbacks are not held up."""
+    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
+    tuner = nni.dispatcher.tuner
+    nni.request(1)
+    (prepare,) = nni.new_trials()
+    record, release, senders = nni.dispatcher.send, threading.Event(), []
+
+    def stuck(command, data):  # a send that hangs until released
+        senders.append(threading.current_thread().name)
+        release.wait(60)
+        record(command, data)
+    nni.dispatcher.send = stuck
+    folded = threading.Event()
+    threading.Thread(target=lambda: (nni.final(prepare, {"default": 20.0, "job": prepare["parameters"]["job"]}),
+                                     folded.set())).start()
+    assert folded.wait(10), "the result was not folded in while a send hung"
+    assert tuner._lock.acquire(timeout=5), "the tuner's lock was held across a send"
+    tuner._lock.release()
+    release.set()
+    assert len(nni.new_trials()) == 1 and senders == ["safs-sender"]
+    tuner.close()
+
+
 def test_a_manager_gone_mid_hand_out_is_no_failure_and_resume_hands_the_job_out(tmp_path, manager, monkeypatch):
     """``nnictl stop`` closes the manager while a result may still be folded in: NNI's channel
     raises when the tuner sends the slot's next job. The run must not fail-stop (the failure would
@@ -289,7 +315,6 @@ def test_trial_ends_on_nnis_second_thread_never_run_beside_the_other_callbacks(t
         return wrapper
     tuner.pipeline.ask, tuner.pipeline.tell = exclusive(tuner.pipeline.ask), exclusive(tuner.pipeline.tell)
     tuner._save = exclusive(tuner._save)
-    tuner.manager.trial_statuses = exclusive(tuner.manager.trial_statuses)  # trial_end's first step
 
     ends: queue.Queue = queue.Queue()
     fired = [0]
@@ -329,6 +354,7 @@ def test_trial_ends_on_nnis_second_thread_never_run_beside_the_other_callbacks(t
         ends.put(None)
         thread.join(timeout=120)
     issued += nni.new_trials()
+    tuner.flush()
     assert tuner.pipeline.finished and not tuner.pipeline.failure, "the pipeline did not finish in time"
     assert not overlaps, f"callbacks overlapped in {sorted(set(overlaps))}"
     assert fired[0] >= 2000 and died >= 1
@@ -380,6 +406,7 @@ def test_an_exception_in_a_callback_stops_the_pipeline_with_its_reason(tmp_path,
     assert tuner.pipeline.failure == reason
     assert json.loads((tmp_path / "ws" / "summary.json").read_text())["failure"] == reason
     assert f"The run stopped: {reason}" in (tmp_path / "ws" / "results.md").read_text()
+    tuner.flush()  # the trial count goes out on the sender thread
     assert manager.profile["params"]["maxTrialNumber"] == 2  # what NNI recorded: it ends when they end
     nni.request(1)
     assert nni.new_trials() == []  # nothing more is handed out

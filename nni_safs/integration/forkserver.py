@@ -25,7 +25,7 @@ What keeps it safe:
   server; it leaves once no trial has run for ``IDLE_SECONDS``;
 * the server never touches CUDA: its warm-up trains on the CPU with an optimizer whose step
   asks nothing of CUDA, and it checks, by forking a probe once, that a child can still
-  initialise CUDA (``torch.cuda._is_in_bad_fork()`` False); if one could not, it serves no
+  initialise CUDA (:func:`nni_safs.borrowed.in_bad_fork` False); if one could not, it serves no
   trial and every trial runs cold. Each child initialises CUDA itself, if its trial uses it,
   under its own trial's ``CUDA_VISIBLE_DEVICES``;
 * the server's own messages go to ``<socket>.log`` beside its socket; one that fails to start
@@ -56,6 +56,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from nni_safs.borrowed import in_bad_fork
 from nni_safs.integration.trial_channel import launched_locally
 
 IDLE_SECONDS = 120.0  # a server with no trial for this long exits
@@ -177,7 +178,7 @@ def fork_is_clean() -> bool:
     read, write = os.pipe()
     child = os.fork()
     if child == 0:
-        os.write(write, b"1" if torch.cuda._is_in_bad_fork() else b"0")
+        os.write(write, b"1" if in_bad_fork() else b"0")
         os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as answer:

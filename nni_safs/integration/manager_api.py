@@ -15,13 +15,13 @@ resolve paths against the wrong folder, leave dead trials unscored and requeue n
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 import threading
 import time
 from typing import Any
-from urllib.parse import urlparse
+
+from nni_safs.borrowed import manager_address, recorded_parameters
 
 _logger = logging.getLogger("nni_safs.integration.manager_api")
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry of a failed REST call
@@ -45,11 +45,7 @@ class ManagerClient:
 
     @classmethod
     def from_environment(cls) -> "ManagerClient":
-        channel = os.environ.get("NNI_TUNER_COMMAND_CHANNEL")
-        if not channel:
-            return cls(None)
-        url = urlparse(channel)
-        return cls(url.port, url.path.rsplit("/tuner", 1)[0].strip("/") or None)
+        return cls(*manager_address(os.environ.get("NNI_TUNER_COMMAND_CHANNEL")))
 
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:
         if self.port is None:
@@ -110,10 +106,9 @@ class ManagerClient:
             return None
         jobs: dict[int, set[str]] = {}
         for trial in trials:
-            if trial.get("hyperParameters"):
-                params = json.loads(trial["hyperParameters"][0]).get("parameters")
-                if isinstance(params, dict) and "job" in params:
-                    jobs.setdefault(int(params["job"]), set()).add(trial["status"])
+            params = recorded_parameters(trial)
+            if params is not None and "job" in params:
+                jobs.setdefault(int(params["job"]), set()).add(trial["status"])
         return jobs
 
     def recorded_trial_count(self) -> int | None:

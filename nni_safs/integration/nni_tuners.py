@@ -17,8 +17,9 @@ import logging
 from typing import Any
 
 from nni import NoMoreTrialError
-from nni.tools.package_utils.tuner_factory import _get_all_builtin_names, create_builtin_class_instance
+from nni.tools.package_utils.tuner_factory import create_builtin_class_instance
 
+from nni_safs import borrowed
 from nni_safs.method.state import LogView, assemble
 
 _logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ _NO_OPTIMIZE_MODE = {"gridsearch"}
 
 def builtin_tuner_names() -> list[str]:
     """Every built-in tuner NNI 3.0 registers, lower case."""
-    return sorted(_get_all_builtin_names("tuners"))
+    return borrowed.builtin_tuner_names()
 
 
 def check_tuner_name(name: str) -> str:

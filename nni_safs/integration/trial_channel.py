@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from typing import Any, Protocol
 
+from nni_safs.borrowed import trial_parameter_id
+
 CHANNEL_ENV = "NNI_TRIAL_COMMAND_CHANNEL"
 
 
@@ -100,7 +102,7 @@ class NniChannel:
 
     def next_parameters(self) -> dict[str, Any] | None:
         params = self._nni.get_next_parameter()
-        self.parameter_id = (getattr(self._nni.trial, "_params", None) or {}).get("parameter_id")
+        self.parameter_id = trial_parameter_id(self._nni.trial)
         return params
 
     def report(self, value: Any, final: bool) -> None:

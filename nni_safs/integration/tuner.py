@@ -40,12 +40,12 @@ import functools
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from nni.runtime.msg_dispatcher import _create_parameter_id as new_parameter_id
 from nni.tuner import Tuner
 from nni_safs_loopback import EXPOSE
 from websockets.exceptions import WebSocketException
@@ -55,6 +55,7 @@ from nni_safs.method.contract import JobResult, Status
 from nni_safs.method.state import LogView
 from nni_safs.storage.journal import LOCK_WAIT_SECONDS, Journal, StateLockedError
 from nni_safs.integration.manager_api import ManagerClient, ManagerUnreachable
+from nni_safs.borrowed import new_parameter_id, serialize_sends, unchecked_versions
 from nni_safs.integration.pipelines import build_pipeline
 from nni_safs.method.pipeline import Job
 from nni_safs.reports.results import write_results
@@ -69,20 +70,37 @@ TRANSIENT_ERRORS = (OSError, WebSocketException, StateLockedError)
 TRIAL_POLL_SECONDS = 10.0  # after a resume, how often trial statuses are read to find dead trials
 
 
-def _callback(method):
-    """An NNI callback: one at a time, and fail-stop.
+def _callback(method=None, *, prefetch=None):
+    """An NNI callback: one at a time, decide-only, and fail-stop.
 
     NNI 3.0's dispatcher runs ``trial_end`` on a second thread, beside the others: every
-    callback holds the tuner's lock. An exception would kill the dispatcher (the experiment
-    errors) and, caught and forgotten, would leave the state half applied and the experiment
-    waiting until ``maxExperimentDuration``; instead it stops the pipeline with its reason
-    (``summary.json``, ``results.md``, ``dispatcher.log``) and the experiment ends once the
-    trials NNI already runs have ended.
+    callback holds the tuner's lock while it changes the state. Nothing slow runs under it:
+    ``prefetch(self, *args)`` (a REST read the callback needs) runs before the lock is taken,
+    and its answer is passed as ``prefetched=``; what goes to NNI (jobs, the trial count) is
+    queued for the tuner's one sender thread (:meth:`SafsTuner._send_loop`). An exception
+    (the prefetch's included) would kill the dispatcher (the experiment errors) and, caught and
+    forgotten, would leave the state half applied and the experiment waiting until
+    ``maxExperimentDuration``; instead it stops the pipeline with its reason (``summary.json``,
+    ``results.md``, ``dispatcher.log``) and the experiment ends once the trials NNI already
+    runs have ended.
     """
+    if method is None:
+        return functools.partial(_callback, prefetch=prefetch)
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        fetched, fetch_error = None, None
+        if prefetch is not None:
+            try:
+                fetched = prefetch(self, *args, **kwargs)
+            except Exception as err:  # noqa: BLE001  (raised again under the lock: fail-stop)
+                fetch_error = err
         with self._lock:
             try:
+                if fetch_error is not None:
+                    raise fetch_error
+                if prefetch is not None:
+                    kwargs["prefetched"] = fetched
                 return method(self, *args, **kwargs)
             except Exception as err:
                 _logger.exception("SafsTuner.%s raised; SAFS stops", method.__name__)
@@ -134,6 +152,11 @@ class SafsTuner(Tuner):
         self.resubmitted = 0  # trials beyond one per job (each counts against maxTrialNumber)
         self.extra_trial_jobs: set[int] = set()  # requeued jobs whose re-run is such a trial
         self.transient_failure = False  # the stop's cause was transient: a resume clears it
+        self._manager_gone = False  # a send found the manager closed: nothing more is sent
+        self._sends: queue.Queue = queue.Queue()  # what the sender thread sends to NNI, in order
+        threading.Thread(target=self._send_loop, name="safs-sender", daemon=True).start()
+        for version in unchecked_versions():
+            _logger.warning("nni-safs relies on private names of NNI and torch (nni_safs/borrowed.py): %s", version)
         low, high = self.pipeline.evaluation_bounds()
         _logger.info("SAFS run %s, workspace %s (its run.json names this run)", self.run, self.config.workspace)
         _logger.info("SAFS pipeline: %s..%s evaluations, one trial each but for a genome stage 1 proposes "
@@ -147,8 +170,9 @@ class SafsTuner(Tuner):
 
     @_callback
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict]:
-        if kwargs.get("st_callback") is not None:
+        if kwargs.get("st_callback") is not None and self.st_callback is None:
             self.st_callback = kwargs["st_callback"]
+            serialize_sends(self.st_callback)  # our sender thread beside NNI's own sends
         served = []  # NNI pairs served[i] with parameter_id_list[i]: serve a prefix
         for index, parameter_id in enumerate(parameter_id_list):
             job = self._next_job()
@@ -162,11 +186,12 @@ class SafsTuner(Tuner):
         self._after_change()
         return served
 
-    @_callback
+    @_callback(prefetch=lambda self, *args, **kwargs: self.manager.trial_concurrency())
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
-        self._fold(parameter_id, value, slot_freeing=True)
+        self._fold(parameter_id, value, concurrency=kwargs["prefetched"])
 
-    @_callback
+    @_callback(prefetch=lambda self, parameter_id, success, **kwargs: None if success
+               else self.manager.trial_statuses())
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         """A trial that died without reporting (killed, crashed) is a failed evaluation.
 
@@ -177,7 +202,7 @@ class SafsTuner(Tuner):
         """
         if success:
             return
-        if self._score_dead(self.manager.trial_statuses(), parameter_id):
+        if self._score_dead(kwargs["prefetched"], parameter_id):
             self._after_change()
 
     def _score_dead(self, statuses: dict[str, str] | None, parameter_id: int | None = None) -> bool:
@@ -249,8 +274,10 @@ class SafsTuner(Tuner):
         return self._state
 
     def close(self) -> None:
-        """Stop writing the state (held from the first save until the process ends), so another
-        tuner may: ``nnictl resume`` starts a new dispatcher while the old one may live on briefly."""
+        """Send what is decided, then stop writing the state (held from the first save until the
+        process ends), so another tuner may: ``nnictl resume`` starts a new dispatcher while the
+        old one may live on briefly."""
+        self.flush()
         if self._state is not None:
             self._state.close()
             self._state = None
@@ -272,10 +299,11 @@ class SafsTuner(Tuner):
     def load_checkpoint(self) -> None:
         """``nnictl resume``: the saved state (refused if saved with other classArgs; an error here
         must not be fail-stop, which would save this tuner's state over it)."""
+        recorded = self.manager.trial_jobs()  # REST, before the lock
         with self._lock:
-            self._load()
+            self._load(recorded)
 
-    def _load(self) -> None:
+    def _load(self, recorded: dict[int, set[str]] | None) -> None:
         state = self._journal().load()
         if state is None:
             _logger.warning("no SAFS state at %s: starting the pipeline from the beginning", self._state_path())
@@ -289,7 +317,6 @@ class SafsTuner(Tuner):
         self.parameter_jobs = {int(k): v for k, v in state["parameter_jobs"]}
         self.requeued, self.resubmitted = list(state["requeued"]), state["resubmitted"]
         self.extra_trial_jobs = set(state["extra_trial_jobs"])
-        recorded = self.manager.trial_jobs()
         for job_id in [j for j in self.pipeline.jobs if j not in self.pipeline.results]:
             marker = self._marker(job_id)
             finished = json.loads(marker.read_text()).get("result") if marker.is_file() else None
@@ -303,7 +330,7 @@ class SafsTuner(Tuner):
         self.watch_trials()
 
     # -- internals ------------------------------------------------------------------------
-    def _fold(self, parameter_id: int, value: Any, slot_freeing: bool = False) -> None:
+    def _fold(self, parameter_id: int, value: Any, concurrency: int | None = None) -> None:
         job_id = value.get("job") if isinstance(value, dict) else None
         if job_id is None:
             job_id = self.parameter_jobs.get(parameter_id)
@@ -311,7 +338,7 @@ class SafsTuner(Tuner):
             _logger.warning("result of unknown job (parameter %s): %r", parameter_id, value)
             return
         self._tell_checked(int(job_id), value)
-        self._after_change(slot_freeing)
+        self._after_change(slot_freeing=True, concurrency=concurrency)
 
     def _marker(self, job_id: int) -> Path:
         return job_marker(self.config.workspace, self.pipeline.jobs[job_id].spec.key(self.settings))
@@ -329,29 +356,35 @@ class SafsTuner(Tuner):
             result.key = key
         self.pipeline.tell(job_id, result)
 
-    def _after_change(self, slot_freeing: bool = False) -> None:
-        """``slot_freeing``: a trial reported, so its slot frees in moments (send its next job ahead)."""
+    def _after_change(self, slot_freeing: bool = False, concurrency: int | None = None) -> None:
+        """``slot_freeing``: a trial reported, so its slot frees in moments (send its next job ahead,
+        unless ``concurrency`` jobs are in flight already)."""
         if self.pipeline.failure and not self._failure_logged:
             self._failure_logged = True
             _logger.error("SAFS stops: %s. No further trials; the experiment ends once running ones finish.",
                           self.pipeline.failure)
         self._pay_credits()
         if slot_freeing:
-            self._send_ahead()
+            self._send_ahead(concurrency or 1)
         self._save()
         self._settle_trial_count()
         if self.pipeline.finished or self.pipeline.failure:
             self.write_results()
 
     def _settle_trial_count(self) -> None:
-        """Tell NNI the exact trial count once known; once nothing more will be issued, what it ran."""
+        """Tell NNI the exact trial count once known; once nothing more will be issued, what it ran
+        (the manager's count, read by the sender thread)."""
         total = self.pipeline.total_if_known()
         total = None if total is None else total + self.resubmitted
-        if self.pipeline.finished or self.pipeline.failure:
-            total = self.manager.recorded_trial_count() or total
-        if total is not None and total != self.reported_total:
-            self.reported_total = total
-            self.manager.set_max_trial_number(total)
+        ending = bool(self.pipeline.finished or self.pipeline.failure)
+        wanted = ("recorded", total) if ending else total
+        if total is not None and wanted != self.reported_total:
+            self.reported_total = wanted
+            self._sends.put(functools.partial(self._set_trial_count, total, ending))
+
+    def _set_trial_count(self, total: int, ending: bool) -> None:
+        """(The sender thread.) ``ending``: the trials NNI recorded, when it knows them."""
+        self.manager.set_max_trial_number((self.manager.recorded_trial_count() if ending else None) or total)
 
     def _fail_stop(self, reason: str, transient: bool = False) -> None:
         """Stop the pipeline with ``reason``; the experiment ends once the trials NNI runs have ended.
@@ -406,20 +439,20 @@ class SafsTuner(Tuner):
         return self.pipeline.ask()
 
     def _pay_credits(self) -> None:
-        while self.credits and self.st_callback is not None:
+        while self.credits and self.st_callback is not None and not self._manager_gone:
             job = self._next_job()
             if job is None:
                 return
-            self._hand_out(self.credits.pop(0), job)  # the loop ends if the manager is gone
+            self._hand_out(self.credits.pop(0), job)
 
     def _in_flight(self) -> int:
         """Jobs handed to NNI whose result has not come: running, or waiting for a slot."""
         return sum(1 for job_id in set(self.parameter_jobs.values()) if job_id not in self.pipeline.results)
 
-    def _send_ahead(self) -> None:
+    def _send_ahead(self, concurrency: int) -> None:
         """The job for the slot a reporting trial is about to free, unless one already waits at NNI
         (the reporting trial is no longer in flight: in flight are the others and any waiting)."""
-        if self.st_callback is None or self._in_flight() >= (self.manager.trial_concurrency() or 1):
+        if self.st_callback is None or self._manager_gone or self._in_flight() >= concurrency:
             return
         job = self._next_job()
         if job is None:
@@ -427,20 +460,50 @@ class SafsTuner(Tuner):
         self._hand_out(new_parameter_id(), job)  # an id from NNI's own counter, as its requests' ids
 
     def _hand_out(self, parameter_id: int, job: Job) -> None:
-        """Send ``job`` to NNI; when the manager is gone, drop ``st_callback`` so nothing more is sent.
-
-        ``nnictl stop`` closes the manager while a result may still be folded in here: NNI's
-        channel then raises after its retries. That is not the method failing (fail-stop would
-        save the failure, and ``nnictl resume`` would end at once): the job stays issued, saved
-        as such, and the resumed tuner hands it out again, as it does every job NNI never recorded.
-        """
+        """Issue ``job`` under ``parameter_id``; the sender thread sends it to NNI."""
         self.parameter_jobs[parameter_id] = job.id
+        self._sends.put(functools.partial(self._send_trial, parameter_id, job.id, job.params))
+
+    def _send_trial(self, parameter_id: int, job_id: int, params: dict) -> None:
+        """(The sender thread.) Send one job through ``st_callback``.
+
+        ``nnictl stop`` closes the manager while a result may still be folded in: NNI's channel
+        then raises after its retries (a refused connection, a reset, a timeout, a closed
+        websocket). That is not the method failing (fail-stop would end ``nnictl resume`` at
+        once): nothing more is sent, the job stays issued, saved as such, and the resumed tuner
+        hands it out again, as it does every job NNI never recorded.
+        """
+        if self._manager_gone:
+            return
         try:
-            self.st_callback(parameter_id, job.params)
-        except (OSError, WebSocketException) as err:  # timeouts and resets included
+            self.st_callback(parameter_id, params)
+        except (OSError, WebSocketException) as err:
             _logger.warning("the NNI manager is gone (%s: %s); job %s stays issued and is handed out again "
-                            "on nnictl resume", type(err).__name__, err, job.id)
-            self.st_callback = None  # nothing more can reach it
+                            "on nnictl resume", type(err).__name__, err, job_id)
+            self._manager_gone = True
+
+    def _send_loop(self) -> None:
+        """The tuner's one sender thread: every job and trial count the callbacks decided on, in
+        order, sent without the tuner's lock (NNI's sends retry for seconds)."""
+        while True:
+            send = self._sends.get()
+            try:
+                if send is None:
+                    return
+                send()
+            except Exception as err:  # noqa: BLE001  (a send that failed otherwise: fail-stop)
+                if isinstance(err, TRANSIENT_ERRORS) and self._manager_gone:
+                    continue
+                with self._lock:
+                    _logger.exception("SafsTuner could not send to NNI; SAFS stops")
+                    self._fail_stop(f"sending to NNI raised {type(err).__name__}: {err}",
+                                    transient=isinstance(err, TRANSIENT_ERRORS))
+            finally:
+                self._sends.task_done()
+
+    def flush(self) -> None:
+        """Wait until everything decided so far has been sent (tests; the end of the process)."""
+        self._sends.join()
 
     def write_results(self) -> None:
         table = write_results(self.pipeline)

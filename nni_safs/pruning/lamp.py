@@ -14,6 +14,8 @@ from nni.compression.base.wrapper import ModuleWrapper
 from nni.compression.pruning import LevelPruner
 from nni.compression.utils import Evaluator
 
+from nni_safs.borrowed import check_level_pruner_step
+
 
 def lamp_scores(metric: torch.Tensor) -> torch.Tensor:
     """LAMP score of every element of ``metric`` (a weight, or a magnitude/norm of it).
@@ -67,6 +69,7 @@ class LAMPPruner(LevelPruner):
     def __init__(self, model: torch.nn.Module, config_list: list[dict[str, Any]],
                  evaluator: Evaluator | None = None,
                  existed_wrappers: dict[str, ModuleWrapper] | None = None) -> None:
+        check_level_pruner_step()  # the step overridden below is a protected one of NNI's
         super().__init__(model, _lamp_config_list(config_list), evaluator, existed_wrappers)
 
     def _calculate_metrics(self, data: dict[str, dict[str, torch.Tensor]]

@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from nni.compression.base.setting import PruningSetting
 from nni.compression.pruning import LevelPruner
 from torch import nn
 
+from nni_safs.borrowed import prunable_op_types
 from nni_safs.pruning import SCOPES
 from nni_safs.pruning.lamp import LAMPPruner
 from nni_safs.pruning.masks import Masks, weight_name, weighted_modules
@@ -71,10 +71,11 @@ def _validate(ratio: float, scope: str, op_types: Sequence[str], max_layer_ratio
         raise ValueError(f"pruning ratio must be in (0, 1), got {ratio!r}")
     if max_layer_ratio is not None and not ratio <= max_layer_ratio <= 1.0:
         raise ValueError(f"max_layer_ratio must be in [ratio, 1] = [{ratio}, 1], got {max_layer_ratio!r}")
-    unsupported = sorted(set(op_types) - set(PruningSetting.registry))
+    supported = prunable_op_types()
+    unsupported = sorted(set(op_types) - supported)
     if unsupported:
         raise ValueError(f"NNI cannot prune op types {unsupported}; "
-                         f"supported: {sorted(PruningSetting.registry)}")
+                         f"supported: {sorted(supported)}")
 
 
 def _config(names: list[str], sparse_ratio: float, **settings: Any) -> dict[str, Any]:
