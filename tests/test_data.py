@@ -150,6 +150,23 @@ def test_missing_files_error_names_path(tmp_path, name, expected):
         assert text in str(err.value)
 
 
+@pytest.mark.parametrize("name, url, folder", [("mnist", "train-images-idx3-ubyte.gz", "MNIST/raw"),
+                                               ("cifar10", "cifar-10-python.tar.gz", "cifar-10-batches-py")])
+def test_a_failed_download_names_the_dataset_the_url_and_the_folder(tmp_path, monkeypatch, name, url, folder):
+    """No network (here, or a firewall): say where the files come from and where to put them."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DatasetNotFoundError) as err:
+        build_dataset(name, root=tmp_path, download=True)
+    message = str(err.value)
+    assert f"downloading {name} failed" in message and url in message and "https://" in message
+    assert str(tmp_path / folder) in message
+
+
 def test_make_loaders_batches_and_order():
     splits = build_dataset("synthetic", size=120)
     train, val, test = make_loaders(splits, batch_size=16, seed=5)

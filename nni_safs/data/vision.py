@@ -35,12 +35,19 @@ def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], augmentati
     return transforms.Compose(augmentation.torchvision() + plain), transforms.Compose(plain)
 
 
+def _urls(cls: Any) -> list[str]:
+    """Where a torchvision dataset class downloads its files from (its first mirror)."""
+    if hasattr(cls, "resources") and hasattr(cls, "mirrors"):  # MNIST
+        return [f"{cls.mirrors[0]}{file}" for file, _ in cls.resources]
+    return [cls.url]  # CIFAR-10
+
+
 def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None, download: bool,
           eval_transform: "transforms.Compose") -> tuple[Any, Any]:
     """(untransformed training pool, transformed official test split) of a torchvision class
     that keeps its files in ``root/folder``."""
     path = require_root(root, name)
-    with explain_missing(name, path, folder):
+    with explain_missing(name, path, folder, _urls(cls) if download else ()):
         pool = cls(path, train=True, download=download)
         test = cls(path, train=False, transform=eval_transform, download=False)
     return pool, test

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 MNIST_FILES = tuple(os.path.join("MNIST", "raw", f) for f in (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
@@ -27,13 +27,19 @@ def require_root(root: str | os.PathLike[str] | None, name: str) -> str:
 
 
 @contextmanager
-def explain_missing(name: str, root: str, folder: str) -> Iterator[None]:
-    """Turn torchvision's bare "Dataset not found" RuntimeError into an actionable error;
-    ``folder`` is where under ``root`` the dataset's class looks for its files."""
+def explain_missing(name: str, root: str, folder: str, urls: Sequence[str] = ()) -> Iterator[None]:
+    """Turn torchvision's bare "Dataset not found" RuntimeError, and a download that failed
+    (``urls``: where the files come from), into an actionable error; ``folder`` is where under
+    ``root`` the dataset's class looks for its files."""
     try:
         yield
-    except RuntimeError as err:
-        if "not found" not in str(err):
+    except (OSError, RuntimeError) as err:
+        if urls and (isinstance(err, OSError) or "download" in str(err).lower()):
+            raise DatasetNotFoundError(
+                f"downloading {name} failed ({type(err).__name__}: {err}). Its files come from "
+                f"{', '.join(urls)}; fetch them by hand and put them in {os.path.join(root, folder)!r} "
+                "(then the run needs no download)") from err
+        if isinstance(err, OSError) or "not found" not in str(err):
             raise
         raise DatasetNotFoundError(
             f"{name} files not found (or corrupted) in {os.path.join(root, folder)!r}. Pass "
