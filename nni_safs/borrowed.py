@@ -73,12 +73,15 @@ def new_parameter_id() -> int:
 
 
 def serialize_sends(st_callback: Callable) -> None:
-    """Make the dispatcher behind ``st_callback`` send one command at a time (idempotent)."""
+    """Make the NNI dispatcher behind ``st_callback`` send one command at a time (idempotent;
+    nothing to do for a callable that is no dispatcher's, e.g. a test's)."""
+    from nni.runtime.msg_dispatcher_base import MsgDispatcherBase
     dispatcher = getattr(st_callback, "__self__", None)
+    if not isinstance(dispatcher, MsgDispatcherBase):
+        return
     send = getattr(dispatcher, "send", None)
     if send is None:
-        raise _broken("serialize_sends", "nni", AttributeError("st_callback is not a bound method of a "
-                                                               "dispatcher with send()"))
+        raise _broken("serialize_sends", "nni", AttributeError("MsgDispatcherBase has no send()"))
     if getattr(send, "_safs_serialized", False):
         return
     lock = threading.Lock()

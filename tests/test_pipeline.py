@@ -93,18 +93,24 @@ def test_state_roundtrip_mid_search(tmp_path):
 
 
 class FakeNni:
-    """Records what the tuner sends through NNI's st_callback."""
+    """Records what ``tuner`` sends through NNI's st_callback (once its sender thread has sent it)."""
 
-    def __init__(self):
-        self.sent = []
+    def __init__(self, tuner):
+        self.tuner = tuner
+        self._sent = []
+
+    @property
+    def sent(self):
+        self.tuner.flush()
+        return self._sent
 
     def __call__(self, parameter_id, params):
-        self.sent.append((parameter_id, params))
+        self._sent.append((parameter_id, params))
 
 
 def test_tuner_pays_refused_requests_later_and_ignores_blanked_parameters(tmp_path):
     tuner = SafsTuner(**SMALL, workspace=str(tmp_path / "ws"))
-    nni = FakeNni()
+    nni = FakeNni(tuner)
     served = tuner.generate_multiple_parameters([0, 1], st_callback=nni)
     assert [p["stage"] for p in served] == ["prepare"]
     assert tuner.credits == [1]  # the refused request is kept as a credit
@@ -142,7 +148,7 @@ def test_tuner_state_survives_a_restart_and_imports_missed_results(tmp_path, mon
     monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path / "ckpt"))
     (tmp_path / "ckpt").mkdir()
     tuner = SafsTuner(**SMALL, workspace=str(tmp_path / "ws"))
-    nni = FakeNni()
+    nni = FakeNni(tuner)
     prepare = tuner.generate_multiple_parameters([0], st_callback=nni)[0]
     tuner.receive_trial_result(0, prepare, {"default": 20.0, "job": prepare["job"]})
     running = [p for _, p in nni.sent] + tuner.generate_multiple_parameters([1], st_callback=nni)
@@ -180,7 +186,7 @@ def test_unwritable_workspace_is_rejected_up_front(tmp_path):
 
 def test_requeued_jobs_count_extra_trials_only_when_nni_had_recorded_one(tmp_path):
     tuner = SafsTuner(**SMALL, workspace=str(tmp_path / "ws"))
-    nni = FakeNni()
+    nni = FakeNni(tuner)
     rng = random.Random(0)
     prepare = tuner.generate_multiple_parameters([0], st_callback=nni)[0]
     tuner.receive_trial_result(0, prepare, {"default": 20.0, "job": prepare["job"]})

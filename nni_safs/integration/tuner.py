@@ -145,7 +145,8 @@ class SafsTuner(Tuner):
         self.parameter_jobs: dict[int, int] = {}
         self.credits: list[int] = []
         self.st_callback = None
-        self.reported_total: int | None = None
+        self.reported_total: int | None = None  # the trial count last sent (the pipeline's)
+        self._reported_ending = False  # ... and whether it was sent as the end's (NNI's own count)
         self._failure_logged = False
         self._state: Journal | None = None
         self.requeued: list[int] = []  # issued jobs to hand out again
@@ -377,9 +378,8 @@ class SafsTuner(Tuner):
         total = self.pipeline.total_if_known()
         total = None if total is None else total + self.resubmitted
         ending = bool(self.pipeline.finished or self.pipeline.failure)
-        wanted = ("recorded", total) if ending else total
-        if total is not None and wanted != self.reported_total:
-            self.reported_total = wanted
+        if total is not None and (total, ending) != (self.reported_total, self._reported_ending):
+            self.reported_total, self._reported_ending = total, ending
             self._sends.put(functools.partial(self._set_trial_count, total, ending))
 
     def _set_trial_count(self, total: int, ending: bool) -> None:
