@@ -269,7 +269,8 @@ class SafsTuner(Tuner):
         dispatcher must connect, while the replaced dispatcher may hold the lock a little longer)."""
         path = self._state_path()
         if self._state is None or self._state.path != path:
-            self.close()
+            if self._state is not None:
+                self._state.close()
             # a dispatcher of this experiment that `nnictl resume` replaced exits within seconds
             self._state = Journal(path, wait=LOCK_WAIT_SECONDS)
         return self._state
