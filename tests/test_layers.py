@@ -127,19 +127,6 @@ def test_the_commands_and_the_cli_verbs_stay():
     assert set(verbs) == {"experiment", "run", "results", "export", "plot"}
 
 
-def test_every_public_module_class_and_function_says_why():
-    """One docstring convention: each module, and each public class and function at module level,
-    opens with a summary line."""
-    missing = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        nodes = [tree, *(n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
-                         and not n.name.startswith("_"))]
-        missing += [f"{path.relative_to(PACKAGE)}:{getattr(n, 'name', 'module')}" for n in nodes
-                    if not (ast.get_docstring(n) or "").strip()]
-    assert missing == []
-
-
 def test_tests_and_benchmarks_never_import_each_other():
     """Tests check behaviour, benchmarks measure it: neither imports the other's modules or puts
     the other's folder on sys.path (they share only the package)."""
