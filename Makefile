@@ -1,5 +1,5 @@
 # Set-up, tests and the embedded-default experiment, from a fresh clone.
-#   make test   venv + install + the whole test suite (what CI runs)
+#   make test   venv + install + ruff + the whole test suite (what CI runs)
 #   make run    venv + install + LeNet-5 on embedded MNIST through a real NNI experiment
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
+	$(BIN)/ruff check .
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 run: setup

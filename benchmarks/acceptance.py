@@ -10,7 +10,7 @@ every stage ran, and the summary is complete.
 
 ``benchmarks/gpu.py`` runs it on CUDA (the GPU acceptance run) and ``tests/test_shipped_configs.py``
 on the CPU. CIFAR-10 files cannot match torchvision's official checksums, so tuner and trials
-import a test plugin (``tests/fake_data_plugin/``) that makes torchvision accept them.
+import a plugin (``benchmarks/fake_data_plugin/``) that makes torchvision accept them.
 """
 from __future__ import annotations
 
@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nni_safs.data.samples import write_cifar10, write_imagenet16, write_mnist
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the generated files' writers, shared with the tests
-
-from datafiles import write_cifar10, write_imagenet16, write_mnist  # noqa: E402
-
 CONFIGS = REPO / "experiment_configs"
-PLUGIN_DIR = REPO / "tests" / "fake_data_plugin"
+PLUGIN_DIR = Path(__file__).resolve().parent / "fake_data_plugin"
 NAMES = ("vgg16_safs", "resnet18_safs", "efficientnet_b0_safs")  # the GPU configs
 PAPER_NAMES = (*NAMES, "lenet5_mnist_paper")  # every config of a paper row
 HPO_TRIALS = 2

@@ -6,7 +6,7 @@ Verbs:
   run CONFIG.yml          the same pipeline in this process, without the NNI manager
   results WORKSPACE       print the results table (``--json`` for the summary)
   export WORKSPACE -o F   write the found activations as a self-contained Python module
-                          (--model: the pruned network itself, a torch-only TorchScript file)
+                          (--model: the pruned network itself, a torch-only torch.export file)
   plot WORKSPACE -o DIR   draw activation curves, layer sparsity and the search trace
 
 CONFIG is an NNI experiment YAML (its ``tuner.classArgs`` are used) or a YAML of classArgs;
@@ -232,7 +232,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """safs export: the found activations as source, or with ``--model`` the pruned network as TorchScript."""
+    """safs export: the found activations as source, or with ``--model`` the pruned network as a torch.export program."""
     from nni_safs.storage.workspace import model_checkpoint
     workspace = Path(args.workspace)
     with _explain_missing(workspace):
@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the file to write (.py; .pt with --model)")
     p.add_argument("--model", action="store_true",
                    help="write the pruned, fine-tuned network with its activations, weights stored sparse, "
-                        "as one TorchScript file (torch.jit.load; no nni_safs needed)")
+                        "as one torch.export program (torch.export.load(F).module(); no nni_safs needed)")
     p.add_argument("--variant", default="safs",
                    help="whose model: safs (default), stage1, stage2 or baseline (magnitude pruning, ReLU)")
     p.set_defaults(func=cmd_export)

@@ -227,3 +227,38 @@ def test_the_tuner_stops_a_manager_that_listens_beyond_loopback_unasked(tmp_path
         assert out.returncode == -15  # the manager was terminated
     else:
         assert out.returncode == 0 and "checked" in out.stdout, out.stdout + out.stderr
+
+
+def reference_rows(text: str) -> list[tuple[str, str]]:
+    """(key, default cell) of each row of docs/configuration.md's key table."""
+    lines = text.splitlines()
+    start = lines.index("| key | default | meaning |") + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows.append((cells[0].strip("`"), cells[1].strip("`")))
+    return rows
+
+
+def documented_default(value) -> str | None:
+    """A default as the reference writes it; None where the row describes it in words (None in the code)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def test_every_setting_has_exactly_one_row_in_the_configuration_reference():
+    text = (REPO / "docs" / "configuration.md").read_text()
+    rows = reference_rows(text)
+    keys = [key for key, _ in rows]
+    defaults = SafsConfig.defaults()
+    assert sorted(keys) == sorted(defaults), (
+        f"missing rows: {sorted(set(defaults) - set(keys))}; rows of no setting: {sorted(set(keys) - set(defaults))}; "
+        f"repeated: {sorted({k for k in keys if keys.count(k) > 1})}")
+    wrong = {key: (cell, documented_default(defaults[key])) for key, cell in rows
+             if documented_default(defaults[key]) not in (None, cell)}
+    assert wrong == {}  # row's default cell against the code's

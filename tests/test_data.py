@@ -18,7 +18,7 @@ from nni_safs.data.imagenet16 import AUGMENTATIONS, IMAGENET16_MEAN, IMAGENET16_
 from nni_safs.data.splits import TensorImages, split_indices
 from nni_safs.data.vision import CIFAR10_AUGMENT, CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
 
-from datafiles import imagenet16_batch, write_cifar10, write_imagenet16, write_mnist, write_pickle
+from nni_safs.data.samples import imagenet16_batch, write_cifar10, write_imagenet16, write_mnist, write_pickle
 
 
 def labels_of(dataset):

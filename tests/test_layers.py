@@ -128,14 +128,16 @@ def test_the_commands_and_the_cli_verbs_stay():
     assert set(verbs) == {"experiment", "run", "results", "export", "plot"}
 
 
-def test_every_public_module_class_and_function_says_why():
-    """One docstring convention: each module, and each public class and function at module level,
-    opens with a summary line."""
-    missing = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        nodes = [tree, *(n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
-                         and not n.name.startswith("_"))]
-        missing += [f"{path.relative_to(PACKAGE)}:{getattr(n, 'name', 'module')}" for n in nodes
-                    if not (ast.get_docstring(n) or "").strip()]
-    assert missing == []
+def test_tests_and_benchmarks_never_import_each_other():
+    """Tests check behaviour, benchmarks measure it: neither imports the other's modules or puts
+    the other's folder on sys.path (they share only the package)."""
+    repo = PACKAGE.parent
+    stems = {folder: {p.stem for p in (repo / folder).rglob("*.py")} for folder in ("tests", "benchmarks")}
+    crossings = []
+    for folder, other in (("tests", "benchmarks"), ("benchmarks", "tests")):
+        for path in sorted((repo / folder).rglob("*.py")):
+            names = {name.split(".")[0] for _, name in imports_of(path, path.stem)}
+            crossings += [f"{path.relative_to(repo)} imports {name}" for name in sorted(names & stems[other])]
+            crossings += [f"{path.relative_to(repo)}:{n} {line.strip()}" for n, line in
+                          enumerate(path.read_text().splitlines(), 1) if "sys.path" in line and f'"{other}"' in line]
+    assert crossings == []

@@ -1,6 +1,6 @@
 """Stage 1's confirmation rules as plain functions of scores: which genomes it re-scores, which go
 on after the first seed, and which wins. The pipeline applies them to its jobs;
-``benchmarks/confirm_rules.py`` applies them to finished workspaces to compare settings.
+``benchmarks/studies/confirm_rules.py`` applies them to finished workspaces to compare settings.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def candidates(ranked: Sequence[str], own: str, top: int, uniform: int) -> list[
     """The own activation, the search's ``top`` best others, then those of its best ``uniform``
     one-op genomes not among them. ``ranked``: the search's genomes, best first. The 8-epoch score
     favours genomes that start fast; at the final budget the best one-op genome often wins
-    (``benchmarks/results/confirm_uniform_selection.md``)."""
+    (``benchmarks/studies/results/confirm_uniform_selection.md``)."""
     others = [genome for genome in ranked if genome != own]
     best = others[:top]
     best_one_op = [genome for genome in others if one_op(genome)][:uniform]

@@ -1,5 +1,5 @@
 """What a run found, for use without nni_safs: the activations as a source file, the network as
-a TorchScript file. Each is written only after it was loaded back and reproduced the original
+a ``torch.export`` program. Each is written only after it was loaded back and reproduced the original
 bit for bit.
 
 ``safs export CHECKPOINT`` (:func:`export_activations`) writes a torch-only module rebuilding
@@ -9,16 +9,16 @@ and its modules keep :class:`~nni_safs.models.activations.ActivationSlot`'s para
 a model with the found activations installed has the state-dict keys of the model it came from.
 
 ``safs export WORKSPACE --model`` (:func:`export_model`) writes the pruned network of one variant
-(``safs`` by default), loadable with ``torch.jit.load`` and no model source code:
+(``safs`` by default) as a ``torch.export`` program, loadable with
+``torch.export.load(path).module()`` and no model source code:
 
-* The model is traced (every op of the catalog is plain tensor code, so the trace records the
-  activations exactly as they ran) and frozen: the graph is inlined into one ``forward`` and
-  every tensor the masks do not cover (biases, BN statistics, alpha, beta, op parameters)
-  becomes a constant of it.
+* Every slot is written as plain tensor code (every op of the catalog is), so the program
+  records the activations exactly as they ran; biases, BN statistics, alpha, beta and op
+  parameters are its parameters and buffers.
 * The pruned weights (the tensors the checkpoint's masks cover) are stored sparse: their
-  nonzero values and int32 positions in one flat index space (:class:`SparseWeights`). Its
-  ``__setstate__`` runs at load time and rebuilds them dense, once, so inference runs
-  PyTorch's ordinary dense kernels and gives the same logits.
+  nonzero values and int32 positions in one flat index space. The program rebuilds them dense
+  at each call (one scatter into zeros), so inference runs PyTorch's ordinary dense kernels
+  and gives the same logits.
 """
 from __future__ import annotations
 
@@ -26,10 +26,8 @@ import copy
 import io
 import json
 import math
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Mapping, Tuple
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -158,7 +156,7 @@ def _check_reproduces(source: str, slots: Mapping[str, ActivationSlot]) -> None:
     probe = torch.cat([torch.linspace(-1e4, 1e4, 20001), torch.tensor([0.0, 1e-30, -1e-30, 88.0, -88.0, 89.0])])
     namespace: dict[str, Any] = {"__name__": "nni_safs_export_check"}
     try:
-        exec(compile(source, "<found activations>", "exec"), namespace)  # noqa: S102: our own generated code
+        exec(compile(source, "<found activations>", "exec"), namespace)  # our own generated code
         with torch.no_grad():
             for name, activation in namespace["build_activations"]().items():
                 slot = slots[name]
@@ -208,75 +206,55 @@ def _literal(value: torch.Tensor) -> str:
 
 # ---------------------------------------------------------------- the pruned network
 
-METADATA_FILE = "safs.json"  # provenance inside the archive: torch.jit.load(..., _extra_files={METADATA_FILE: ""})
+METADATA_FILE = "safs.json"  # provenance inside the archive: torch.export.load(path, extra_files={METADATA_FILE: ""})
 CHECK_IMAGES = 16  # test images the written file must reproduce exactly before it is kept
 
-_State = Tuple[torch.Tensor, torch.Tensor, List[List[int]], List[int], bool]
 
+class _Scaled(nn.Module):
+    """A slot as plain tensor code, ``alpha * op(beta * x)`` always: ActivationSlot's skip of unit
+    scales compares parameter values, which an export cannot trace (times 1 changes no bit)."""
 
-class SparseWeights(nn.Module):
-    """Pruned weight tensors: saved as nonzero values + flat positions, dense once loaded.
-
-    TorchScript serialises a module through ``__getstate__`` and rebuilds it with
-    ``__setstate__`` when it has both, so the file holds only the sparse form while the
-    loaded module holds the dense one (``flat``, a buffer). ``forward`` returns each tensor as
-    a view of ``flat``: no copy per call.
-    """
-
-    def __init__(self, tensors: List[torch.Tensor]) -> None:
+    def __init__(self, slot: ActivationSlot) -> None:
         super().__init__()
-        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
-        positions = flat.nonzero().reshape(-1)
-        index_dtype = torch.int32 if flat.numel() <= torch.iinfo(torch.int32).max else torch.int64
-        self.indices = positions.to(index_dtype)
-        self.values = flat[positions]
-        self.shapes: List[List[int]] = [list(t.shape) for t in tensors]
-        self.numels: List[int] = [t.numel() for t in tensors]
-        self.register_buffer("flat", flat)
-
-    @torch.jit.export
-    def __getstate__(self) -> _State:
-        return self.indices, self.values, self.shapes, self.numels, self.training
-
-    @torch.jit.export
-    def __setstate__(self, state: _State) -> None:
-        self.indices, self.values, self.shapes, self.numels, self.training = state
-        total = 0
-        for numel in self.numels:
-            total += numel
-        dense = torch.zeros(total, dtype=self.values.dtype, device=self.values.device)
-        self.flat = dense.index_put_((self.indices.long(),), self.values)
-
-    def forward(self) -> List[torch.Tensor]:
-        tensors: List[torch.Tensor] = []
-        start = 0
-        for shape, numel in zip(self.shapes, self.numels):
-            tensors.append(self.flat[start:start + numel].view(shape))
-            start += numel
-        return tensors
-
-
-class _WithSparseWeights(nn.Module):
-    """``model`` whose parameters ``names`` are taken from ``weights()`` on every call (traced once)."""
-
-    def __init__(self, model: nn.Module, names: List[str], weights: torch.jit.ScriptModule) -> None:
-        super().__init__()
-        self.model, self.names, self.weights = model, names, weights
-        for name in names:  # the dense copies must not end up in the trace, hence in the file
-            delattr(*self._owner(name))
-
-    def _owner(self, name: str) -> tuple[nn.Module, str]:
-        path, _, leaf = name.rpartition(".")
-        return self.model.get_submodule(path), leaf
+        self.alpha, self.beta, self.op = slot.alpha, slot.beta, slot.op
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name, weight in zip(self.names, self.weights()):
-            setattr(*self._owner(name), weight)
-        return self.model(x)
+        return self.alpha * self.op(self.beta * x)
+
+
+class _SparseWeights(nn.Module):
+    """``model`` whose pruned weights ``names`` are kept as nonzero values + int32 positions and
+    rebuilt dense at each call, so the program stores only the kept weights yet runs PyTorch's
+    dense kernels."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        params = dict(model.named_parameters())
+        flat = torch.cat([params[name].detach().reshape(-1) for name in names])
+        positions = flat.nonzero().reshape(-1)
+        index_dtype = torch.int32 if flat.numel() <= torch.iinfo(torch.int32).max else torch.int64
+        self.register_buffer("indices", positions.to(index_dtype))
+        self.register_buffer("values", flat[positions].clone())
+        self.names, self.total = names, flat.numel()
+        self.shapes = [tuple(params[name].shape) for name in names]
+        for name in names:  # the dense copies must not end up in the program, hence in the file
+            path, _, leaf = name.rpartition(".")
+            delattr(model.get_submodule(path), leaf)
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dense = torch.zeros(self.total, dtype=self.values.dtype, device=self.values.device)
+        dense = dense.index_put((self.indices.long(),), self.values)
+        weights, start = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            numel = math.prod(shape)
+            weights[name] = dense[start:start + numel].view(shape)
+            start += numel
+        return torch.func.functional_call(self.model, weights, (x,), strict=False)
 
 
 def export_model(workspace: str | Path, output: str | Path, variant: str = "safs") -> Path:
-    """Write ``output``: the ``variant`` model of ``workspace`` as a torch-only TorchScript file.
+    """Write ``output``: the ``variant`` model of ``workspace`` as a torch-only ``torch.export`` program.
 
     ``variant`` is one of :data:`~nni_safs.storage.workspace.MODEL_CHECKPOINTS` that the workspace
     holds. Returns ``output``.
@@ -286,45 +264,42 @@ def export_model(workspace: str | Path, output: str | Path, variant: str = "safs
     images = torch.stack([splits.test[i][0] for i in range(min(CHECK_IMAGES, len(splits.test)))])
     meta = {**payload["meta"], "variant": variant, "checkpoint": model_checkpoint(workspace, variant).name,
             "input_shape": list(images.shape[1:]), "num_classes": splits.num_classes}
-    data = to_torchscript(model, payload["masks"], images, meta)
+    data = to_exported_program(model, payload["masks"], images, meta)
     atomic_write(output, lambda handle: handle.write(data))
     return output
 
 
-def to_torchscript(model: nn.Module, masks: Mapping[str, torch.Tensor], example: torch.Tensor,
-                   meta: Mapping[str, Any]) -> bytes:
-    """The bytes of the TorchScript file for ``model`` (eval mode) with ``masks``' tensors sparse.
+def to_exported_program(model: nn.Module, masks: Mapping[str, torch.Tensor], example: torch.Tensor,
+                        meta: Mapping[str, Any]) -> bytes:
+    """The bytes of the ``torch.export`` file for ``model`` (eval mode) with ``masks``' tensors sparse.
 
-    Refuses a model whose weights are nonzero where its mask is 0 (not the pruned model), and
-    a result that does not reproduce ``model``'s logits on ``example`` exactly.
+    Any batch size runs; ``example`` is a batch of real inputs. Refuses a model whose weights are
+    nonzero where its mask is 0 (not the pruned model), and a program that does not reproduce
+    ``model``'s logits on ``example`` exactly once loaded back.
     """
-    model = copy.deepcopy(model).requires_grad_(False)  # the dense weights are stripped from this copy
+    model = copy.deepcopy(model).requires_grad_(False).eval()  # the dense weights are stripped from this copy
     params = dict(model.named_parameters())
     names = list(masks)
     revived = {name: int(params[name][masks[name] == 0].count_nonzero()) for name in names}
     revived = {name: count for name, count in revived.items() if count}
     if revived:
         raise ValueError(f"weights that the masks prune are nonzero (parameter: count) {revived}: not a pruned model")
-    with _quiet_torchscript_deprecation(), torch.no_grad():
+    with torch.no_grad():
         expected = model(example)
-        weights = torch.jit.script(SparseWeights([params[name] for name in names]))
-        wrapper = _WithSparseWeights(model, names, weights).eval()
-        frozen = torch.jit.freeze(torch.jit.trace(wrapper, (example,)), preserved_attrs=["weights"],
-                                  optimize_numerics=False)
+        for name, slot in list(model.named_modules()):
+            if isinstance(slot, ActivationSlot):
+                parent, _, leaf = name.rpartition(".")
+                setattr(model.get_submodule(parent), leaf, _Scaled(slot))
+        program = torch.export.export(_SparseWeights(model, names).eval(), (example,),
+                                      dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+        program.example_inputs = None  # the check images are not the user's business
+        for node in program.graph.nodes:
+            node.meta.pop("stack_trace", None)  # paths of this machine's sources, of no use to a user
         buffer = io.BytesIO()
-        meta = {**meta, "sparse_weights": names}  # the order of frozen.weights()
-        torch.jit.save(frozen, buffer, _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
-        reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
-        got = reloaded(example)
+        meta = {**meta, "sparse_weights": names}  # the order of the weights in the values/indices buffers
+        torch.export.save(program, buffer, extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
+        got = torch.export.load(io.BytesIO(buffer.getvalue())).module()(example)
     if not torch.equal(got, expected):
         raise RuntimeError(f"the exported model's logits differ from the workspace model's (max |diff| "
                            f"{float((got - expected).abs().max()):.3g}); refusing to write it")
     return buffer.getvalue()
-
-
-@contextmanager
-def _quiet_torchscript_deprecation() -> Iterator[None]:
-    """torch 2.x warns that TorchScript is deprecated on every call; it is what loads without our code."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        yield

@@ -1,10 +1,10 @@
 """The settings of one SAFS run (the tuner's ``classArgs``), validated up front.
 
-Each key is documented once, here, in :class:`SafsConfig`; the README's key table and the
-experiment YAMLs follow it. Bad values fail before any training starts, with a message that
-names the key, the value and what is allowed. Loading and checking the settings imports no
-torch: the built-in models and datasets are registered with their facts and imported when
-first built.
+Each key is defined once, here, in :class:`SafsConfig`; docs/configuration.md (one row per key,
+checked by tests/test_config.py) and the experiment YAMLs follow it. Bad values fail before any
+training starts, with a message that names the key, the value and what is allowed. Loading and
+checking the settings imports no torch: the built-in models and datasets are registered with
+their facts and imported when first built.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ pipeline would (all candidates on the first seed, the own activation and the bes
 rest, ``confirm_finalists: 1``; the best mean wins, the own activation on a tie). A rule is judged
 by its pick's test top-1 in those runs (mean of the seeds) minus the own activation's.
 
-    python benchmarks/confirm_rules.py --workspaces /tmp/ws_sel_top5 /tmp/ws_untouched --runs /tmp/extra.jsonl
+    python benchmarks/studies/confirm_rules.py --workspaces /tmp/ws_sel_top5 /tmp/ws_untouched --runs /tmp/extra.jsonl
 
 Runs it makes are appended to ``--runs`` (JSON lines) and reused from there on a second call.
 Use it on seeds that choose settings, never on the seeds that report them.
@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from nni_safs.method.confirmation import candidates, finalists, one_op, winner
 from nni_safs.method.genomes import genome_from_string
-from report import write_report  # benchmarks/report.py (scripts run from this folder)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py, reproduce_lenet5.py
+from report import write_report  # noqa: E402
 from workspace_runs import arguments, earlier, finished, run_all
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+REPO = HERE.parent.parent
 # rule name -> (the search's top N, the best N one-op genomes)
 RULES = {"top 3": (3, 0), "top 3 + one-op": (3, 1), "top 2 + one-op": (2, 1), "top 1 + one-op": (1, 1),
          "one-op only": (0, 1)}
@@ -100,7 +102,7 @@ def main() -> None:
 
     lines = ["# Which genomes should stage 1's confirmation re-score?", "",
              "Command (2 CPU cores):", "",
-             f"    python benchmarks/confirm_rules.py --workspaces {' '.join(map(str, args.workspaces))} "
+             f"    python benchmarks/studies/confirm_rules.py --workspaces {' '.join(map(str, args.workspaces))} "
              f"--runs {args.runs}", "",
              "Each rule confirms the own activation, the search's top N genomes by the search score and the "
              "search's best one-op genome (every slot the same op; not added when already among the top), with "

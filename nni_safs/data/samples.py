@@ -1,4 +1,6 @@
-"""Small dataset files in the real on-disk formats, for tests that must not download anything.
+"""Small dataset files in the built-ins' real on-disk formats, for runs that must not download anything.
+
+Used by the tests and by the shipped-config acceptance run (``benchmarks/acceptance.py``).
 
 MNIST: torchvision's ``MNIST/raw`` idx files. CIFAR-10: torchvision's ``cifar-10-batches-py`` folder (pickled ``data_batch_1..5``, ``test_batch``,
 ``batches.meta``). ImageNet16: the pickled ``train_data_batch_1..10`` and ``val_data`` of
@@ -18,6 +20,7 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 
 
 def write_pickle(path: Path, obj: Any) -> None:
+    """``obj`` pickled into ``path``, its folder created."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         pickle.dump(obj, f)

@@ -8,8 +8,8 @@ the later half of the epochs), the Spearman rank correlation between the search-
 the final-budget test accuracy (mean over seeds), the seed-to-seed spread, and the best and
 worst genomes.
 
-    python benchmarks/search_signal.py                       # ~15 min on 2 cores
-    python benchmarks/search_signal.py --val-fraction 0.2    # a larger validation split
+    python benchmarks/studies/search_signal.py                       # ~15 min on 2 cores
+    python benchmarks/studies/search_signal.py --val-fraction 0.2    # a larger validation split
 """
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ import random
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+import sys
 from pathlib import Path
 
 import yaml
 
-from report import write_report  # benchmarks/report.py (scripts run from this folder)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py, reproduce_lenet5.py
+from report import write_report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+REPO = HERE.parent.parent
 SCORES = {"best": "val_acc", "late_mean": "late_val_acc"}
 
 
@@ -81,7 +83,7 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--random-genomes", type=int, default=12)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--workspace", type=Path, default=HERE / "workspaces" / "search_signal")
+    parser.add_argument("--workspace", type=Path, default=HERE.parent / "workspaces" / "search_signal")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     output = args.output or HERE / "results" / f"search_signal_val{args.val_fraction}.md"
@@ -109,7 +111,7 @@ def main() -> None:
 
     final_test = {n: statistics.mean(r["test_acc"] for r in runs(n, config.final_epochs)) for n in named}
     lines = ["# Stage-1 signal: does the search-budget score rank genomes like the final budget does?", "",
-             f"Measured by `python benchmarks/search_signal.py --seed {args.seed} --val-fraction {args.val_fraction}` "
+             f"Measured by `python benchmarks/studies/search_signal.py --seed {args.seed} --val-fraction {args.val_fraction}` "
              f"in {(time.perf_counter() - start) / 60:.0f} min (2 CPU cores). LeNet-5, mnist5k, "
              f"{config.scope} pruning at {config.ratio}, dense hyperparameters, frozen alpha/beta; "
              f"{len(named)} genomes (ReLU, {len(named) - 1 - args.random_genomes} uniform, "

@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from report import write_report  # benchmarks/report.py (scripts run from this folder)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py, reproduce_lenet5.py
+from report import write_report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 IMPORT_NNI = ("import time, nni_safs.training.jobs, nni_safs.trial\n"

@@ -8,7 +8,7 @@ run), fine-tunes each study's next-best trials at the final budget on the run's 
 and applies every rule. A rule is judged by its pick's test top-1 (mean of the final seeds):
 the SAFS study's pick on its own and minus the ablation study's (stage 2) pick.
 
-    python benchmarks/stage2_rules.py --workspaces /tmp/ws_sel_top5 --runs /tmp/stage2_runs.jsonl
+    python benchmarks/studies/stage2_rules.py --workspaces /tmp/ws_sel_top5 --runs /tmp/stage2_runs.jsonl
 
 Runs it makes are appended to ``--runs`` (JSON lines) and reused from there on a second call.
 Use it on seeds that choose settings, never on the seeds that report them.
@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
-from confirm_rules import fine_tune
-from report import write_report
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py, reproduce_lenet5.py
+from confirm_rules import fine_tune  # noqa: E402
+from report import write_report  # noqa: E402
 from workspace_runs import arguments, earlier, finished, run_all
 
 HERE = Path(__file__).resolve().parent
@@ -107,7 +109,7 @@ def main() -> None:
 
     lines = ["# Which hyperparameters should a stage-2 study hand to its final columns?", "",
              "Command (2 CPU cores):", "",
-             f"    python benchmarks/stage2_rules.py --workspaces {' '.join(map(str, args.workspaces))} "
+             f"    python benchmarks/studies/stage2_rules.py --workspaces {' '.join(map(str, args.workspaces))} "
              f"--runs {args.runs}", "",
              "Each rule re-scores the study's top N trials (by the study's own validation score) at the final "
              "budget on the first one or both final seeds, and hands the best mean validation top-1 to the final "

@@ -1,7 +1,7 @@
 """Did two runs do the same thing? Compares two workspaces job by job (what each job ran and
 what it scored; timings and devices left out), from their ``summary.json``.
 
-    python benchmarks/same_jobs.py /tmp/ws_before /tmp/ws_after
+    python benchmarks/studies/same_jobs.py /tmp/ws_before /tmp/ws_after
 
 A refactor claims "no behaviour change" with two in-process runs (``safs run``, one job at a
 time, so nothing depends on timing) of the same config at the two commits, on one machine.

@@ -9,9 +9,9 @@ so the comparison is like for like; the studies see their results in issue order
 experiment's concurrency 2 lets them see some later), so a space's figures here differ a little
 from a full run's.
 
-    python benchmarks/stage2_space.py --workspaces /tmp/ws_sel_top5 \\
+    python benchmarks/studies/stage2_space.py --workspaces /tmp/ws_sel_top5 \\
         --spaces search_spaces/hpo_space_embedded.json /tmp/narrow.json --runs /tmp/stage2_space.jsonl
-    python benchmarks/stage2_space.py --workspaces /tmp/ws_sel_top5 --runs /tmp/stage2_space.jsonl \\
+    python benchmarks/studies/stage2_space.py --workspaces /tmp/ws_sel_top5 --runs /tmp/stage2_space.jsonl \\
         --spaces benchmarks/spaces/adam_only.json benchmarks/spaces/adam_only.json,hpo_trials=12
 
 A space may carry stage-2 settings after commas (``SPACE,key=value,...``, as ``--set`` reads
@@ -27,10 +27,12 @@ import shutil
 import statistics
 import tempfile
 from collections import Counter
+import sys
 from pathlib import Path
 
-from report import write_report
-from reproduce_lenet5 import interval
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py, reproduce_lenet5.py
+from report import write_report  # noqa: E402
+from reproduce_lenet5 import interval  # noqa: E402
 from workspace_runs import arguments, earlier, finished, run_all
 
 HERE = Path(__file__).resolve().parent
@@ -108,7 +110,7 @@ def main() -> None:
     table = {(row["workspace"], row["space"]): row for row in rows}
     spaces = args.spaces  # each arm as given: its label in the runs file
     lines = ["# Does a stage-2 search space help the studies?", "", "Command (2 CPU cores):", "",
-             f"    python benchmarks/stage2_space.py --workspaces {' '.join(map(str, args.workspaces))} "
+             f"    python benchmarks/studies/stage2_space.py --workspaces {' '.join(map(str, args.workspaces))} "
              f"--spaces {' '.join(spaces)} --runs {args.runs}", "",
              "Stage 1 replayed from each workspace, both studies and their final columns rerun with each space "
              "(test top-1 %, mean of the 2 final seeds). Cells: SAFS / stage 2.", "",

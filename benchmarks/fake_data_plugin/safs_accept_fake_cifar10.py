@@ -1,9 +1,9 @@
-"""Test plugin: let torchvision's CIFAR-10 reader accept generated files.
+"""Acceptance-run plugin: let torchvision's CIFAR-10 reader accept generated files.
 
 torchvision checks every CIFAR-10 file against the official MD5s, which generated files cannot
 match; with a checksum of None its ``check_integrity`` only requires the file to exist. Named in
-``plugins`` by tests/test_shipped_configs.py, so the tuner and every trial import it (this
-folder is on their PYTHONPATH).
+``plugins`` by benchmarks/acceptance.py, so the tuner and every trial import it (this folder is
+on their PYTHONPATH).
 """
 from torchvision.datasets import CIFAR10
 
