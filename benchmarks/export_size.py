@@ -30,10 +30,10 @@ GENOME = "act1=acon;act2=srs;act3=tanhsoft;act4=symexp"
 
 def lenet_workspace() -> Path:
     """The LeNet-5 workspace with a SAFS final model (kept between runs)."""
-    from nni_safs.settings.config import SafsConfig
     from nni_safs.method.contract import SAFS, JobSpec, Stage
-    from nni_safs.training.jobs import run_job
+    from nni_safs.settings.config import SafsConfig
     from nni_safs.storage.workspace import open_workspace
+    from nni_safs.training.jobs import run_job
     config = open_workspace(SafsConfig(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", ratio=0.99,
                                        dense_epochs=10, batch_size=256, workspace=str(WORKSPACE)))
     if not (WORKSPACE / "final_safs.pt").is_file():
@@ -57,9 +57,9 @@ def measure_lenet(workspace: Path, rounds: int) -> dict:
 
 
 def measure_vgg(rounds: int) -> dict:
-    from nni_safs.reports.export import to_exported_program
     from nni_safs.models import build_model
     from nni_safs.pruning import magnitude_prune
+    from nni_safs.reports.export import to_exported_program
     torch.manual_seed(0)
     model = build_model("vgg16", num_classes=10, in_channels=3, image_size=32)
     masks = magnitude_prune(model, 0.99, "lamp")

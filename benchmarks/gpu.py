@@ -43,13 +43,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import acceptance  # benchmarks/acceptance.py (scripts run from this folder)
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
-
-import acceptance  # benchmarks/acceptance.py (scripts run from this folder)
 from report import write_report  # benchmarks/report.py
+from torch.utils.data import Dataset
 
 from nni_safs.data import DataSplits
 from nni_safs.data.splits import splits_from_files

@@ -47,8 +47,8 @@ def _config(**overrides):
 
 
 def _prepared():
-    from nni_safs.training.jobs import prepare
     from nni_safs.storage.workspace import open_workspace
+    from nni_safs.training.jobs import prepare
     config = open_workspace(_config())
     prepare(config, log=lambda message: None)
     return config
@@ -106,8 +106,8 @@ def loop_ratio(rounds: int, epochs: int) -> dict[str, float]:
     from torch import nn
 
     from nni_safs.data import make_loaders
-    from nni_safs.training.loop import fine_tune
     from nni_safs.training.jobs import load_data, load_pruned
+    from nni_safs.training.loop import fine_tune
 
     config = _prepared()
     splits = load_data(config)

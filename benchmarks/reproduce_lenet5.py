@@ -25,10 +25,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import yaml
+from report import write_report  # benchmarks/report.py (scripts run from this folder)
 
 from nni_safs.overrides import apply_overrides
 from nni_safs.reports.results import TABLE
-from report import write_report  # benchmarks/report.py (scripts run from this folder)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -42,8 +42,8 @@ def budgets(config_file: Path) -> dict:
 def run_one(args: tuple[dict, str, int, str]) -> dict:
     """One pipeline in a worker process; returns the columns' test accuracies."""
     class_args, scope, seed, root = args
-    from nni_safs.settings.config import SafsConfig
     from nni_safs.runner import run_pipeline
+    from nni_safs.settings.config import SafsConfig
     tag = hashlib.sha1(json.dumps(class_args, sort_keys=True).encode()).hexdigest()[:8]  # one workspace per setting
     config = SafsConfig.from_dict({**class_args, "scope": scope, "seed": seed, "threads": 1,
                                    "workspace": f"{root}/{scope}_seed{seed}_{tag}"})

@@ -27,8 +27,8 @@ from typing import Any, Iterator, Sequence
 
 import yaml
 
-from nni_safs.settings.config import SafsConfig
 from nni_safs.overrides import EXPERIMENT_FIELDS, apply_overrides
+from nni_safs.settings.config import SafsConfig
 from nni_safs.storage.journal import StateLockedError
 from nni_safs.storage.workspace import RESULTS_FILE, SUMMARY_FILE
 
@@ -131,12 +131,11 @@ def _config_file(original: Path, data: dict[str, Any] | None) -> Iterator[Path]:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     """safs experiment: the config as an NNI experiment (manager on loopback unless exposed), then the table."""
-    from nni_safs_loopback import LOOPBACK
-
     from nni_safs.integration.manager_host import remote_reach_problem, tunnel_hint
     from nni_safs.integration.pipelines import build_pipeline
     from nni_safs.storage.workspace import open_workspace
     from nni_safs.training.loop import resolve_device
+    from nni_safs_loopback import LOOPBACK
     data = read_config(args.config, args.set, experiment=True)
     config, base = settings_of(args.config, data, args.set)
     host = None if args.expose else LOOPBACK

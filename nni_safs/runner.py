@@ -14,14 +14,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from nni_safs.settings.config import SafsConfig
-from nni_safs.method.contract import JobResult, JobSpec
-from nni_safs.training.jobs import run_job
-from nni_safs.storage.journal import Journal
 from nni_safs.integration.pipelines import build_pipeline
+from nni_safs.method.contract import JobResult, JobSpec
 from nni_safs.reports.results import write_results
+from nni_safs.settings.config import SafsConfig
+from nni_safs.storage.journal import Journal
 from nni_safs.storage.workspace import IN_PROCESS_RUN, RUNNER_STATE_FILE, open_workspace
-
+from nni_safs.training.jobs import run_job
 
 
 def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progress: bool = True) -> str:

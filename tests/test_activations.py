@@ -1,13 +1,20 @@
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nni_safs.method.genomes import genome_from_string, genome_to_string
-from nni_safs.models.activations import (
-    ActivationSlot, apply_genome, get_genome, load_op_choices,
-    op_names, set_scales_trainable, slots, uniform_genome,
-)
 from nni_safs.models import build_model
+from nni_safs.models.activations import (
+    ActivationSlot,
+    apply_genome,
+    get_genome,
+    load_op_choices,
+    op_names,
+    set_scales_trainable,
+    slots,
+    uniform_genome,
+)
 
 CATALOG = ["relu", "relu6", "hardswish", "swish", "gelu", "elu", "tanh", "softplus", "logsigmoid",
            "symlog", "symexp", "tanhsoft", "acon", "srs"]

@@ -87,6 +87,7 @@ def test_nni_prunes_the_op_types_we_ask_for():
 
 def test_lamp_overrides_a_step_nni_s_level_pruner_still_calls():
     from nni.compression.pruning import LevelPruner
+
     from nni_safs.pruning.lamp import LAMPPruner
     borrowed.check_level_pruner_step()
     calls = []

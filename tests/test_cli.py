@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from nni_safs.storage.checkpoints import load_checkpoint
-from nni_safs.cli import main
-from nni_safs.settings.config import SafsConfig
-from nni_safs.training.jobs import load_data, new_model
-
-from nni_safs.reports.results import format_table
-
 from conftest import TINY, free_port
+
+from nni_safs.cli import main
+from nni_safs.reports.results import format_table
+from nni_safs.settings.config import SafsConfig
+from nni_safs.storage.checkpoints import load_checkpoint
+from nni_safs.training.jobs import load_data, new_model
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from nni_safs.cli import load_run_config, main
-from nni_safs.settings.config import SafsConfig
 from nni_safs.method.spaces import flatten_hparams, load_hpo_space, nest_hparams
+from nni_safs.settings.config import SafsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,7 +151,9 @@ def test_relative_paths_resolve_against_the_code_directory(tmp_path):
 def test_the_loopback_preload_reaches_nnis_manager_only_and_expose_removes_it(tmp_path):
     """What nni_safs_loopback.pth sets at each Python start, and what the preload then does."""
     import subprocess
+
     import nni_node
+
     from nni_safs_loopback import EXPOSE, PRELOAD, default_to_loopback, manager_env
     env = {"NODE_OPTIONS": "--max-http-header-size=9000"}
     default_to_loopback(env)
@@ -177,7 +179,9 @@ def test_the_loopback_preload_reaches_nnis_manager_only_and_expose_removes_it(tm
 
 def test_the_preload_gives_every_listen_form_without_a_host_loopback(tmp_path):
     import subprocess
+
     import nni_node
+
     from nni_safs_loopback import manager_env
     node = Path(nni_node.__path__[0]) / "node"
     script = tmp_path / "nni_node" / "main.js"
@@ -210,6 +214,7 @@ def test_the_tuner_stops_a_manager_that_listens_beyond_loopback_unasked(tmp_path
     """Fail closed: whatever started the manager, the tuner looks at what it listens on."""
     import subprocess
     import sys
+
     import nni_node
     from conftest import free_port
     port = free_port()

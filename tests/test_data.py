@@ -12,13 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.datasets import CIFAR10
 
-from nni_safs.data import (DATASETS, DataSplits, DatasetNotFoundError, build_dataset,
-                           list_datasets, make_loaders, register_dataset)
+from nni_safs.data import (
+    DATASETS,
+    DatasetNotFoundError,
+    DataSplits,
+    build_dataset,
+    list_datasets,
+    make_loaders,
+    register_dataset,
+)
 from nni_safs.data.imagenet16 import AUGMENTATIONS, IMAGENET16_MEAN, IMAGENET16_STD, ImageNet16
+from nni_safs.data.samples import imagenet16_batch, write_cifar10, write_imagenet16, write_mnist, write_pickle
 from nni_safs.data.splits import TensorImages, split_indices
 from nni_safs.data.vision import CIFAR10_AUGMENT, CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
-
-from nni_safs.data.samples import imagenet16_batch, write_cifar10, write_imagenet16, write_mnist, write_pickle
 
 
 def labels_of(dataset):
@@ -183,6 +189,7 @@ def test_in_memory_batches_are_fetched_whole_and_equal_the_per_sample_ones(mnist
     """mnist5k's batches come from one indexing (a TensorImages batch), bit for bit what fetching and
     stacking each sample gives, in the same seeded order; a plain DataLoader still collates them."""
     from torch.utils.data import DataLoader
+
     from nni_safs.data import seeded_subset
 
     train = mnist5k.train if fraction == 1.0 else seeded_subset(mnist5k.train, fraction, seed=2)
@@ -417,8 +424,8 @@ def test_random_resized_crop_on_the_device_crops_inside_and_resizes():
 
 def test_val_fraction_may_be_a_number_of_samples():
     """The reference SAFS holds out 10,000 images: a whole number >= 1 is a count, not a share."""
-    from nni_safs.settings.config import SafsConfig
     from nni_safs.data.splits import split_indices
+    from nni_safs.settings.config import SafsConfig
     train, val = split_indices(50_000, seed=0, val_fraction=10000)
     assert (len(train), len(val)) == (40_000, 10_000) and not set(train) & set(val)
     assert len(split_indices(100, seed=0, val_fraction=0.1)[1]) == 10

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import TINY, free_port
 
 pytestmark = pytest.mark.nni

@@ -14,17 +14,17 @@ from types import ModuleType
 import pytest
 import torch
 
-from nni_safs.method.genomes import genome_from_string
-from nni_safs.models.activations import OPS, ActivationSlot, apply_genome, op_names, register_op, slots
-from nni_safs.storage.checkpoints import save_checkpoint
 from nni_safs.cli import main
-from nni_safs.settings.config import SafsConfig
 from nni_safs.method.contract import SAFS, JobSpec, Stage
-from nni_safs.reports.export import METADATA_FILE, export_activations, render_module, to_exported_program
-from nni_safs.training.jobs import load_kept_model, run_job
+from nni_safs.method.genomes import genome_from_string
 from nni_safs.models import build_model
+from nni_safs.models.activations import OPS, ActivationSlot, apply_genome, op_names, register_op, slots
 from nni_safs.pruning import magnitude_prune
+from nni_safs.reports.export import METADATA_FILE, export_activations, render_module, to_exported_program
+from nni_safs.settings.config import SafsConfig
+from nni_safs.storage.checkpoints import save_checkpoint
 from nni_safs.storage.workspace import open_workspace
+from nni_safs.training.jobs import load_kept_model, run_job
 
 SCALE = 2.0
 

@@ -12,12 +12,12 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
-from nni_safs.settings.config import SafsConfig
 from nni_safs.data import DataSplits, build_dataset
 from nni_safs.data.augment import PadCropFlip
 from nni_safs.data.tensors import TensorLoader, build_loaders, hold, resolve_data_loader
 from nni_safs.models import build_model
 from nni_safs.pruning import MaskHolder, magnitude_prune
+from nni_safs.settings.config import SafsConfig
 from nni_safs.training.loop import evaluate, fine_tune, resolve_precision, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,8 +175,8 @@ def test_tensor_path_is_deterministic_and_as_accurate_as_the_dataloader_path():
 
 def test_workspace_run_on_the_fast_path(tmp_path):
     """prepare + one candidate with the tensor path and bf16 forced on the CPU, masks held."""
-    from nni_safs.training.jobs import prepare, run_candidate
     from nni_safs.storage.workspace import open_workspace
+    from nni_safs.training.jobs import prepare, run_candidate
     config = open_workspace(SafsConfig(model="lenet5", dataset="synthetic", device="cpu", workspace=str(tmp_path),
                                        data_loader="tensor", precision="bf16", ratio=0.5, dense_epochs=3,
                                        batch_size=64))
@@ -191,8 +191,8 @@ def test_workspace_run_on_the_fast_path(tmp_path):
 def test_cross_validation_folds_are_not_kept_on_the_device(tmp_path):
     """With cv_folds, each fold's splits are held for its training only: the process keeps the
     run's own train, val and test, not a copy per fold (on a GPU, one training set each)."""
-    from nni_safs.training.jobs import prepare, run_candidate
     from nni_safs.storage.workspace import open_workspace
+    from nni_safs.training.jobs import prepare, run_candidate
     config = open_workspace(SafsConfig(model="lenet5", dataset="synthetic", device="cpu", workspace=str(tmp_path),
                                        data_loader="tensor", ratio=0.5, dense_epochs=1, batch_size=64, cv_folds=3))
     hold.cache_clear()

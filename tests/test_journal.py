@@ -4,13 +4,12 @@ import os
 import random
 
 import pytest
-
-from nni_safs.settings.config import SafsConfig
-from nni_safs.method.state import LogView, assemble
-from nni_safs.storage.journal import CorruptStateError, Journal
-from nni_safs.integration.pipelines import build_pipeline
-
 from conftest import SMALL, fake_result
+
+from nni_safs.integration.pipelines import build_pipeline
+from nni_safs.method.state import LogView, assemble
+from nni_safs.settings.config import SafsConfig
+from nni_safs.storage.journal import CorruptStateError, Journal
 
 
 def grow(journal, steps, head, logs):
@@ -123,6 +122,7 @@ def test_one_writer_at_a_time_locked_before_it_reads(tmp_path):
     """A second writer is refused at once, by the holder's pid, before it reads anything."""
     import subprocess
     import sys
+
     from nni_safs.storage import journal as journal_module
     first = Journal(tmp_path / "state.json")
     first.save({"a": {}}, {"a.x": [1]})

@@ -118,6 +118,7 @@ def test_public_names_stay(path, name):
 def test_the_commands_and_the_cli_verbs_stay():
     import subprocess
     import sys
+
     from nni_safs.cli import build_parser
     trial = subprocess.run([sys.executable, "-m", "nni_safs.trial", "--help"], capture_output=True, text=True,
                            timeout=120)

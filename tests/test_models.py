@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from nni_safs.models import build_model, list_models, model_facts, register_model
 from nni_safs.models.activations import ActivationSlot, apply_genome, get_genome, slots
 from nni_safs.settings.config import SafsConfig
-from nni_safs.models import build_model, list_models, model_facts, register_model
 
 
 @pytest.mark.parametrize("name,shape,num_slots,convs", [

@@ -3,16 +3,15 @@ import json
 import random
 
 import pytest
+from conftest import SMALL, drive, fake_result
 
-from nni_safs.method.genomes import genome_to_string
-from nni_safs.settings.config import SafsConfig
-from nni_safs.method.contract import JobResult, Stage, Status
 from nni_safs.integration.pipelines import build_pipeline
+from nni_safs.integration.tuner import SafsTuner
+from nni_safs.method.contract import JobResult, Stage, Status
+from nni_safs.method.genomes import genome_to_string
 from nni_safs.method.pipeline import FINAL_VARIANTS, SafsPipeline
 from nni_safs.reports.results import build_summary, format_table
-from nni_safs.integration.tuner import SafsTuner
-
-from conftest import SMALL, drive, fake_result
+from nni_safs.settings.config import SafsConfig
 
 
 @pytest.mark.parametrize("concurrency", [1, 2, 5])

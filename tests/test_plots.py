@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nni_safs.models.activations import apply_genome, slots
-from nni_safs.storage.checkpoints import save_checkpoint
 from nni_safs.models import build_model
-from nni_safs.reports.plots import activation_curves, feeding_layers, layer_densities, plot_workspace, trace_points
+from nni_safs.models.activations import apply_genome, slots
 from nni_safs.pruning import magnitude_prune
+from nni_safs.reports.plots import activation_curves, feeding_layers, layer_densities, plot_workspace, trace_points
+from nni_safs.storage.checkpoints import save_checkpoint
 
 GENOME = {"act1": "swish", "act2": "srs", "act3": "tanhsoft", "act4": "acon"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

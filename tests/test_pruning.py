@@ -9,9 +9,18 @@ import torch.nn.functional as F
 from nni.compression.pruning import LevelPruner
 
 from nni_safs.models.lenet import LeNet5
-from nni_safs.pruning import (SCOPES, LAMPPruner, MaskHolder, MaskViolationError, format_sparsity_report,
-                              lamp_scores, magnitude_prune, masks_from_model, overall_density,
-                              sparsity_report)
+from nni_safs.pruning import (
+    SCOPES,
+    LAMPPruner,
+    MaskHolder,
+    MaskViolationError,
+    format_sparsity_report,
+    lamp_scores,
+    magnitude_prune,
+    masks_from_model,
+    overall_density,
+    sparsity_report,
+)
 
 WEIGHTS = ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight", "fc3.weight"]
 LAYERS = [name.removesuffix(".weight") for name in WEIGHTS]

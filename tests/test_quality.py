@@ -4,10 +4,10 @@ import shutil
 import pytest
 import torch
 
-from nni_safs.storage.checkpoints import CheckpointMismatchError, load_checkpoint
 from nni_safs.settings.config import SafsConfig
-from nni_safs.training.jobs import load_data, load_pruned, prepare, run_candidate
+from nni_safs.storage.checkpoints import CheckpointMismatchError, load_checkpoint
 from nni_safs.storage.workspace import Workspace
+from nni_safs.training.jobs import load_data, load_pruned, prepare, run_candidate
 
 pytestmark = pytest.mark.slow
 CHANCE = 10.0

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from nni_safs.models import build_model, model_facts
-from nni_safs.training.optimizers import Fromage, TAdam
 from nni_safs.training.loop import build_optimizer, build_scheduler, fine_tune
+from nni_safs.training.optimizers import Fromage, TAdam
 
 SGD = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -181,11 +181,11 @@ def test_cross_validation_folds_partition_the_train_split_and_validate_unaugment
 
 def test_cv_folds_trains_dense_and_final_models_per_fold_keeping_the_best(tmp_path):
     """The reference's protocol (3-fold cross-validation of the dense and final models), on real digits."""
-    from nni_safs.storage.checkpoints import load_checkpoint
-    from nni_safs.settings.config import SafsConfig
     from nni_safs.method.contract import JobSpec, Stage
-    from nni_safs.training.jobs import run_job
+    from nni_safs.settings.config import SafsConfig
+    from nni_safs.storage.checkpoints import load_checkpoint
     from nni_safs.storage.workspace import Workspace, open_workspace
+    from nni_safs.training.jobs import run_job
     config = open_workspace(SafsConfig(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", ratio=0.9,
                                        dense_epochs=2, batch_size=128, cv_folds=3, workspace=str(tmp_path / "ws")))
     prepared = run_job(JobSpec(0, Stage.PREPARE, "", config.workspace))
@@ -203,7 +203,9 @@ def test_cv_folds_trains_dense_and_final_models_per_fold_keeping_the_best(tmp_pa
 @pytest.mark.parametrize("name", ["lenet5_mnist_paper", "vgg16_safs", "resnet18_safs", "efficientnet_b0_safs"])
 def test_paper_configs_use_the_reference_validation_protocol(name):
     from pathlib import Path
+
     import yaml
+
     from nni_safs.settings.config import SafsConfig
     shipped = yaml.safe_load((Path(__file__).parents[1] / "experiment_configs" / f"{name}.yml").read_text())
     config = SafsConfig.from_dict(shipped["tuner"]["classArgs"])

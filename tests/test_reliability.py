@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from nni_safs.settings.config import SafsConfig
+from nni_safs.method.contract import JobSpec
 from nni_safs.models import build_model
 from nni_safs.pruning import MaskHolder, MaskViolationError, magnitude_prune
-from nni_safs.training.loop import fine_tune
+from nni_safs.settings.config import SafsConfig
 from nni_safs.storage.checkpoints import load_checkpoint
-from nni_safs.training.jobs import prepare
-from nni_safs.method.contract import JobSpec
 from nni_safs.storage.workspace import WorkspaceConfigError, WorkspaceOwnedError, open_workspace
+from nni_safs.training.jobs import prepare
+from nni_safs.training.loop import fine_tune
 
 
 def tiny(workspace, **overrides):
@@ -172,7 +172,7 @@ def test_dense_training_keeps_activation_scales_at_one(tmp_path):
 
 
 def test_the_baseline_keeps_the_models_own_activation(tmp_path):
-    from nni_safs.models import register_model, MODELS
+    from nni_safs.models import MODELS, register_model
     from nni_safs.models.lenet import LeNet5
     from nni_safs.training.jobs import run_candidate
 
@@ -193,8 +193,9 @@ def test_the_baseline_keeps_the_models_own_activation(tmp_path):
 
 def test_a_late_divergence_reports_the_best_epoch_before_it(tmp_path, monkeypatch):
     import math
-    from nni_safs.training import loop as training
+
     from nni_safs.method.contract import JobSpec, Status
+    from nni_safs.training import loop as training
     from nni_safs.training.jobs import run_job
     _, path = write_job(tmp_path, epochs=4)
     real, calls = training._train_epoch, []
@@ -229,8 +230,8 @@ def test_a_workspace_refuses_other_settings_and_names_the_keys(tmp_path):
 
 def test_a_data_loader_failing_mid_epoch_fails_the_trial_and_leaves_the_workspace_usable(tmp_path, monkeypatch,
                                                                                         capsys):
-    from nni_safs.integration import trial
     from nni_safs.data.splits import TransformSubset
+    from nni_safs.integration import trial
     config, path = write_job(tmp_path, stage="final", variant="safs")
     real, calls = TransformSubset.__getitems__, []
 

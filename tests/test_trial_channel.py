@@ -4,10 +4,9 @@ once the manager stops serving). The nnictl tests run the same code against the 
 import json
 
 import pytest
+from conftest import JsonHandler, serving
 
 from nni_safs.integration.trial_channel import HttpChannel, NniChannel, open_channel
-
-from conftest import JsonHandler, serving
 
 
 class FakeManager(JsonHandler):

@@ -9,15 +9,14 @@ import threading
 import time
 
 import pytest
+from conftest import SMALL, JsonHandler, serving
 from nni.common import dump, load
 from nni.runtime.msg_dispatcher import MsgDispatcher
 from nni.runtime.tuner_command_channel import CommandType
 
-from nni_safs.method.contract import Status
 from nni_safs.integration.manager_api import ManagerClient
 from nni_safs.integration.tuner import SafsTuner
-
-from conftest import SMALL, JsonHandler, serving
+from nni_safs.method.contract import Status
 
 
 class FakeManagerState:

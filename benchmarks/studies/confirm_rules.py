@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nni_safs.method.confirmation import candidates, finalists, one_op, winner
 from nni_safs.method.genomes import genome_from_string
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py, reproduce_lenet5.py
 from report import write_report  # noqa: E402
 from workspace_runs import arguments, earlier, finished, run_all
@@ -66,6 +67,7 @@ def fine_tune(task: tuple) -> dict:
     """
     workspace, genome, seed, epochs, hparams, train_scales = task
     import torch
+
     from nni_safs.settings.config import SafsConfig
     from nni_safs.training.jobs import run_candidate
     torch.set_num_threads(1)

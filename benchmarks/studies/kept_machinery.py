@@ -35,8 +35,9 @@ def import_nni_seconds(runs: int = 5) -> list[float]:
 
 def scale_check() -> dict[str, float]:
     import torch
-    from nni_safs.models.activations import ActivationSlot, slots
+
     from nni_safs.models import build_model
+    from nni_safs.models.activations import ActivationSlot, slots
 
     torch.manual_seed(0)
     model = build_model("lenet5_padded")

@@ -17,9 +17,9 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-import sys
 from pathlib import Path
 
 import yaml
@@ -53,6 +53,7 @@ def evaluate(task: tuple) -> dict:
     """Fine-tune one genome at one budget with one seed (a worker process)."""
     config, name, genome, epochs, seed = task
     import torch
+
     from nni_safs.training.jobs import run_candidate
     torch.set_num_threads(1)
     out = run_candidate(config, genome, config.hparams, epochs, train_scales=False, seed=seed)
@@ -88,10 +89,10 @@ def main() -> None:
     args = parser.parse_args()
     output = args.output or HERE / "results" / f"search_signal_val{args.val_fraction}.md"
 
-    from nni_safs.models.activations import load_op_choices, slots
     from nni_safs.models import build_model
-    from nni_safs.training.jobs import prepare
+    from nni_safs.models.activations import load_op_choices, slots
     from nni_safs.storage.workspace import open_workspace
+    from nni_safs.training.jobs import prepare
     start = time.perf_counter()
     config = open_workspace(config_for(args))
     prepare(config, log=print)

@@ -25,9 +25,9 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 from collections import Counter
-import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py, reproduce_lenet5.py
@@ -55,6 +55,7 @@ def rerun(task: tuple[str, str]) -> dict:
     workspace, label = Path(task[0]), task[1]
     space, overrides = arm(label)
     import torch
+
     from nni_safs.integration.pipelines import build_pipeline
     from nni_safs.method.contract import JobResult
     from nni_safs.reports.results import build_summary

@@ -14,11 +14,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from nni_safs.data.augment import PadCropFlip, ResizedCrop
+from nni_safs.data.splits import DataSplits, splits_from_files
+from nni_safs.data.vision import image_transforms
 from nni_safs.settings.dataset_files import IMAGENET16_TRAIN_FILES as TRAIN_FILES
 from nni_safs.settings.dataset_files import IMAGENET16_VAL_FILE as VAL_FILE
 from nni_safs.settings.dataset_files import DatasetNotFoundError, require_root
-from nni_safs.data.splits import DataSplits, splits_from_files
-from nni_safs.data.vision import image_transforms
 
 MAX_CLASSES = 1000
 _PIXELS = 3 * 16 * 16

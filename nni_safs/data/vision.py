@@ -11,8 +11,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from nni_safs.data.augment import Augmentation, PadCropFlip
-from nni_safs.settings.dataset_files import CIFAR10_FILES, CIFAR10_FOLDER, MNIST_FILES, explain_missing, require_root
 from nni_safs.data.splits import DataSplits, splits_from_files
+from nni_safs.settings.dataset_files import CIFAR10_FILES, CIFAR10_FOLDER, MNIST_FILES, explain_missing, require_root
 
 if TYPE_CHECKING:
     from torchvision import transforms

@@ -321,6 +321,8 @@ def _die_with_client(connection: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    from nni_safs.integration import forkserver  # the module trials import (this one runs as __main__): it knows they are warm
+    from nni_safs.integration import (
+        forkserver,  # the module trials import (this one runs as __main__): it knows they are warm
+    )
 
     forkserver.serve(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else TARGET)

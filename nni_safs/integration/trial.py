@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nni_safs.integration import forkserver
-from nni_safs.storage.atomic import atomic_write
-from nni_safs.method.contract import JobResult, JobSpec
 from nni_safs.integration.trial_channel import TrialChannel, open_channel
+from nni_safs.method.contract import JobResult, JobSpec
+from nni_safs.storage.atomic import atomic_write
 from nni_safs.storage.workspace import job_lock, job_marker, load_config
 
 if TYPE_CHECKING:

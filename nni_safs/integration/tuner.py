@@ -47,19 +47,19 @@ from pathlib import Path
 from typing import Any
 
 from nni.tuner import Tuner
-from nni_safs_loopback import EXPOSE
 from websockets.exceptions import WebSocketException
 
-from nni_safs.settings.config import SafsConfig
-from nni_safs.method.contract import JobResult, Status
-from nni_safs.method.state import LogView
-from nni_safs.storage.journal import LOCK_WAIT_SECONDS, Journal, StateLockedError
-from nni_safs.integration.manager_api import ManagerClient, ManagerUnreachable
 from nni_safs.borrowed import new_parameter_id, serialize_sends, unchecked_versions
+from nni_safs.integration.manager_api import ManagerClient, ManagerUnreachable
 from nni_safs.integration.pipelines import build_pipeline
+from nni_safs.method.contract import JobResult, Status
 from nni_safs.method.pipeline import Job
+from nni_safs.method.state import LogView
 from nni_safs.reports.results import write_results
+from nni_safs.settings.config import SafsConfig
+from nni_safs.storage.journal import LOCK_WAIT_SECONDS, Journal, StateLockedError
 from nni_safs.storage.workspace import TUNER_STATE_FILE, experiment_run, job_marker, open_workspace
+from nni_safs_loopback import EXPOSE
 
 _logger = logging.getLogger("nni_safs.tuner")
 FAILED_STATES = {"FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}

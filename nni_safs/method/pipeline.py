@@ -41,6 +41,7 @@ from nni_safs.method.spaces import flatten_hparams, nest_hparams, slot_space
 from nni_safs.method.state import LogView, assemble
 from nni_safs.settings.config import SafsConfig
 
+
 @dataclass
 class Job:
     """An issued job: its spec, and its key in the search or study that proposed it."""

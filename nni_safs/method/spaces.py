@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from nni_safs.settings.space_files import read_space_file
 from nni_safs.settings.config import OPTIMIZERS, SCHEDULERS
+from nni_safs.settings.space_files import read_space_file
 
 DEFAULT_HPO_SPACE = "hpo_space.json"
 

@@ -10,9 +10,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from nni_safs.pruning.masks import (
+    MaskHolder,
+    Masks,
+    MaskViolationError,
+    format_sparsity_report,
+    masks_from_model,
+    overall_density,
+    sparsity_report,
+)
 from nni_safs.settings.config import SCOPES
-from nni_safs.pruning.masks import (Masks, MaskHolder, MaskViolationError, format_sparsity_report, masks_from_model,
-                                    overall_density, sparsity_report)
 
 _NNI_BACKED = {"LAMPPruner": ".lamp", "lamp_scores": ".lamp", "magnitude_prune": ".magnitude"}
 

@@ -24,7 +24,6 @@ from nni_safs.pruning import SCOPES
 from nni_safs.pruning.lamp import LAMPPruner
 from nni_safs.pruning.masks import Masks, weight_name, weighted_modules
 
-
 _GLOBAL_GROUP = "safs_global"
 
 

@@ -21,12 +21,12 @@ from torch import nn
 matplotlib.use("Agg")  # files only: no display needed (servers, CI, NNI trials)
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-from nni_safs.models.activations import ActivationSlot  # noqa: E402
-from nni_safs.storage.checkpoints import load_checkpoint  # noqa: E402
-from nni_safs.reports.export import rebuild_slots  # noqa: E402
-from nni_safs.models import build_model, model_facts  # noqa: E402
 from nni_safs.method.contract import SAFS  # noqa: E402
+from nni_safs.models import build_model, model_facts  # noqa: E402
+from nni_safs.models.activations import ActivationSlot  # noqa: E402
 from nni_safs.pruning.masks import weight_name  # noqa: E402
+from nni_safs.reports.export import rebuild_slots  # noqa: E402
+from nni_safs.storage.checkpoints import load_checkpoint  # noqa: E402
 from nni_safs.storage.workspace import MODEL_CHECKPOINTS, SUMMARY_FILE  # noqa: E402
 
 # the model to plot: SAFS, else stage 1 alone (the SAFS final may have failed or not run yet)

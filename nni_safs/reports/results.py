@@ -10,11 +10,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from nni_safs.method.genomes import genome_from_string, genome_to_string
-from nni_safs.storage.atomic import atomic_write
-from nni_safs.settings.config import SafsConfig
 from nni_safs.method.contract import COLUMNS, JobResult, JobSpec, Stage
+from nni_safs.method.genomes import genome_from_string, genome_to_string
 from nni_safs.method.pipeline import SafsPipeline
+from nni_safs.settings.config import SafsConfig
+from nni_safs.storage.atomic import atomic_write
 from nni_safs.storage.workspace import RESULTS_FILE, SUMMARY_FILE
 
 TABLE = (("dense", "dense"), *((c.key, c.title) for c in COLUMNS))  # (summary key, title) left to right

@@ -19,9 +19,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from nni_safs.storage.atomic import atomic_write
-from nni_safs.settings.config import SafsConfig
 from nni_safs.method.contract import COLUMNS, Stage
+from nni_safs.settings.config import SafsConfig
+from nni_safs.storage.atomic import atomic_write
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"

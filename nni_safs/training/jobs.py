@@ -21,19 +21,27 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from nni_safs.method.genomes import genome_from_string
-from nni_safs.models.activations import apply_genome, get_genome, set_scales_trainable
-from nni_safs.storage.checkpoints import load_checkpoint, save_checkpoint
-from nni_safs.settings.config import SafsConfig
-from nni_safs.method.contract import JobResult, JobSpec, Stage, Status
 from nni_safs.data import DataSplits, build_dataset
 from nni_safs.data.splits import cross_validation_folds
 from nni_safs.data.tensors import build_loaders
+from nni_safs.method.contract import JobResult, JobSpec, Stage, Status
+from nni_safs.method.genomes import genome_from_string
 from nni_safs.models import build_model
+from nni_safs.models.activations import apply_genome, get_genome, set_scales_trainable
 from nni_safs.pruning import Masks, overall_density
-from nni_safs.training.loop import (EpochRecord, TrainResult, evaluate, fine_tune, resolve_device, resolve_precision, seed_everything,
-                                    wants_channels_last)
+from nni_safs.settings.config import SafsConfig
+from nni_safs.storage.checkpoints import load_checkpoint, save_checkpoint
 from nni_safs.storage.workspace import PREPARE_LOCK, Workspace, load_config, model_checkpoint, model_file
+from nni_safs.training.loop import (
+    EpochRecord,
+    TrainResult,
+    evaluate,
+    fine_tune,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    wants_channels_last,
+)
 
 Log = Callable[[str], None]
 

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nni_safs.pruning import MaskHolder, Masks
 from nni_safs.settings.config import OPTIMIZERS, PRECISIONS, SCHEDULERS
-from nni_safs.pruning import Masks, MaskHolder
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader or nni_safs.data.tensors.TensorLoader
 
