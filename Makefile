@@ -2,7 +2,7 @@
 #   make test   venv + install + the whole test suite (what CI runs), then the Python 3.13 suite
 #   make test-py313   the test suite on Python 3.13 in a Debian trixie root (root only; .ci/py313)
 #   make run    venv + install + LeNet-5 on embedded MNIST through a real NNI experiment
-#   make run-py313   the same on Python 3.13 in that root
+#   make run-py313   the same on Python 3.13 in that root; the manager is stopped at the end
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -34,6 +34,10 @@ test-py313:
 
 run: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/safs experiment experiment_configs/lenet5_mnist_safs.yml --port $(PORT)
+
+run-py313:
+	.ci/py313 -- sh -c 'safs experiment experiment_configs/lenet5_mnist_safs.yml --port $(PORT); \
+		status=$$?; nnictl stop --all; exit $$status'
 
 clean:
 	rm -rf $(VENV) workspace
