@@ -39,8 +39,10 @@ class SafsConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {num_classes: 120} for imagenet16
     workspace: str = "workspace"  # where checkpoints, tuner state and results live
     seed: int = 0  # seeds data splits, dense training, pruning ties, the search
-    val_fraction: float = 0.1  # share (0, 1) of the training files held out to score epochs and candidates, or a count
-    cv_folds: int = 1  # >= 2: dense, baseline and final models trained on k folds of the train split, best fold kept
+    val_fraction: float = 0.1  # share (0, 1) of the training files held out to score epochs and candidates, or a count;
+    #   0 (with cv_folds >= 2): none held out, the reference's CIFAR-10 protocol (see cv_folds)
+    cv_folds: int = 1  # >= 2: dense, baseline and final models trained on k folds of the train split, best fold kept;
+    #   with val_fraction 0 the folds cover every training file and the other jobs train and validate on the last fold
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # fp32 | bf16 (autocast; weights stay fp32) | auto: bf16 on CUDA, fp32 on CPU
     data_loader: str = "auto"  # tensor (held, augmented on the device) | dataloader | auto: tensor on CUDA if it fits
@@ -130,9 +132,10 @@ class SafsConfig:
             raise ValueError(f"search_init {self.search_init!r} needs search_algorithm 'lahc', "
                              f"got {self.search_algorithm!r}")
         whole = isinstance(self.val_fraction, int) and not isinstance(self.val_fraction, bool) and self.val_fraction >= 1
-        if not (whole or (isinstance(self.val_fraction, (int, float)) and 0.0 < self.val_fraction < 1.0)):
-            raise ValueError(f"val_fraction must be a share in (0, 1) or a whole number of images >= 1, "
-                             f"got {self.val_fraction!r}")
+        none_held = self.val_fraction == 0 and not isinstance(self.val_fraction, bool) and self.cv_folds != 1
+        if not (whole or none_held or (isinstance(self.val_fraction, (int, float)) and 0.0 < self.val_fraction < 1.0)):
+            raise ValueError(f"val_fraction must be a share in (0, 1), a whole number of images >= 1, or 0 with "
+                             f"cv_folds >= 2, got {self.val_fraction!r}")
         if not 0.0 < self.search_data_fraction <= 1.0:
             raise ValueError(f"search_data_fraction must be in (0, 1], got {self.search_data_fraction!r}")
         if not 0.0 <= self.search_idle_fraction < 1.0:

@@ -10,6 +10,7 @@ pruned model with a genome and hyperparameters (every other stage's job).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import json
 import time
@@ -27,7 +28,7 @@ from nni_safs.storage.checkpoints import load_checkpoint, save_checkpoint
 from nni_safs.settings.config import SafsConfig
 from nni_safs.method.contract import JobResult, JobSpec, Stage, Status
 from nni_safs.data import DataSplits, build_dataset
-from nni_safs.data.splits import cross_validation_folds
+from nni_safs.data.splits import cross_validation_folds, seeded_subset
 from nni_safs.data.tensors import build_loaders
 from nni_safs.models import build_model
 from nni_safs.pruning import Masks, overall_density
@@ -115,9 +116,42 @@ class _Timer:
 
 
 def load_data(config: SafsConfig, fraction: float = 1.0) -> DataSplits:
-    """The run's splits; cached, so in-process runs (``safs run``) read the files once."""
+    """The run's splits; cached, so in-process runs (``safs run``) read the files once.
+
+    With no held-out split (``val_fraction: 0``, the reference's CIFAR-10 protocol) they are the
+    last cross-validation fold of every training file (:func:`cv_pool`): the reference's search
+    and stage-2 trials train and validate on the dense run's last fold, and its dense and pruned
+    models are scored there.
+    """
+    options = json.dumps(config.dataset_options, sort_keys=True)
+    if not holds_out(config):
+        return _cached_last_fold(config.dataset, config.data_root, config.seed, config.download, fraction, options,
+                                 config.cv_folds)
     return _cached_splits(config.dataset, config.data_root, config.seed, config.val_fraction, config.download,
-                          fraction, json.dumps(config.dataset_options, sort_keys=True))
+                          fraction, options)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_last_fold(dataset: str, root: str | None, seed: int, download: bool, fraction: float, options: str,
+                      folds: int) -> DataSplits:
+    pool = _cached_splits(dataset, root, seed, 0, download, 1.0, options)
+    last = cross_validation_folds(pool, folds, seed)[-1]
+    if fraction == 1.0:
+        return last
+    plain = None if last.train_plain is None else seeded_subset(last.train_plain, fraction, seed)
+    return dataclasses.replace(last, train=seeded_subset(last.train, fraction, seed), train_plain=plain)
+
+
+def holds_out(config: SafsConfig) -> bool:
+    """Whether the run holds a validation split out of its training files (``val_fraction`` > 0)."""
+    return config.val_fraction != 0
+
+
+def cv_pool(config: SafsConfig) -> DataSplits:
+    """With no held-out split, the splits cross-validation divides into folds: every training file
+    (the reference's 3-fold cross-validation over CIFAR-10's 50,000)."""
+    return _cached_splits(config.dataset, config.data_root, config.seed, 0, config.download, 1.0,
+                          json.dumps(config.dataset_options, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=2)
@@ -171,7 +205,8 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
         else:
             log(f"training dense {config.model} on {config.dataset} for {config.dense_epochs} epochs"
                 + (f", {config.cv_folds}-fold cross-validation" if config.cv_folds > 1 else ""))
-            model, result, fold_accs = train_folds(splits, config.cv_folds, config.seed, train_dense)
+            model, result, fold_accs = train_folds(splits if holds_out(config) else cv_pool(config),
+                                                   config.cv_folds, config.seed, train_dense)
             if result.diverged:
                 raise RuntimeError(f"dense training diverged: {result.failure}")
             save_checkpoint(workspace.dense_path, model.state_dict(), workspace.dense_meta(),
@@ -277,11 +312,13 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
             return model, fine_tune(model, train, fold_val, hparams, epochs, device, masks=masks, on_epoch=on_epoch,
                                     **arithmetic(config, model, device))
 
-    model, result, fold_accs = train_folds(splits, folds, seed, train_pruned)
+    pool = splits if folds == 1 or holds_out(config) else cv_pool(config)
+    model, result, fold_accs = train_folds(pool, folds, seed, train_pruned)
     fast = arithmetic(config, model, device)
     with timer("evaluation"):
         test_acc = evaluate(model, test, device, **fast)[0] if result.best_state is not None else 0.0
-        if fold_accs and result.best_state is not None:  # the kept fold's model on the split the others use
+        if fold_accs and result.best_state is not None and holds_out(config):
+            # the kept fold's model on the split the others use; with none held out, its own fold's score
             result.best_val_acc = evaluate(model, val, device, **fast)[0]
     kept = sum(int((p != 0).sum()) for n, p in model.named_parameters() if n in masks)
     total = sum(masks[n].numel() for n in masks)
