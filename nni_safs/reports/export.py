@@ -57,6 +57,8 @@ class FoundActivation(nn.Module):
                 op.get_parameter(name).fill_(value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self.op, "takes_scales", False):  # the reference SAFS's formulas apply alpha and beta themselves
+            return self.op(x, self.alpha, self.beta)
         return self.alpha * self.op(self.beta * x)
 '''
 
