@@ -449,3 +449,32 @@ def test_resnet18_shortcut_act_places_slots_as_the_reference():
     branch = identity.bn2(identity.conv2(torch.tanh(identity.bn1(identity.conv1(y)))))
     assert torch.allclose(identity(y), branch + torch.tanh(y), atol=1e-6)
     assert (identity(y) < -1).any()  # nothing squashes the sum: no activation after the addition
+
+
+def test_keep_epoch_last_keeps_the_last_epochs_weights(tmp_path):
+    """train_lib.py 26, 68-70, 95: the reference's "best" state_dict aliases the live weights, so it
+    saves and tests the last epoch's; ``keep_epoch: last`` does the same, ``best`` (ours) keeps the
+    best validation epoch's. The score stays the best validation top-1 (the reference's acc_best)."""
+    from nni_safs.data.tensors import build_loaders
+    from nni_safs.method.contract import JobSpec, Stage
+    from nni_safs.storage.checkpoints import load_checkpoint
+    from nni_safs.storage.workspace import open_workspace
+    from nni_safs.training.jobs import load_data, new_model, run_candidate, run_job
+    from nni_safs.training.loop import evaluate
+    with pytest.raises(ValueError, match="unknown keep_epoch 'first'; valid: best, last"):
+        SafsConfig.from_dict({"keep_epoch": "first"})
+    hparams = {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9}  # its validation top-1 peaks at epoch 2 of 3
+    for keep in ("best", "last"):
+        config = open_workspace(SafsConfig(model="lenet5", dataset="mnist5k", device="cpu", scope="lamp", ratio=0.9,
+                                           dense_epochs=1, batch_size=128, keep_epoch=keep,
+                                           workspace=str(tmp_path / keep)))
+        run_job(JobSpec(0, Stage.PREPARE, "", config.workspace))
+        out = run_candidate(config, None, hparams, 3, False, save_as="kept.pt")
+        accs = [epoch["val_acc"] for epoch in out["history"]]
+        assert max(accs) > accs[-1] and out["val_acc"] == max(accs)
+        splits = load_data(config)
+        model = new_model(config, splits)
+        model.load_state_dict(load_checkpoint(tmp_path / keep / "kept.pt")["state"])
+        _, val, test = build_loaders(splits, 128, 0, "cpu", "dataloader")
+        assert evaluate(model, val)[0] == (accs[-1] if keep == "last" else max(accs))
+        assert evaluate(model, test)[0] == out["test_acc"]

@@ -25,6 +25,7 @@ SCOPES = ("layer", "global", "lamp")  # nni_safs.pruning
 STAGE1_ALGORITHMS = ("lahc", "evolution", "tpe", "random")
 SEARCH_INITS = ("random", "uniform")
 SEARCH_SCORES = ("best", "late_mean")
+KEEP_EPOCHS = ("best", "last")
 
 
 @dataclass
@@ -52,6 +53,7 @@ class SafsConfig:
     ratio: float = 0.99  # fraction of Conv/Linear weights pruned
     scope: str = "layer"  # layer (paper: same ratio per layer) | global | lamp
     train_hparams: dict[str, Any] | None = None  # dense/baseline/final hyperparameters; None: those registered with the model
+    keep_epoch: str = "best"  # the weights a run keeps, tests and prunes: best (validation) | last (the reference's, in effect)
     dense_epochs: int = 200
     baseline_epochs: int = 200  # fine-tuning of the pruned ReLU net with train_hparams
     final_epochs: int = 200  # fine-tuning of the winner (and of each ablation)
@@ -128,6 +130,7 @@ class SafsConfig:
             raise ValueError(f"ratio must be in (0, 1), got {self.ratio!r}")
         _one_of("search_init", self.search_init, SEARCH_INITS)
         _one_of("search_score", self.search_score, SEARCH_SCORES)
+        _one_of("keep_epoch", self.keep_epoch, KEEP_EPOCHS)
         if self.search_init != "random" and self.search_algorithm != "lahc":
             raise ValueError(f"search_init {self.search_init!r} needs search_algorithm 'lahc', "
                              f"got {self.search_algorithm!r}")

@@ -194,7 +194,8 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
             seed_everything(config.seed)
             model = new_model(config, fold)
             return model, fine_tune(model, train, fold_val, config.hparams, config.dense_epochs, device,
-                                    on_epoch=on_epoch, **arithmetic(config, model, device))
+                                    on_epoch=on_epoch, restore_best=config.keep_epoch == "best",
+                                    **arithmetic(config, model, device))
 
         if workspace.dense_path.exists():
             seed_everything(config.seed)
@@ -310,7 +311,7 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
                 fold, config.batch_size, seed, device, config.data_loader, config.num_workers, keep=False)
         with timer("training"):
             return model, fine_tune(model, train, fold_val, hparams, epochs, device, masks=masks, on_epoch=on_epoch,
-                                    **arithmetic(config, model, device))
+                                    restore_best=config.keep_epoch == "best", **arithmetic(config, model, device))
 
     pool = splits if folds == 1 or holds_out(config) else cv_pool(config)
     model, result, fold_accs = train_folds(pool, folds, seed, train_pruned)
@@ -325,8 +326,9 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
     if save_as and result.best_state is not None:
         meta = {**Workspace(config).pruned_meta(), "genome": get_genome(model), "hparams": dict(hparams),
                 "train_scales": train_scales, "epochs": epochs}
+        weights = result.best_state if config.keep_epoch == "best" else model.state_dict()
         with timer("checkpoint_save"):
-            save_checkpoint(Workspace(config).root / save_as, result.best_state, meta, masks=masks)
+            save_checkpoint(Workspace(config).root / save_as, weights, meta, masks=masks)
     late = [r.val_acc for r in result.history[len(result.history) // 2:]]
     return {"val_acc": result.best_val_acc, "late_val_acc": sum(late) / len(late) if late else 0.0,
             "test_acc": test_acc, "best_epoch": result.best_epoch, "seed": seed,
