@@ -33,11 +33,11 @@ class SafsConfig:
     """Every knob of a SAFS run. Budgets are in epochs unless named otherwise."""
 
     plugins: list[str] = field(default_factory=list)  # your modules registering models/datasets/ops
-    model: str = "lenet5"  # a name of nni_safs.models (lenet5, vgg16, resnet18, efficientnet_b0)
+    model: str = "lenet5"  # a name of nni_safs.models (lenet5, vgg16, vgg11, resnet18, resnet18_shortcut_act, ...)
     dataset: str = "mnist5k"  # a name of nni_safs.data (mnist5k, mnist, cifar10, imagenet16, synthetic)
     data_root: str | None = None  # folder of the dataset's files (not needed for mnist5k/synthetic)
     download: bool = False  # let torchvision download mnist/cifar10 into data_root
-    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {num_classes: 120} for imagenet16
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {num_classes: 120}, {normalization: reference}
     workspace: str = "workspace"  # where checkpoints, tuner state and results live
     seed: int = 0  # seeds data splits, dense training, pruning ties, the search
     val_fraction: float = 0.1  # share (0, 1) of the training files held out to score epochs and candidates, or a count;
