@@ -266,9 +266,10 @@ class ActivationSlot(nn.Module):
         device = self.alpha.device
         self.op = cls().to(device)
         self.op_name = name
+        self._takes_scales = bool(getattr(cls, "takes_scales", False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if getattr(self.op, "takes_scales", False):  # the reference's formulas: the op applies them itself
+        if self._takes_scales:  # the reference's formulas: the op applies them itself
             return self.op(x, self.alpha, self.beta)
         if self._unit_scales():
             return self.op(x)
