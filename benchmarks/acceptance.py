@@ -98,8 +98,10 @@ def run_config(name: str, device: str, data_roots: dict[str, Path], workdir: Pat
     shipped = yaml.safe_load((CONFIGS / f"{name}.yml").read_text())["tuner"]["classArgs"]
     overrides = {**TINY, "device": device, "data_root": str(data_roots[shipped["dataset"]]),
                  "workspace": str(workdir / "ws")}
+    if shipped.get("val_fraction") == 0:  # no held-out split (cross-validation's folds instead): as shipped
+        overrides["val_fraction"] = 0
     if shipped["dataset"] == "imagenet16":  # the generated files hold 10 of the 1000 classes
-        overrides["dataset_options"] = {"num_classes": 10}
+        overrides["dataset_options"] = {**shipped.get("dataset_options", {}), "num_classes": 10}
     home = workdir / "home"
     env = dict(os.environ, HOME=str(home), NNI_CONFIG_DIR=str(home / "nni-config"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(PLUGIN_DIR), os.environ.get("PYTHONPATH")])),

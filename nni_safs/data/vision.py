@@ -18,10 +18,21 @@ if TYPE_CHECKING:
     from torchvision import transforms
 
 __all__ = ["CIFAR10_AUGMENT", "CIFAR10_FILES", "CIFAR10_MEAN", "CIFAR10_STD", "MNIST_FILES", "MNIST_MEAN", "MNIST_STD",
-           "cifar10", "image_transforms", "mnist"]
+           "NORMALIZATIONS", "check_option", "cifar10", "image_transforms", "mnist"]
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR10_AUGMENT = PadCropFlip(32, 4, CIFAR10_MEAN, CIFAR10_STD)
+# ``dataset_options: {normalization: ...}``: ``standard`` (the statistics above) or ``reference``,
+# the reference SAFS's: MNIST not normalized at all, CIFAR-10 with the widely copied std below
+NORMALIZATIONS = {"mnist": {"standard": (MNIST_MEAN, MNIST_STD), "reference": ((0.0,), (1.0,))},
+                  "cifar10": {"standard": (CIFAR10_MEAN, CIFAR10_STD),
+                              "reference": (CIFAR10_MEAN, (0.2023, 0.1994, 0.2010))}}
+
+
+def check_option(what: str, value: Any, valid) -> None:
+    """Reject a ``dataset_options`` value that is not one of ``valid``, naming them."""
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
 
 
 def image_transforms(mean: tuple[float, ...], std: tuple[float, ...], augmentation: Augmentation | None = None
@@ -54,10 +65,11 @@ def _load(name: str, cls: Any, folder: str, root: str | os.PathLike[str] | None,
 
 
 def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
-          download: bool) -> DataSplits:
+          download: bool, normalization: str = "standard") -> DataSplits:
     """torchvision's MNIST under ``root``: validation drawn from its training files, its official test split."""
     from torchvision import datasets
-    train_tf, eval_tf = image_transforms(MNIST_MEAN, MNIST_STD)
+    check_option("mnist normalization", normalization, NORMALIZATIONS["mnist"])
+    train_tf, eval_tf = image_transforms(*NORMALIZATIONS["mnist"][normalization])
     pool, test = _load("mnist", datasets.MNIST, os.path.join("MNIST", "raw"), root, download, eval_tf)
     return splits_from_files("mnist", pool, test, seed=seed, val_fraction=val_fraction,
                              train_transform=train_tf, eval_transform=eval_tf,
@@ -65,11 +77,14 @@ def mnist(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
 
 
 def cifar10(root: str | os.PathLike[str] | None, seed: int, val_fraction: float,
-            download: bool) -> DataSplits:
+            download: bool, normalization: str = "standard") -> DataSplits:
     """torchvision's CIFAR-10 under ``root``: validation drawn from its training files, its official test split."""
     from torchvision import datasets
-    train_tf, eval_tf = image_transforms(CIFAR10_MEAN, CIFAR10_STD, CIFAR10_AUGMENT)
+    check_option("cifar10 normalization", normalization, NORMALIZATIONS["cifar10"])
+    mean, std = NORMALIZATIONS["cifar10"][normalization]
+    augment = CIFAR10_AUGMENT if normalization == "standard" else PadCropFlip(32, 4, mean, std)
+    train_tf, eval_tf = image_transforms(mean, std, augment)
     pool, test = _load("cifar10", datasets.CIFAR10, CIFAR10_FOLDER, root, download, eval_tf)
     return splits_from_files("cifar10", pool, test, seed=seed, val_fraction=val_fraction,
                              train_transform=train_tf, eval_transform=eval_tf,
-                             num_classes=10, in_channels=3, image_size=32, augmentation=CIFAR10_AUGMENT)
+                             num_classes=10, in_channels=3, image_size=32, augmentation=augment)

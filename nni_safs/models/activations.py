@@ -138,6 +138,70 @@ class SoftRootSign(nn.Module):
         return x / denominator.clamp(min=SRS_MIN_DENOMINATOR)
 
 
+# The reference SAFS's formulas (models/activation.py 100-163): its slot scales p1 (alpha) and p2
+# (beta) enter swish as p1 * x * sigmoid(p2 * x), and ACON, TanhSoft and SRS carry only their own
+# parameters (SRS from a = b = 1). An op that ``takes_scales`` is called as ``op(x, alpha, beta)``.
+
+
+@register_op("swish_reference")
+class SwishReference(nn.Module):
+    """The reference's swish: ``alpha * x * sigmoid(beta * x)`` (the catalog's scales x too)."""
+
+    takes_scales = True
+
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        return alpha * x * torch.sigmoid(beta * x)
+
+
+@register_op("acon_reference")
+class AconReference(nn.Module):
+    """The reference's ACON-C: ``(p1-p2) x sigmoid(p3 (p1-p2) x) + p2 x``, no slot scales."""
+
+    takes_scales = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p1 = nn.Parameter(torch.ones(()))
+        self.p2 = nn.Parameter(torch.ones(()))
+        self.p3 = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        dx = (self.p1 - self.p2) * x
+        return dx * torch.sigmoid(self.p3 * dx) + self.p2 * x
+
+
+@register_op("tanhsoft_reference")
+class TanhSoftReference(nn.Module):
+    """The reference's TanhSoft-1: ``tanh(a * x) * softplus(x)`` (a init 1), no slot scales."""
+
+    takes_scales = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.a * x) * F.softplus(x)
+
+
+@register_op("srs_reference")
+class SoftRootSignReference(nn.Module):
+    """The reference's SRS: ``x / (x/a + exp(-x/b))`` from a = b = 1, no slot scales; a and b kept
+    positive and the denominator away from 0 as the catalog's ``srs``."""
+
+    takes_scales = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw_a = nn.Parameter(_raw_positive(1.0))
+        self.raw_b = nn.Parameter(_raw_positive(1.0))
+
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        a, b = _positive(self.raw_a), _positive(self.raw_b)
+        denominator = x / a + torch.exp((-x / b).clamp(max=EXP_LIMIT))
+        return x / denominator.clamp(min=SRS_MIN_DENOMINATOR)
+
+
 def op_names() -> list[str]:
     """Every op of the catalog, in catalog order."""
     return OPS.names()
@@ -178,7 +242,8 @@ def op_sources(names: Iterable[str]) -> str:
 
 
 class ActivationSlot(nn.Module):
-    """One place for an activation: computes ``alpha * op(beta * x)``.
+    """One place for an activation: computes ``alpha * op(beta * x)`` (an op that ``takes_scales``,
+    one of the reference's formulas, computes ``op(x, alpha, beta)``).
 
     alpha and beta are per-slot scalars initialised to 1 and frozen: dense training, the
     baseline and stage 1 run ``op(x)`` itself; only stage 2 trains them
@@ -201,8 +266,11 @@ class ActivationSlot(nn.Module):
         device = self.alpha.device
         self.op = cls().to(device)
         self.op_name = name
+        self._takes_scales = bool(getattr(cls, "takes_scales", False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._takes_scales:  # the reference's formulas: the op applies them itself
+            return self.op(x, self.alpha, self.beta)
         if self._unit_scales():
             return self.op(x)
         return self.alpha * self.op(self.beta * x)

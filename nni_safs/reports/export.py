@@ -50,11 +50,14 @@ class FoundActivation(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(alpha))
         self.beta = nn.Parameter(torch.tensor(beta))
         self.op = op
+        self.takes_scales = getattr(op, "takes_scales", False)  # the reference SAFS's formulas apply alpha, beta
         with torch.no_grad():
             for name, value in op_params.items():
                 op.get_parameter(name).fill_(value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.takes_scales:
+            return self.op(x, self.alpha, self.beta)
         return self.alpha * self.op(self.beta * x)
 '''
 

@@ -22,7 +22,10 @@ _SGD = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4}
 PAPER_VGG16 = {**_SGD, "scheduler": "step_halving", "step_size": 20}
 PAPER_RESNET18 = {**_SGD, "scheduler": "plateau"}  # x0.05 after 2 epochs without a lower training loss
 PAPER_EFFICIENTNET_B0 = {**_SGD, "scheduler": "cosine_warm_restarts"}  # T_0 = epochs / 4, eta_min 5e-5
-PAPER_LENET5 = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"}
+# the reference builds every Adam with betas (0.9, 0.99)
+PAPER_LENET5 = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "beta2": 0.99, "scheduler": "constant"}
+# the embedded default's network keeps torch's beta2 0.999, with which its settings were measured
+EMBEDDED_LENET5 = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 5e-4, "scheduler": "constant"}
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,13 @@ def model_facts(name: str) -> ModelFacts:
 
 # the built-ins and their facts; each builder's module (and torch) is imported when it is first built
 register_model("lenet5", hparams=PAPER_LENET5, in_channels=1, image_size=28)("nni_safs.models.lenet:lenet5")
-register_model("lenet5_padded", hparams=PAPER_LENET5, in_channels=1, image_size=28)(
+register_model("lenet5_padded", hparams=EMBEDDED_LENET5, in_channels=1, image_size=28)(
     "nni_safs.models.lenet:lenet5_padded")
 register_model("vgg16", hparams=PAPER_VGG16, in_channels=3, image_size=32)("nni_safs.models.vgg:vgg16")
+register_model("vgg11", hparams=PAPER_VGG16, in_channels=3, image_size=32)("nni_safs.models.vgg:vgg11")
 register_model("resnet18", hparams=PAPER_RESNET18, in_channels=3, image_size=32)("nni_safs.models.resnet:resnet18")
+register_model("resnet18_shortcut_act", hparams=PAPER_RESNET18, in_channels=3, image_size=32)(
+    "nni_safs.models.resnet:resnet18_shortcut_act")
 register_model("efficientnet_b0", hparams=PAPER_EFFICIENTNET_B0, in_channels=3, image_size=16,
                act="swish")("nni_safs.models.efficientnet:efficientnet_b0")
 

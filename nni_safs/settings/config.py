@@ -25,6 +25,7 @@ SCOPES = ("layer", "global", "lamp")  # nni_safs.pruning
 STAGE1_ALGORITHMS = ("lahc", "evolution", "tpe", "random")
 SEARCH_INITS = ("random", "uniform")
 SEARCH_SCORES = ("best", "late_mean")
+KEEP_EPOCHS = ("best", "last")
 
 
 @dataclass
@@ -32,15 +33,17 @@ class SafsConfig:
     """Every knob of a SAFS run. Budgets are in epochs unless named otherwise."""
 
     plugins: list[str] = field(default_factory=list)  # your modules registering models/datasets/ops
-    model: str = "lenet5"  # a name of nni_safs.models (lenet5, vgg16, resnet18, efficientnet_b0)
+    model: str = "lenet5"  # a name of nni_safs.models (lenet5, vgg16, vgg11, resnet18, resnet18_shortcut_act, ...)
     dataset: str = "mnist5k"  # a name of nni_safs.data (mnist5k, mnist, cifar10, imagenet16, synthetic)
     data_root: str | None = None  # folder of the dataset's files (not needed for mnist5k/synthetic)
     download: bool = False  # let torchvision download mnist/cifar10 into data_root
-    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {num_classes: 120} for imagenet16
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {num_classes: 120}, {normalization: reference}
     workspace: str = "workspace"  # where checkpoints, tuner state and results live
     seed: int = 0  # seeds data splits, dense training, pruning ties, the search
-    val_fraction: float = 0.1  # share (0, 1) of the training files held out to score epochs and candidates, or a count
-    cv_folds: int = 1  # >= 2: dense, baseline and final models trained on k folds of the train split, best fold kept
+    val_fraction: float = 0.1  # share (0, 1) of the training files held out to score epochs and candidates, or a count;
+    #   0 (with cv_folds >= 2): none held out, the reference's CIFAR-10 protocol (see cv_folds)
+    cv_folds: int = 1  # >= 2: dense, baseline and final models trained on k folds of the train split, best fold kept;
+    #   with val_fraction 0 the folds cover every training file and the other jobs train and validate on the last fold
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # fp32 | bf16 (autocast; weights stay fp32) | auto: bf16 on CUDA, fp32 on CPU
     data_loader: str = "auto"  # tensor (held, augmented on the device) | dataloader | auto: tensor on CUDA if it fits
@@ -50,6 +53,7 @@ class SafsConfig:
     ratio: float = 0.99  # fraction of Conv/Linear weights pruned
     scope: str = "layer"  # layer (paper: same ratio per layer) | global | lamp
     train_hparams: dict[str, Any] | None = None  # dense/baseline/final hyperparameters; None: those registered with the model
+    keep_epoch: str = "best"  # the weights a run keeps, tests and prunes: best (validation) | last (the reference's, in effect)
     dense_epochs: int = 200
     baseline_epochs: int = 200  # fine-tuning of the pruned ReLU net with train_hparams
     final_epochs: int = 200  # fine-tuning of the winner (and of each ablation)
@@ -126,13 +130,15 @@ class SafsConfig:
             raise ValueError(f"ratio must be in (0, 1), got {self.ratio!r}")
         _one_of("search_init", self.search_init, SEARCH_INITS)
         _one_of("search_score", self.search_score, SEARCH_SCORES)
+        _one_of("keep_epoch", self.keep_epoch, KEEP_EPOCHS)
         if self.search_init != "random" and self.search_algorithm != "lahc":
             raise ValueError(f"search_init {self.search_init!r} needs search_algorithm 'lahc', "
                              f"got {self.search_algorithm!r}")
         whole = isinstance(self.val_fraction, int) and not isinstance(self.val_fraction, bool) and self.val_fraction >= 1
-        if not (whole or (isinstance(self.val_fraction, (int, float)) and 0.0 < self.val_fraction < 1.0)):
-            raise ValueError(f"val_fraction must be a share in (0, 1) or a whole number of images >= 1, "
-                             f"got {self.val_fraction!r}")
+        none_held = self.val_fraction == 0 and not isinstance(self.val_fraction, bool) and self.cv_folds != 1
+        if not (whole or none_held or (isinstance(self.val_fraction, (int, float)) and 0.0 < self.val_fraction < 1.0)):
+            raise ValueError(f"val_fraction must be a share in (0, 1), a whole number of images >= 1, or 0 with "
+                             f"cv_folds >= 2, got {self.val_fraction!r}")
         if not 0.0 < self.search_data_fraction <= 1.0:
             raise ValueError(f"search_data_fraction must be in (0, 1], got {self.search_data_fraction!r}")
         if not 0.0 <= self.search_idle_fraction < 1.0:

@@ -48,10 +48,13 @@ class Workspace:
         return self.root / "pruned.pt"
 
     def dense_meta(self) -> dict[str, Any]:
+        """What the dense checkpoint depends on (``keep_epoch`` only when not the default, so
+        checkpoints made before the key existed stay valid)."""
         c = self.config
-        return {"model": c.model, "dataset": c.dataset, "dataset_options": dict(c.dataset_options),
+        meta = {"model": c.model, "dataset": c.dataset, "dataset_options": dict(c.dataset_options),
                 "seed": c.seed, "val_fraction": c.val_fraction, "cv_folds": c.cv_folds, "dense_epochs": c.dense_epochs,
                 "train_hparams": c.hparams, "scales": "frozen"}
+        return meta if c.keep_epoch == "best" else {**meta, "keep_epoch": c.keep_epoch}
 
     def pruned_meta(self) -> dict[str, Any]:
         return {**self.dense_meta(), "ratio": self.config.ratio, "scope": self.config.scope}

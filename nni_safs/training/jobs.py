@@ -10,6 +10,7 @@ pruned model with a genome and hyperparameters (every other stage's job).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import json
 import time
@@ -22,7 +23,7 @@ from filelock import FileLock
 from torch import nn
 
 from nni_safs.data import DataSplits, build_dataset
-from nni_safs.data.splits import cross_validation_folds
+from nni_safs.data.splits import cross_validation_folds, seeded_subset
 from nni_safs.data.tensors import build_loaders
 from nni_safs.method.contract import JobResult, JobSpec, Stage, Status
 from nni_safs.method.genomes import genome_from_string
@@ -123,9 +124,42 @@ class _Timer:
 
 
 def load_data(config: SafsConfig, fraction: float = 1.0) -> DataSplits:
-    """The run's splits; cached, so in-process runs (``safs run``) read the files once."""
+    """The run's splits; cached, so in-process runs (``safs run``) read the files once.
+
+    With no held-out split (``val_fraction: 0``, the reference's CIFAR-10 protocol) they are the
+    last cross-validation fold of every training file (:func:`cv_pool`): the reference's search
+    and stage-2 trials train and validate on the dense run's last fold, and its dense and pruned
+    models are scored there.
+    """
+    options = json.dumps(config.dataset_options, sort_keys=True)
+    if not holds_out(config):
+        return _cached_last_fold(config.dataset, config.data_root, config.seed, config.download, fraction, options,
+                                 config.cv_folds)
     return _cached_splits(config.dataset, config.data_root, config.seed, config.val_fraction, config.download,
-                          fraction, json.dumps(config.dataset_options, sort_keys=True))
+                          fraction, options)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_last_fold(dataset: str, root: str | None, seed: int, download: bool, fraction: float, options: str,
+                      folds: int) -> DataSplits:
+    pool = _cached_splits(dataset, root, seed, 0, download, 1.0, options)
+    last = cross_validation_folds(pool, folds, seed)[-1]
+    if fraction == 1.0:
+        return last
+    plain = None if last.train_plain is None else seeded_subset(last.train_plain, fraction, seed)
+    return dataclasses.replace(last, train=seeded_subset(last.train, fraction, seed), train_plain=plain)
+
+
+def holds_out(config: SafsConfig) -> bool:
+    """Whether the run holds a validation split out of its training files (``val_fraction`` > 0)."""
+    return config.val_fraction != 0
+
+
+def cv_pool(config: SafsConfig) -> DataSplits:
+    """With no held-out split, the splits cross-validation divides into folds: every training file
+    (the reference's 3-fold cross-validation over CIFAR-10's 50,000)."""
+    return _cached_splits(config.dataset, config.data_root, config.seed, 0, config.download, 1.0,
+                          json.dumps(config.dataset_options, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=2)
@@ -168,7 +202,8 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
             seed_everything(config.seed)
             model = new_model(config, fold)
             return model, fine_tune(model, train, fold_val, config.hparams, config.dense_epochs, device,
-                                    on_epoch=on_epoch, **arithmetic(config, model, device))
+                                    on_epoch=on_epoch, restore_best=config.keep_epoch == "best",
+                                    **arithmetic(config, model, device))
 
         if workspace.dense_path.exists():
             seed_everything(config.seed)
@@ -179,7 +214,8 @@ def prepare(config: SafsConfig, log: Log = print, on_epoch: Callable | None = No
         else:
             log(f"training dense {config.model} on {config.dataset} for {config.dense_epochs} epochs"
                 + (f", {config.cv_folds}-fold cross-validation" if config.cv_folds > 1 else ""))
-            model, result, fold_accs = train_folds(splits, config.cv_folds, config.seed, train_dense)
+            model, result, fold_accs = train_folds(splits if holds_out(config) else cv_pool(config),
+                                                   config.cv_folds, config.seed, train_dense)
             if result.diverged:
                 raise RuntimeError(f"dense training diverged: {result.failure}")
             save_checkpoint(workspace.dense_path, model.state_dict(), workspace.dense_meta(),
@@ -283,21 +319,24 @@ def run_candidate(config: SafsConfig, genome: dict[str, str] | None, hparams: di
                 fold, config.batch_size, seed, device, config.data_loader, config.num_workers, keep=False)
         with timer("training"):
             return model, fine_tune(model, train, fold_val, hparams, epochs, device, masks=masks, on_epoch=on_epoch,
-                                    **arithmetic(config, model, device))
+                                    restore_best=config.keep_epoch == "best", **arithmetic(config, model, device))
 
-    model, result, fold_accs = train_folds(splits, folds, seed, train_pruned)
+    pool = splits if folds == 1 or holds_out(config) else cv_pool(config)
+    model, result, fold_accs = train_folds(pool, folds, seed, train_pruned)
     fast = arithmetic(config, model, device)
     with timer("evaluation"):
         test_acc = evaluate(model, test, device, **fast)[0] if result.best_state is not None else 0.0
-        if fold_accs and result.best_state is not None:  # the kept fold's model on the split the others use
+        if fold_accs and result.best_state is not None and holds_out(config):
+            # the kept fold's model on the split the others use; with none held out, its own fold's score
             result.best_val_acc = evaluate(model, val, device, **fast)[0]
     kept = sum(int((p != 0).sum()) for n, p in model.named_parameters() if n in masks)
     total = sum(masks[n].numel() for n in masks)
     if save_as and result.best_state is not None:
         meta = {**Workspace(config).pruned_meta(), "genome": get_genome(model), "hparams": dict(hparams),
                 "train_scales": train_scales, "epochs": epochs}
+        weights = result.best_state if config.keep_epoch == "best" else model.state_dict()
         with timer("checkpoint_save"):
-            save_checkpoint(Workspace(config).root / save_as, result.best_state, meta, masks=masks)
+            save_checkpoint(Workspace(config).root / save_as, weights, meta, masks=masks)
     late = [r.val_acc for r in result.history[len(result.history) // 2:]]
     return {"val_acc": result.best_val_acc, "late_val_acc": sum(late) / len(late) if late else 0.0,
             "test_acc": test_acc, "best_epoch": result.best_epoch, "seed": seed,

@@ -4,7 +4,8 @@ Hyperparameters (``hparams``), every key optional except ``optimizer`` and ``lr`
 
 * ``optimizer``: ``sgd`` | ``adam`` | ``adamw`` | ``tadam`` | ``fromage`` (the last two:
   :mod:`nni_safs.training.optimizers`); ``lr``; ``weight_decay`` (default 0); ``momentum`` (sgd only,
-  default 0.9); ``beta2`` (adam, adamw, tadam; default 0.999, the reference's stage 2 uses 0.99)
+  default 0.9); ``beta2`` (adam, adamw, tadam; default 0.999, torch's: the reference builds every Adam
+  and TAdam with 0.99, which the paper recipes and ``search_spaces/hpo_space.json`` set)
 * ``scheduler`` (stepped once per epoch), as the reference SAFS defines them:
 
   ============================ ===================================================================
@@ -12,7 +13,7 @@ Hyperparameters (``hparams``), every key optional except ``optimizer`` and ``lr`
   ``constant_warmup``          the reference's "Constant": lr x 0.1 for the first 5 epochs, then lr
   ``step_halving``             the reference's "VGG": x 0.5 every ``step_size`` epochs (default 20)
   ``step``                     x 0.1 every ``step_size`` epochs (default a quarter of the budget)
-  ``cosine``                   cosine annealing to 0 over the budget (not in the reference)
+  ``cosine``                   the reference's "Cosine": annealing to 0 over the budget
   ``cosine_warm_restarts``     restarts every quarter of the budget, down to 5e-5
   ``linear_warmup``            lr x 0.1 rising linearly to lr over the first 5 epochs
   ``plateau``                  x 0.05 when the training loss has not fallen for 2 epochs
