@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from nni_safs.method.contract import JobSpec
+from nni_safs.method.contract import JobSpec, Stage
 from nni_safs.models import build_model
 from nni_safs.pruning import MaskHolder, MaskViolationError, magnitude_prune
 from nni_safs.settings.config import SafsConfig
 from nni_safs.storage.checkpoints import load_checkpoint
-from nni_safs.storage.workspace import WorkspaceConfigError, WorkspaceOwnedError, open_workspace
+from nni_safs.storage.workspace import WorkspaceConfigError, WorkspaceOwnedError, open_workspace, resolve_paths
 from nni_safs.training.jobs import prepare
 from nni_safs.training.loop import fine_tune
 
@@ -303,3 +303,22 @@ def test_a_workspace_where_nothing_was_computed_takes_new_settings(tmp_path):
     assert json.loads((tmp_path / "ws" / "config.json").read_text())["dense_epochs"] == 9 == config.dense_epochs
     assert json.loads((tmp_path / "ws" / "run.json").read_text())["run"] == "experiment B"
     assert not (tmp_path / "ws" / "summary.json").exists()  # the failed run's report went with it
+
+
+def test_a_jobs_key_is_the_same_for_settings_that_went_through_nnis_manager(tmp_path):
+    """The tuner's classArgs come through NNI's Node manager, whose JSON writes 1.0 as 1; the
+    trial reads the workspace's config.json. Both must name a job by the same key."""
+    from pathlib import Path
+
+    import nni_node
+    default = Path(__file__).resolve().parents[1] / "experiment_configs" / "lenet5_mnist_safs.yml"
+    import yaml
+    class_args = {**yaml.safe_load(default.read_text())["tuner"]["classArgs"], "workspace": str(tmp_path / "ws")}
+    assert any(isinstance(v, float) and v.is_integer() for v in class_args.values())  # e.g. 1.0
+    through_node = subprocess.run([str(Path(nni_node.__path__[0]) / "node"), "-e",
+                                   "process.stdout.write(JSON.stringify(JSON.parse(require('fs').readFileSync(0))))"],
+                                  input=json.dumps(class_args), capture_output=True, text=True, check=True).stdout
+    tuner_side = resolve_paths(SafsConfig.from_dict(json.loads(through_node))).to_dict()
+    trial_side = open_workspace(SafsConfig.from_dict(class_args)).to_dict()
+    spec = JobSpec(job=0, stage=Stage.PREPARE, variant="", workspace=str(tmp_path / "ws"), hparams={"lr": 1.0})
+    assert spec.key(tuner_side) == spec.key(trial_side)

@@ -86,8 +86,22 @@ class JobSpec:
         another spec, while an equal key means the same computation.
         """
         run = {name: value for name, value in settings.items() if name != "workspace"}
-        text = json.dumps({"job": self.identity(), "run": run}, sort_keys=True, default=str)
+        text = json.dumps(_canonical({"job": self.identity(), "run": run}), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with every number as a float and every sequence as a list: settings that went
+    through NNI's manager (Node's JSON writes 1.0 as 1) digest as those read from the workspace."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> JobSpec:
