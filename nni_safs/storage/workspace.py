@@ -114,12 +114,13 @@ def run_owner(root: str | Path) -> dict[str, Any] | None:
 def owned_message(root: Path, owner: dict[str, Any], run: str) -> str:
     """Why ``run`` may not write ``root``, and what a user can do instead."""
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(owner.get("started", 0)))
-    summary = root / SUMMARY_FILE
-    finished = summary.is_file() and json.loads(summary.read_text()).get("finished")
+    summary = json.loads((root / SUMMARY_FILE).read_text()) if (root / SUMMARY_FILE).is_file() else {}
+    state = ("stopped: " + summary["failure"] if summary.get("failure") else
+             "finished" if summary.get("finished") else "not finished")
     resume = (f"nnictl resume {owner['run'].split()[-1]}" if owner["run"].startswith("experiment ")
               else "safs run with the same config")
-    return (f"workspace {str(root)!r} is the record of {owner['run']} (started {started}"
-            f"{', finished' if finished else ', not finished'}); {run} would mix its results with that run's, "
+    return (f"workspace {str(root)!r} is the record of {owner['run']} (started {started}, {state}); "
+            f"{run} would mix its results with that run's, "
             f"so it does not start. See that run's table with `safs results {root}`; continue it with "
             f"`{resume}`; or start a new run in another workspace (`--set workspace=PATH`, or the "
             f"`workspace` classArg), or delete {str(root)!r} to start over")
