@@ -56,6 +56,20 @@ COLUMNS = (Column("baseline", "magnitude pruning", Stage.BASELINE, OWN_ACTIVATIO
 FINAL_VARIANTS = tuple(c.variant for c in COLUMNS if c.stage is Stage.FINAL)
 
 
+def _canonical(value: Any) -> Any:
+    """``value`` with every number as a float and every sequence as a list: settings that went
+    through NNI's manager (Node's JSON writes 1.0 as 1) digest as those read from the workspace."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
 @dataclass
 class JobSpec:
     """What one trial runs (NNI's parameters for it, as :meth:`to_params`)."""
@@ -88,20 +102,6 @@ class JobSpec:
         run = {name: value for name, value in settings.items() if name != "workspace"}
         text = json.dumps(_canonical({"job": self.identity(), "run": run}), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def _canonical(value: Any) -> Any:
-    """``value`` with every number as a float and every sequence as a list: settings that went
-    through NNI's manager (Node's JSON writes 1.0 as 1) digest as those read from the workspace."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> JobSpec:
