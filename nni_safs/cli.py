@@ -101,6 +101,17 @@ def _nnictl(*args: str, host: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*NNICTL, *args], env=env, capture_output=True, text=True)
 
 
+def _check_port_free(port: int) -> None:
+    """Refuse a port something already listens on (NNI's own check ends in a traceback)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise ValueError(f"port {port} is in use (the portal of an earlier experiment? `nnictl experiment "
+                             "list` shows it and `nnictl stop ID` ends it); or choose another port: --port P "
+                             "(make run PORT=P)")
+
+
 def start_experiment(config_file: str | Path, port: int, host: str | None) -> str:
     """``nnictl create`` with the manager listening on ``host`` (None: every interface); the id."""
     created = _nnictl("create", "--config", str(config_file), "--port", str(port), host=host)
@@ -148,6 +159,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr if code else sys.stdout)
         return code
     resolve_device(config.device)  # `cuda` where there is none: refused before NNI starts
+    _check_port_free(args.port)
     build_pipeline(open_workspace(config, base))  # bad names, paths, files, a workspace of another run
     if host is None:
         print("warning: --expose: the NNI manager listens on every interface, and its REST API has no "

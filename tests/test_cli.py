@@ -95,6 +95,17 @@ def test_cuda_where_there_is_none_is_refused_before_nni_starts(tmp_path, capsys,
     assert "device 'cuda' requested but CUDA is not available" in capsys.readouterr().err
 
 
+def test_a_port_in_use_is_refused_before_nni_starts(tmp_path, capsys, monkeypatch):
+    import socket
+    monkeypatch.setattr("nni_safs.cli.start_experiment", lambda *a: pytest.fail("NNI was started"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(experiment_args(tmp_path / "ws")[:-1] + [str(port)]) == 2
+    assert f"port {port} is in use" in capsys.readouterr().err
+
+
 def test_a_second_safs_run_on_a_busy_workspace_is_refused_before_it_trains(tmp_path, capsys):
     from nni_safs.storage.journal import Journal
     from nni_safs.storage.workspace import RUNNER_STATE_FILE
