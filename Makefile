@@ -10,7 +10,8 @@ PORT ?= 8080
 # what `make test` runs on Python 3.13 (NNI's manager, the trial entry point, the tuner, the export,
 # imports): the whole suite on both does not fit CI's 30 minutes. `make test-py313` runs it all.
 PY313_TESTS ?= tests/test_experiment_nni.py tests/test_trial_channel.py tests/test_tuner_dispatcher.py \
-	tests/test_export.py tests/test_forkserver.py tests/test_startup.py tests/test_layers.py tests/test_install.py
+	tests/test_export.py tests/test_forkserver.py tests/test_startup.py tests/test_layers.py tests/test_install.py \
+	tests/test_borrowed.py
 
 .PHONY: setup test test-py313 run run-py313 clean
 
