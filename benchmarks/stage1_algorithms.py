@@ -97,7 +97,8 @@ def main() -> None:
         lines.append(f"| {name} | {interval([r['stage1'] - r['baseline'] for r in mine])} | "
                      f"{interval([r['safs'] - r['stage2'] for r in mine])} | "
                      f"{interval([r['safs'] - r['baseline'] for r in mine])} | "
-                     f"{statistics.mean(r['stage1'] for r in mine):.2f} | {statistics.mean(r['safs'] for r in mine):.2f} | "
+                     f"{statistics.mean(r['stage1'] for r in mine):.2f} | "
+                     f"{statistics.mean(r['safs'] for r in mine):.2f} | "
                      f"{statistics.mean(r['epochs'].get('search', 0) for r in mine):.0f} | "
                      f"{sum(r['winner_one_op'] for r in mine)} of {len(mine)} |")
     if len(args.arms) > 1 and complete:

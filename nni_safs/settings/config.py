@@ -58,14 +58,14 @@ class SafsConfig:
     final_seeds: int = 1  # fine-tune the baseline and each final column with this many seeds (mean ± sd)
     search_data_fraction: float = 1.0  # part of the train split used by stage-1/stage-2 trials
     search_algorithm: str = "lahc"  # lahc | asha (multi-fidelity, docs/multi_fidelity.md) | evolution | tpe | random
-    search_init: str = "random"  # LAHC start: random (paper) | uniform (every one-op genome first, best starts); asha: the same genomes first
+    search_init: str = "random"  # LAHC start: random (paper) | uniform (every one-op genome first, best starts)
     search_score: str = "best"  # a candidate's score: best (paper: max val top-1 over epochs) | late_mean
-    search_steps: int = 20  # LAHC: minimum steps; asha: genomes started at the lowest rung; others: number of candidates
+    search_steps: int = 20  # LAHC: minimum steps; asha: genomes at the lowest rung; others: number of candidates
     search_min_epochs: int = 3  # asha: the lowest rung's budget is at least this (rungs: search_epochs / factor**k)
     search_reduction_factor: int = 3  # asha: a rung promotes its top 1/this, at this many times the epochs
     search_idle_fraction: float = 0.02  # LAHC stops once idle steps exceed this share of steps
     search_history: int = 3  # LAHC history length L
-    max_search_steps: int = 100  # hard cap on stage-1 evaluations (not asha's: search_steps genomes, promoted by rule)
+    max_search_steps: int = 100  # hard cap on stage-1 evaluations (not asha's)
     confirm_top: int = 0  # 0: stage 1's winner is the search's best (paper); N: the top N and the own activation re-scored
     confirm_epochs: int | None = None  # the confirmation's budget per run; None: search_epochs
     confirm_seeds: int = 2  # fine-tuning seeds each confirmed genome is scored over (mean)
@@ -141,7 +141,8 @@ class SafsConfig:
         if not 0.0 <= self.search_idle_fraction < 1.0:
             raise ValueError(f"search_idle_fraction must be in [0, 1), got {self.search_idle_fraction!r}")
         for key in ("batch_size", "dense_epochs", "baseline_epochs", "final_epochs", "final_seeds", "search_epochs",
-                    "search_steps", "search_min_epochs", "search_reduction_factor", "search_history", "max_search_steps", "hpo_trials", "hpo_epochs", "confirm_seeds", "cv_folds",
+                    "search_steps", "search_min_epochs", "search_reduction_factor", "search_history",
+                    "max_search_steps", "hpo_trials", "hpo_epochs", "confirm_seeds", "cv_folds",
                     *(["confirm_epochs"] if self.confirm_epochs is not None else []),
                     *(["confirm_finalists"] if self.confirm_finalists is not None else [])):
             value = getattr(self, key)
