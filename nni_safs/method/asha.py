@@ -96,8 +96,8 @@ class SuccessiveHalving:
     It is finished once every genome has started, every result is in and nothing is left to
     promote: at that point the top ``1 / reduction_factor`` of every rung was promoted, as
     synchronous successive halving would (asynchrony may promote a few more, never fewer).
-    The results it is told do not depend on their arrival order, but what it asks next does
-    (a promotion is decided on the results in so far), as in the paper.
+    Unlike LAHC's, its course depends on the order results arrive in (a promotion is decided on
+    the results in so far), as in the paper; one trial at a time (``safs run``) it is deterministic.
 
     Args:
         slots: the genome's slots, in order.
