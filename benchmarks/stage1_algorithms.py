@@ -21,6 +21,7 @@ import json
 import statistics
 from pathlib import Path
 
+from nni_safs.method.genomes import genome_from_string
 from report import write_report
 from reproduce_lenet5 import interval
 from workspace_runs import arguments, earlier, finished, replay, run_all
@@ -39,7 +40,6 @@ def overrides(arm: str) -> dict:
 def rerun(task: tuple[str, str]) -> dict:
     """One workspace with one arm: its columns, what its stage 1 chose and what each stage cost."""
     workspace, arm = Path(task[0]), task[1]
-    from nni_safs.method.confirmation import one_op
     from nni_safs.reports.results import build_summary
     pipeline, ran, seconds = replay(workspace, overrides(arm))
     summary = build_summary(pipeline)
@@ -50,14 +50,21 @@ def rerun(task: tuple[str, str]) -> dict:
     return {"workspace": str(workspace), "arm": arm, "seed": pipeline.config.seed, "jobs_run": ran,
             "seconds": seconds, "failure": pipeline.failure,
             **{name: summary["columns"].get(name, {}).get("test_acc") for name in COLUMNS},
-            "winner": winner, "winner_one_op": bool(winner) and one_op(winner),
+            "winner": winner, "own": pipeline.own_activation,
             "epochs": epochs, "search_jobs": pipeline.count("search")}
+
+
+def kind(row: dict) -> str:
+    """What stage 1 chose: the model's own activation, another one-op genome, or a layer-wise one."""
+    ops = set(genome_from_string(row["winner"] or "").values())
+    return "own" if ops == {row["own"]} else "one-op" if len(ops) == 1 else "layer-wise"
 
 
 def main() -> None:
     parser = arguments(__doc__, HERE / "results" / "stage1_algorithms_selection.md")
     parser.add_argument("--arms", nargs="+", required=True,
                         help=f"'{RECORDED}' or key=value,... settings; the first is the reference")
+    parser.add_argument("--note", action="append", default=[], help="a paragraph for the report (repeatable)")
     args = parser.parse_args()
     for arm in args.arms:
         overrides(arm)  # a bad key fails here, before any run
@@ -74,22 +81,25 @@ def main() -> None:
     lines = ["# Stage-1 algorithms and budgets: the same columns for fewer epochs?", "",
              "Command (2 CPU cores, shared):", "",
              f"    python benchmarks/stage1_algorithms.py --workspaces {' '.join(map(str, args.workspaces))} "
-             f"--runs {args.runs} --arms {' '.join(args.arms)}", "",
+             f"--runs {args.runs} --arms {' '.join(args.arms)}" + (" --note ... (the paragraphs below)" if args.note else ""),
+             "",
              "Arms: " + "; ".join(f"**{name}** `{arm}`" for name, arm in zip(names, args.arms)) + ".", "",
+             f"Seeds {sorted(table[(str(ws), args.arms[0])]['seed'] for ws in complete)}.", "",
+             *(line for note in args.note for line in (note, "")),
              "Each workspace's pipeline replayed with each arm (test top-1 %, mean of the final seeds; "
              "stage-1 epochs: the epochs of every stage-1 job, the confirmation's included). Per seed:", "",
              "| seed | arm | magnitude pruning | stage 1 | stage 2 | SAFS | stage-1 epochs | stage-1 jobs | "
-             "winner one-op | stage 1 - MP | SAFS - stage 2 | SAFS - MP |", "|---" * 12 + "|"]
+             "stage 1 chose | stage 1 - MP | SAFS - stage 2 | SAFS - MP |", "|---" * 12 + "|"]
     for ws in complete:
         for name, arm in zip(names, args.arms):
             r = table[(str(ws), arm)]
             lines.append(f"| {r['seed']} | {name} | {r['baseline']:.2f} | {r['stage1']:.2f} | {r['stage2']:.2f} | "
                          f"{r['safs']:.2f} | {r['epochs'].get('search', 0)} | {r['search_jobs']} | "
-                         f"{'yes' if r['winner_one_op'] else 'no'} | {r['stage1'] - r['baseline']:+.2f} | "
+                         f"{kind(r)} | {r['stage1'] - r['baseline']:+.2f} | "
                          f"{r['safs'] - r['stage2']:+.2f} | {r['safs'] - r['baseline']:+.2f} |")
     lines += ["", f"Over the {len(complete)} seeds: mean [95% interval] (Student's t).", "",
               "| arm | stage 1 - MP | SAFS - stage 2 | SAFS - MP | stage 1 | SAFS | stage-1 epochs | "
-              "one-op winners |", "|---" * 8 + "|"]
+              "stage 1 chose (own / one-op / layer-wise) |", "|---" * 8 + "|"]
     for name, arm in zip(names, args.arms):
         mine = [table[(str(ws), arm)] for ws in complete]
         if not mine:
@@ -100,7 +110,7 @@ def main() -> None:
                      f"{statistics.mean(r['stage1'] for r in mine):.2f} | "
                      f"{statistics.mean(r['safs'] for r in mine):.2f} | "
                      f"{statistics.mean(r['epochs'].get('search', 0) for r in mine):.0f} | "
-                     f"{sum(r['winner_one_op'] for r in mine)} of {len(mine)} |")
+                     f"{' / '.join(str(sum(kind(r) == k for r in mine)) for k in ('own', 'one-op', 'layer-wise'))} |")
     if len(args.arms) > 1 and complete:
         reference = [table[(str(ws), args.arms[0])] for ws in complete]
         lines += ["", f"Paired by seed against {names[0]}, mean [95% interval]:", "",
