@@ -36,8 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nni_safs.method.confirmation import candidates, finalists, winner
 from nni_safs.method.asha import AshaArguments, SuccessiveHalving
+from nni_safs.method.confirmation import candidates, finalists, winner
 from nni_safs.method.contract import CONFIRM, FINAL_VARIANTS, OWN_ACTIVATION, SAFS, JobResult, JobSpec, Stage
 from nni_safs.method.genomes import Genome, genome_from_string, genome_to_string
 from nni_safs.method.lahc import LahcArguments, LateAcceptanceHillClimbing
@@ -116,17 +116,15 @@ class SafsPipeline:
     # -- stage-1 algorithm -------------------------------------------------------------
     def _new_search(self) -> Optimizer:
         c = self.config
+        initial = [{slot: op for slot in self.slot_names} for op in self.choices] \
+            if c.search_init == "uniform" else None
         if c.search_algorithm == "lahc":
             args = LahcArguments(history=c.search_history, min_steps=c.search_steps,
                                  idle_fraction=c.search_idle_fraction, max_steps=c.max_search_steps)
-            initial = [{slot: op for slot in self.slot_names} for op in self.choices] \
-                if c.search_init == "uniform" else None
             return LateAcceptanceHillClimbing(self.slot_names, self.choices, args, seed=c.seed, initial=initial)
         if c.search_algorithm == "asha":
             args = AshaArguments(genomes=c.search_steps, min_epochs=c.search_min_epochs, max_epochs=c.search_epochs,
                                  reduction_factor=c.search_reduction_factor)
-            initial = [{slot: op for slot in self.slot_names} for op in self.choices] \
-                if c.search_init == "uniform" else None
             return SuccessiveHalving(self.slot_names, self.choices, args, seed=c.seed, initial=initial,
                                      anchors=[{slot: self.own_activation for slot in self.slot_names}])
         return self.studies(c.search_algorithm, slot_space(self.slot_names, self.choices), c.search_steps, c.seed)
