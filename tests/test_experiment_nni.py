@@ -26,7 +26,8 @@ UPPER_BOUND = 2 + (4 + 1) + 2 * 2 + 3
 class Experiment:
     """One nnictl experiment in a private HOME (nnictl keeps its registry under ~)."""
 
-    def __init__(self, tmp_path: Path, registered: bool = False, home: Path | None = None, **overrides):
+    def __init__(self, tmp_path: Path, registered: bool = False, home: Path | None = None,
+                 max_trials: int = UPPER_BOUND, **overrides):
         tmp_path = home or tmp_path
         self.home = tmp_path / "home"
         self.home.mkdir()
@@ -43,7 +44,7 @@ class Experiment:
         self.config.write_text(yaml.safe_dump({
             "experimentName": "safs-test", "searchSpace": {},
             "trialCommand": f"{sys.executable} -m nni_safs.trial", "trialCodeDirectory": str(REPO),
-            "trialConcurrency": 2, "maxTrialNumber": UPPER_BOUND, "maxExperimentDuration": "20m",
+            "trialConcurrency": 2, "maxTrialNumber": max_trials, "maxExperimentDuration": "20m",
             "tuner": tuner, "trainingService": {"platform": "local"}}))
         self.id = None
 
@@ -231,6 +232,37 @@ def test_stop_and_resume_continues_without_repeating_work(experiment):
     summary = json.loads((exp.workspace / "summary.json").read_text())
     assert summary["finished"] and not summary["failure"]
     assert sorted(by_job) == list(range(len(by_job)))
+    assert "resumed SAFS pipeline" in exp.dispatcher_log()
+
+
+def test_asha_climbs_its_ladder_at_concurrency_2_and_resumes_without_repeating_work(experiment):
+    """The multi-fidelity stage 1 through nnictl: each trial's parameters name its rung and epochs,
+    the own activation runs at the top rung, a stop and resume mid-ladder keeps every finished
+    evaluation, and the top rung's best is the stage-1 column's genome."""
+    exp = experiment(max_trials=24, search_algorithm="asha", search_steps=4, search_epochs=2, search_min_epochs=1,
+                     search_reduction_factor=2)  # rungs of 1 and 2 epochs
+    exp.create()
+    exp.wait_for_results(5)
+    done_before = {m["job"]: m["trialJobId"] for m in exp.final_metrics()}
+    assert exp.nnictl("stop", exp.id).returncode == 0
+    out = exp.nnictl("resume", exp.id, "--port", str(exp.port))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert exp.wait(lambda s: s == "DONE") == "DONE"
+    metrics = exp.final_metrics()
+    first = {}
+    for m in metrics:
+        first.setdefault(m["job"], m["trialJobId"])
+    assert all(first[job] == trial for job, trial in done_before.items())  # kept, not redone
+    summary = json.loads((exp.workspace / "summary.json").read_text())
+    assert summary["finished"] and not summary["failure"]
+    search = [job for job in summary["jobs"] if job["stage"] == "search"]
+    assert {(job["variant"], job["epochs"]) for job in search} == {("asha-rung0", 1), ("asha-rung1", 2)}
+    assert len({(job["variant"], job["genome"]) for job in search}) == len(search)  # no evaluation repeated
+    own = [job for job in search if set(job["genome"].replace(";", "=").split("=")[1::2]) == {"relu"}]
+    assert [job["variant"] for job in own] == ["asha-rung1"]
+    top = {job["genome"]: job["result"]["default"] for job in search if job["variant"] == "asha-rung1"}
+    stage1 = next(job for job in summary["jobs"] if job["stage"] == "final" and job["variant"] == "stage1")
+    assert stage1["genome"] == summary["stages"]["search"]["winner"] == max(top, key=top.get)
     assert "resumed SAFS pipeline" in exp.dispatcher_log()
 
 

@@ -572,3 +572,53 @@ def test_without_confirmation_stage1_is_the_searchs_best(tmp_path):
     jobs = drive(pipeline, 2, random.Random(0))
     assert not [j for j in jobs if j.variant == "confirm"] and pipeline.confirm_genomes() == []
     assert pipeline.winner == pipeline.search.best
+
+
+ASHA = dict(search_algorithm="asha", search_steps=9, search_epochs=9, search_min_epochs=1)  # rungs 1, 3, 9
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 5])
+def test_asha_runs_the_ladder_and_its_top_rung_chooses_stage1(tmp_path, concurrency):
+    """Each search job names its rung and that rung's epochs; the own activation is measured at the
+    top rung beside the promoted genomes; the best there is stage 1's winner, without a separate
+    confirmation; the jobs run on the first confirmation seed, not on a final column's."""
+    config = SafsConfig(**{**SMALL, **ASHA}, search_init="uniform", workspace=str(tmp_path))
+    pipeline = build_pipeline(config)
+    jobs = drive(pipeline, concurrency, random.Random(concurrency))
+    search = [j for j in jobs if j.stage == "search"]
+    epochs = {"asha-rung0": 1, "asha-rung1": 3, "asha-rung2": 9}
+    assert all(epochs[j.variant] == j.params["epochs"] for j in search)
+    assert {j.params["seed"] for j in search} == {pipeline.confirm_seeds[0]} != {pipeline.seeds[0]}
+    own = genome_to_string({slot: pipeline.own_activation for slot in pipeline.slot_names})
+    assert [j.variant for j in search if j.params["genome"] == own] == ["asha-rung2"]
+    assert sum(j.variant == "asha-rung0" for j in search) == 9
+    top = {j.params["genome"]: pipeline.results[j.id].score for j in search if j.variant == "asha-rung2"}
+    assert len(top) >= 2 and genome_to_string(pipeline.winner[0]) == max(top, key=top.get)
+    final_stage1 = [j for j in jobs if j.stage == "final" and j.variant == "stage1"]
+    assert final_stage1[0].params["genome"] == genome_to_string(pipeline.winner[0])
+    assert pipeline.total_if_known() == len(jobs)
+    low, high = pipeline.evaluation_bounds()
+    assert low <= len(jobs) + pipeline.reused <= high
+    assert build_summary(pipeline)["stages"]["search"]["winner"] == genome_to_string(pipeline.winner[0])
+
+
+def test_asha_resumes_mid_ladder_without_repeating_an_evaluation(tmp_path):
+    """The pipeline's state saved with rung jobs in flight and restored: the jobs in flight report
+    afterwards, and no (genome, rung) is issued twice."""
+    config = SafsConfig(**{**SMALL, **ASHA}, workspace=str(tmp_path))
+    pipeline = build_pipeline(config)
+    rng, running = random.Random(0), []
+    while sum(j.stage == "search" for j in pipeline.jobs.values()) < 12:
+        while len(running) < 2 and (job := pipeline.ask()) is not None:
+            running.append(job)
+        done = running.pop(0)
+        pipeline.tell(done.id, fake_result(done, rng))
+    assert any(j.stage == "search" and j.variant != "asha-rung0" for j in pipeline.jobs.values())
+    restored = pipeline.restored(json.loads(json.dumps(pipeline.state_dict())))
+    for job in running:
+        restored.tell(job.id, fake_result(job, rng))
+    drive(restored, 2, rng)
+    assert restored.finished and not restored.failure
+    search = [(j.variant, j.params["genome"]) for j in restored.jobs.values() if j.stage == "search"]
+    assert len(search) == len(set(search))
+    assert restored.total_if_known() == len(restored.jobs)

@@ -106,6 +106,15 @@ def test_other_algorithms_plot_the_search_jobs(workspace, tmp_path):
     assert plot_workspace(workspace, tmp_path / "tpe")[-1].stat().st_size > 5000
 
 
+def test_asha_plots_its_rung_jobs():
+    """ASHA's trace has no acceptance: its evaluations are the search jobs, every rung's."""
+    jobs = [{"stage": "search", "variant": "asha-rung1", "genome": "act1=relu", "result": {"default": 50.0}},
+            {"stage": "search", "variant": "asha-rung0", "genome": "act1=elu", "result": {"default": 40.0}}]
+    trace = [{"id": 0, "trial": 0, "rung": 1, "epochs": 3, "genome": {"act1": "relu"}, "fitness": 50.0}]
+    points = trace_points({"stages": {"search": {"algorithm": "asha", "trace": trace}}, "jobs": jobs})
+    assert points.accepted is None and points.fitness.tolist() == [50.0, 40.0]
+
+
 def test_missing_files_name_their_stage(workspace, tmp_path):
     (workspace / "final_safs.pt").rename(workspace / "final_stage1.pt")
     assert len(plot_workspace(workspace, tmp_path / "stage1")) == 3  # stage 1 alone is plotted too

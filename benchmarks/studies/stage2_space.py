@@ -23,24 +23,17 @@ call. Use it on seeds that choose settings, never on the seeds that report them.
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import sys
-import tempfile
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py, reproduce_lenet5.py
 from report import write_report  # noqa: E402
 from reproduce_lenet5 import interval  # noqa: E402
-from workspace_runs import arguments, earlier, finished, run_all
+from workspace_runs import arguments, earlier, finished, replay, run_all  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("baseline", "stage1", "stage2", "safs")
-
-
-def _key(params: dict) -> str:
-    return json.dumps({k: v for k, v in params.items() if k not in ("job", "workspace")}, sort_keys=True)
 
 
 def arm(text: str) -> tuple[Path, dict]:
@@ -54,36 +47,11 @@ def rerun(task: tuple[str, str]) -> dict:
     """Stage 2 of one workspace with one arm; what it measured and how many jobs ran for real."""
     workspace, label = Path(task[0]), task[1]
     space, overrides = arm(label)
-    import torch
 
-    from nni_safs.integration.pipelines import build_pipeline
-    from nni_safs.method.contract import JobResult
     from nni_safs.reports.results import build_summary
-    from nni_safs.settings.config import SafsConfig
-    from nni_safs.training.jobs import run_job
-    torch.set_num_threads(1)
-    summary = json.loads((workspace / "summary.json").read_text())
-    recorded = {_key({k: v for k, v in job.items() if k != "result"}): JobResult.from_dict(job["result"])
-                for job in summary["jobs"]}
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(shutil.copytree(workspace, Path(tmp) / workspace.name))
-        saved = json.loads((copy / "config.json").read_text())
-        config = SafsConfig.from_dict({**saved, **overrides, "workspace": str(copy),
-                                       "hpo_space": str(space.resolve())})
-        (copy / "config.json").write_text(json.dumps(config.to_dict()))
-        pipeline = build_pipeline(config)
-        ran, seconds = 0, Counter()  # stage -> seconds of the jobs run for real
-        while not pipeline.finished:
-            job = pipeline.ask()
-            if job is None:
-                raise RuntimeError(f"{workspace}: the pipeline waits with nothing running")
-            result = recorded.get(_key(job.params))
-            if result is None:
-                result, ran = run_job(job.spec), ran + 1
-                seconds[result.stage.value] += result.metrics.get("seconds", 0.0)
-            result.job = job.id
-            pipeline.tell(job.id, result)
-        columns = build_summary(pipeline)["columns"]
+    pipeline, ran, seconds = replay(workspace, {**overrides, "hpo_space": str(space.resolve())})
+    config = pipeline.config
+    columns = build_summary(pipeline)["columns"]
     return {"workspace": str(workspace), "space": label, "seed": config.seed, "jobs_run": ran, "seconds": seconds,
             "failure": pipeline.failure, **{name: columns.get(name, {}).get("test_acc") for name in COLUMNS},
             "hparams": {name: columns.get(name, {}).get("hparams") for name in ("stage2", "safs")}}

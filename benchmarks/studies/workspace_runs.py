@@ -1,11 +1,15 @@
 """Shared by the benchmarks that compare settings on finished ``reproduce_lenet5.py`` workspaces
-(``confirm_rules.py``, ``stage2_rules.py``, ``stage2_space.py``): their arguments, and the extra
-runs they make, kept in a JSON-lines file that a second call reads instead of running again.
+(``confirm_rules.py``, ``stage2_rules.py``, ``stage2_space.py``, ``stage1_algorithms.py``): their
+arguments, the replay of a workspace's pipeline with other settings, and the extra runs they
+make, kept in a JSON-lines file that a second call reads instead of running again.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -40,3 +44,43 @@ def run_all(work: Callable[[Any], dict], tasks: Sequence[Any], runs: Path, jobs:
             log.write(json.dumps(row) + "\n")
             log.flush()
             yield row
+
+
+def _key(params: dict) -> str:
+    return json.dumps({k: v for k, v in params.items() if k not in ("job", "workspace")}, sort_keys=True)
+
+
+def replay(workspace: Path, overrides: dict[str, Any]) -> tuple[Any, int, Counter]:
+    """The real pipeline (``build_pipeline``) of ``workspace`` with ``overrides``, driven one job
+    at a time in a copy of it: a job the workspace already ran with the same parameters is
+    answered with its recorded result, every other one runs for real. Returns the finished
+    pipeline, how many jobs ran and their seconds per stage. (``safs run`` also runs one job at a
+    time, so replaying a workspace with no overrides runs nothing.)"""
+    import torch
+
+    from nni_safs.integration.pipelines import build_pipeline
+    from nni_safs.method.contract import JobResult
+    from nni_safs.settings.config import SafsConfig
+    from nni_safs.training.jobs import run_job
+    torch.set_num_threads(1)
+    summary = json.loads((workspace / "summary.json").read_text())
+    recorded = {_key({k: v for k, v in job.items() if k != "result"}): JobResult.from_dict(job["result"])
+                for job in summary["jobs"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(shutil.copytree(workspace, Path(tmp) / workspace.name))
+        saved = json.loads((copy / "config.json").read_text())
+        config = SafsConfig.from_dict({**saved, **overrides, "workspace": str(copy)})
+        (copy / "config.json").write_text(json.dumps(config.to_dict()))
+        pipeline = build_pipeline(config)
+        ran, seconds = 0, Counter()  # stage -> seconds of the jobs run for real
+        while not pipeline.finished:
+            job = pipeline.ask()
+            if job is None:
+                raise RuntimeError(f"{workspace}: the pipeline waits with nothing running")
+            result = recorded.get(_key(job.params))
+            if result is None:
+                result, ran = run_job(job.spec), ran + 1
+                seconds[result.stage.value] += result.metrics.get("seconds", 0.0)
+            result.job = job.id
+            pipeline.tell(job.id, result)
+    return pipeline, ran, seconds

@@ -7,7 +7,7 @@ from nni_safs.method.pipeline import SafsPipeline
 from nni_safs.method.spaces import load_hpo_space
 from nni_safs.models import build_model, model_facts
 from nni_safs.models.activations import load_op_choices, slots
-from nni_safs.settings.config import SafsConfig
+from nni_safs.settings.config import OWN_STAGE1, SafsConfig
 
 
 def build_pipeline(config: SafsConfig) -> SafsPipeline:
@@ -19,7 +19,7 @@ def build_pipeline(config: SafsConfig) -> SafsPipeline:
     """
     check_dataset_files(config.dataset, config.data_root, config.download)
     check_tuner_name(config.hpo_tuner)
-    if config.search_algorithm != "lahc":
+    if config.search_algorithm not in OWN_STAGE1:
         check_tuner_name(config.search_algorithm)
     return SafsPipeline(config, list(slots(build_model(config.model))), load_op_choices(config.op_choices),
                         load_hpo_space(config.hpo_space), model_facts(config.model).act, TunerStream)

@@ -6,7 +6,11 @@ Stages and their jobs (every job's parameters name its ``stage``):
 * ``baseline`` ``final_seeds`` jobs: the pruned net with the model's own activation (ReLU;
   swish for EfficientNet-B0) and the dense hyperparameters (final budget), one per seed.
 * ``search``   stage 1: a genome per job (LAHC, or an NNI tuner on the slot space), frozen
-  alpha/beta, dense hyperparameters, ``search_epochs``.
+  alpha/beta, dense hyperparameters, ``search_epochs``. With ``search_algorithm: asha`` each
+  job's variant names its rung (``asha-rung0``, ...) and its epochs are that rung's budget,
+  the top rung's being ``search_epochs``; its jobs run on the first confirmation seed (the
+  top rung is its confirmation, and a final column's run must not be the one that chose it),
+  and the model's own activation is measured at the top rung beside the promoted genomes.
 * ``search``, variant ``confirm`` (``confirm_top`` or ``confirm_uniform`` > 0): once the search
   has stopped, its top ``confirm_top`` genomes, its best ``confirm_uniform`` one-op genomes and
   the model's own activation are fine-tuned again with
@@ -32,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nni_safs.method.asha import AshaArguments, SuccessiveHalving
 from nni_safs.method.confirmation import candidates, finalists, winner
 from nni_safs.method.contract import CONFIRM, FINAL_VARIANTS, OWN_ACTIVATION, SAFS, JobResult, JobSpec, Stage
 from nni_safs.method.genomes import Genome, genome_from_string, genome_to_string
@@ -98,7 +103,7 @@ class SafsPipeline:
         self.results: dict[int, JobResult] = {}
         self.next_id = 0
         self.reused = 0  # search proposals answered with an earlier job's score (no trial run)
-        self._measured: dict[str, JobResult] = {}  # genome -> its search job's result (see _search_result)
+        self._measured: dict[tuple[str, int], JobResult] = {}  # (genome, epochs) -> its search job's result
         self._confirm: list[str] | None = None  # the genomes the confirmation re-scores, own activation first
         self._winner: tuple[Genome, float] | None = None  # stage 1's result once known: it never changes then
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
@@ -112,12 +117,17 @@ class SafsPipeline:
     # -- stage-1 algorithm -------------------------------------------------------------
     def _new_search(self) -> Optimizer:
         c = self.config
+        initial = [{slot: op for slot in self.slot_names} for op in self.choices] \
+            if c.search_init == "uniform" else None
         if c.search_algorithm == "lahc":
             args = LahcArguments(history=c.search_history, min_steps=c.search_steps,
                                  idle_fraction=c.search_idle_fraction, max_steps=c.max_search_steps)
-            initial = [{slot: op for slot in self.slot_names} for op in self.choices] \
-                if c.search_init == "uniform" else None
             return LateAcceptanceHillClimbing(self.slot_names, self.choices, args, seed=c.seed, initial=initial)
+        if c.search_algorithm == "asha":
+            args = AshaArguments(genomes=c.search_steps, min_epochs=c.search_min_epochs, max_epochs=c.search_epochs,
+                                 reduction_factor=c.search_reduction_factor)
+            return SuccessiveHalving(self.slot_names, self.choices, args, seed=c.seed, initial=initial,
+                                     anchors=[{slot: self.own_activation for slot in self.slot_names}])
         return self.studies(c.search_algorithm, slot_space(self.slot_names, self.choices), c.search_steps, c.seed)
 
     def _first_hpo_trials(self) -> list[dict]:
@@ -168,17 +178,24 @@ class SafsPipeline:
     def _ask_search(self) -> Job | None:
         while (asked := self.search.ask()) is not None:
             key, genome = asked
-            earlier = self._search_result(genome_to_string(genome))
+            variant, epochs, seed = self._search_budget(key)
+            earlier = self._search_result(genome_to_string(genome), epochs)
             if earlier is None:
-                job = self._emit(Stage.SEARCH, self.config.search_algorithm, genome=genome,
-                                 hparams=self.config.hparams, epochs=self.config.search_epochs, train_scales=False,
-                                 data_fraction=self.config.search_data_fraction)
+                job = self._emit(Stage.SEARCH, variant, genome=genome, hparams=self.config.hparams, epochs=epochs,
+                                 train_scales=False, data_fraction=self.config.search_data_fraction, seed=seed)
                 job.stream_key = key
                 return job
             self.search.tell(key, self._search_fitness(earlier))
             self.reused += 1
         self._check_search()
         return None
+
+    def _search_budget(self, key: Any) -> tuple[str, int, int]:
+        """The variant, epochs and seed of the search job for ``key``: a rung's with ASHA."""
+        if isinstance(self.search, SuccessiveHalving):
+            rung = self.search.rung_of(key)
+            return f"asha-rung{rung}", self.search.rungs[rung], self.confirm_seeds[0]
+        return self.config.search_algorithm, self.config.search_epochs, self.config.seed
 
     # -- stage 1's winner ----------------------------------------------------------------
     @property
@@ -263,16 +280,16 @@ class SafsPipeline:
         best, mean = winner({genome: scores[genome] for genome in self.confirm_finalists()})
         return genome_from_string(best), mean
 
-    def _search_result(self, genome: str) -> JobResult | None:
-        """An earlier search job's result for ``genome``, when it was measured: every search job
-        fine-tunes the same checkpoint with the same budget and seed, so a genome the search
+    def _search_result(self, genome: str, epochs: int) -> JobResult | None:
+        """An earlier search job's result for ``genome`` at this budget, when it was measured: every
+        search job fine-tunes the same checkpoint with the same seed, so a genome the search
         proposes again (LAHC walking back, a tuner repeating a point) scores what it scored; a
         failed or lost job is not reused (that was the machine, not the genome)."""
-        return self._measured.get(genome)
+        return self._measured.get((genome, epochs))
 
     def _remember(self, job: Job, result: JobResult) -> None:
         if job.stage == Stage.SEARCH and job.variant != CONFIRM and result.succeeded:
-            self._measured.setdefault(job.spec.genome, result)
+            self._measured.setdefault((job.spec.genome, job.spec.epochs), result)
 
     def _ask_hpo(self, variant: str) -> Job | None:
         stream = self.hpo[variant]
@@ -361,7 +378,8 @@ class SafsPipeline:
         if self._confirm is None and self.config.confirms and self.search.finished and self.search.best:
             # fixed now: results of search jobs still running when the search stopped change nothing
             own = genome_to_string({slot: self.own_activation for slot in self.slot_names})
-            ranked = sorted(self._measured, key=lambda genome: -self._search_fitness(self._measured[genome]))
+            ranked = [genome for genome, _ in sorted(self._measured, key=lambda measured: -self._search_fitness(
+                self._measured[measured]))]
             self._confirm = candidates(ranked, own, self.config.confirm_top, self.config.confirm_uniform)
 
     # -- bookkeeping -----------------------------------------------------------------------

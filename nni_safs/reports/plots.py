@@ -121,10 +121,11 @@ class TracePoints:
 
 
 def trace_points(summary: Mapping[str, Any]) -> TracePoints:
-    """The search's evaluations from ``summary.json``: the LAHC trace, else the search jobs."""
+    """The search's evaluations from ``summary.json``: the LAHC trace, else the search jobs (ASHA's
+    rungs among them, in the order they were issued)."""
     search = summary.get("stages", {}).get("search", {})
     trace = search.get("trace")
-    if trace:
+    if trace and "accepted" in trace[0]:
         entries = sorted(trace, key=lambda entry: entry["id"])
         step = np.array([entry["id"] for entry in entries], dtype=float)
         fitness = np.array([_number(entry["fitness"]) for entry in entries])

@@ -22,7 +22,8 @@ SCHEDULERS = ("constant", "constant_warmup", "step_halving", "step", "cosine", "
 PRECISIONS = ("auto", "fp32", "bf16")  # nni_safs.training.loop
 DATA_LOADERS = ("auto", "tensor", "dataloader")  # nni_safs.data.tensors
 SCOPES = ("layer", "global", "lamp")  # nni_safs.pruning
-STAGE1_ALGORITHMS = ("lahc", "evolution", "tpe", "random")
+STAGE1_ALGORITHMS = ("lahc", "asha", "evolution", "tpe", "random")
+OWN_STAGE1 = ("lahc", "asha")  # stage-1 algorithms of nni_safs.method; the others are NNI built-in tuners
 SEARCH_INITS = ("random", "uniform")
 SEARCH_SCORES = ("best", "late_mean")
 KEEP_EPOCHS = ("best", "last")
@@ -57,16 +58,18 @@ class SafsConfig:
     dense_epochs: int = 200
     baseline_epochs: int = 200  # fine-tuning of the pruned ReLU net with train_hparams
     final_epochs: int = 200  # fine-tuning of the winner (and of each ablation)
-    search_epochs: int = 80  # per stage-1 candidate
+    search_epochs: int = 80  # per stage-1 candidate; asha: the top rung's budget
     final_seeds: int = 1  # fine-tune the baseline and each final column with this many seeds (mean ± sd)
     search_data_fraction: float = 1.0  # part of the train split used by stage-1/stage-2 trials
-    search_algorithm: str = "lahc"  # lahc | evolution | tpe | random
+    search_algorithm: str = "lahc"  # lahc | asha (multi-fidelity, docs/multi_fidelity.md) | evolution | tpe | random
     search_init: str = "random"  # LAHC start: random (paper) | uniform (every one-op genome first, best starts)
     search_score: str = "best"  # a candidate's score: best (paper: max val top-1 over epochs) | late_mean
-    search_steps: int = 20  # LAHC: minimum steps; others: number of candidates
+    search_steps: int = 20  # LAHC: minimum steps; asha: genomes at the lowest rung; others: number of candidates
+    search_min_epochs: int = 3  # asha: the lowest rung's budget is at least this (rungs: search_epochs / factor**k)
+    search_reduction_factor: int = 3  # asha: a rung promotes its top 1/this, at this many times the epochs
     search_idle_fraction: float = 0.02  # LAHC stops once idle steps exceed this share of steps
     search_history: int = 3  # LAHC history length L
-    max_search_steps: int = 100  # hard cap on stage-1 evaluations
+    max_search_steps: int = 100  # hard cap on stage-1 evaluations (not asha's)
     confirm_top: int = 0  # 0: stage 1's winner is the search's best (paper); N: the top N and the own activation re-scored
     confirm_epochs: int | None = None  # the confirmation's budget per run; None: search_epochs
     confirm_seeds: int = 2  # fine-tuning seeds each confirmed genome is scored over (mean)
@@ -131,8 +134,8 @@ class SafsConfig:
         _one_of("search_init", self.search_init, SEARCH_INITS)
         _one_of("search_score", self.search_score, SEARCH_SCORES)
         _one_of("keep_epoch", self.keep_epoch, KEEP_EPOCHS)
-        if self.search_init != "random" and self.search_algorithm != "lahc":
-            raise ValueError(f"search_init {self.search_init!r} needs search_algorithm 'lahc', "
+        if self.search_init != "random" and self.search_algorithm not in OWN_STAGE1:
+            raise ValueError(f"search_init {self.search_init!r} needs search_algorithm {' or '.join(OWN_STAGE1)}, "
                              f"got {self.search_algorithm!r}")
         whole = isinstance(self.val_fraction, int) and not isinstance(self.val_fraction, bool) and self.val_fraction >= 1
         none_held = self.val_fraction == 0 and not isinstance(self.val_fraction, bool) and self.cv_folds != 1
@@ -144,19 +147,22 @@ class SafsConfig:
         if not 0.0 <= self.search_idle_fraction < 1.0:
             raise ValueError(f"search_idle_fraction must be in [0, 1), got {self.search_idle_fraction!r}")
         for key in ("batch_size", "dense_epochs", "baseline_epochs", "final_epochs", "final_seeds", "search_epochs",
-                    "search_steps", "search_history", "max_search_steps", "hpo_trials", "hpo_epochs", "confirm_seeds", "cv_folds",
+                    "search_steps", "search_min_epochs", "search_reduction_factor", "search_history",
+                    "max_search_steps", "hpo_trials", "hpo_epochs", "confirm_seeds", "cv_folds",
                     *(["confirm_epochs"] if self.confirm_epochs is not None else []),
                     *(["confirm_finalists"] if self.confirm_finalists is not None else [])):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        if self.max_search_steps < self.search_steps:
+        if self.max_search_steps < self.search_steps and self.search_algorithm != "asha":
             raise ValueError(f"max_search_steps ({self.max_search_steps}) must be >= search_steps "
                              f"({self.search_steps})")
         for key in ("num_workers", "threads", "confirm_top", "confirm_uniform"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+        if self.search_algorithm == "asha":
+            self._validate_asha()
         hp = self.hparams
         _one_of("train_hparams.optimizer", hp.get("optimizer"), OPTIMIZERS)
         _one_of("train_hparams.scheduler", hp.get("scheduler", "constant"), SCHEDULERS)
@@ -164,6 +170,26 @@ class SafsConfig:
             raise ValueError(f"train_hparams.lr must be a positive number, got {hp.get('lr')!r}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+    def _validate_asha(self) -> None:
+        """ASHA's top rung (``search_epochs``) is its confirmation, and it must be reachable."""
+        if self.confirms:
+            raise ValueError(f"search_algorithm 'asha' scores its top rung at search_epochs, which replaces the "
+                             f"confirmation: set confirm_top and confirm_uniform to 0 (got {self.confirm_top} and "
+                             f"{self.confirm_uniform})")
+        if self.search_reduction_factor < 2:
+            raise ValueError(f"search_reduction_factor must be >= 2, got {self.search_reduction_factor!r}")
+        if self.search_min_epochs > self.search_epochs:
+            raise ValueError(f"search_min_epochs ({self.search_min_epochs}) must be <= search_epochs "
+                             f"({self.search_epochs}), the top rung's budget")
+        rungs, epochs = 1, self.search_epochs / self.search_reduction_factor
+        while epochs >= self.search_min_epochs:
+            rungs, epochs = rungs + 1, epochs / self.search_reduction_factor
+        needed = self.search_reduction_factor ** (rungs - 1)
+        if self.search_steps < needed:
+            raise ValueError(f"search_steps must be >= {needed} with asha ({rungs} rungs: search_reduction_factor ** "
+                             f"{rungs - 1}), so a genome can reach the top rung, got {self.search_steps!r}")
 
 
 def _one_of(key: str, value: Any, valid) -> None:
