@@ -92,7 +92,7 @@ class Experiment:
 
     def dispatcher_log(self) -> str:
         logs = list(self.home.glob("nni-experiments/*/log/dispatcher.log"))
-        return logs[0].read_text()[-4000:] if logs else "(no dispatcher log)"
+        return logs[0].read_text()[-20000:] if logs else "(no dispatcher log)"
 
     def stop(self):
         self.nnictl("stop", "--all")

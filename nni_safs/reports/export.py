@@ -214,14 +214,18 @@ CHECK_IMAGES = 16  # test images the written file must reproduce exactly before 
 
 
 class _Scaled(nn.Module):
-    """A slot as plain tensor code, ``alpha * op(beta * x)`` always: ActivationSlot's skip of unit
-    scales compares parameter values, which an export cannot trace (times 1 changes no bit)."""
+    """A slot as plain tensor code, ``alpha * op(beta * x)`` always (or ``op(x, alpha, beta)`` for an op
+    that applies the scales itself): ActivationSlot's skip of unit scales compares parameter values,
+    which an export cannot trace (times 1 changes no bit)."""
 
     def __init__(self, slot: ActivationSlot) -> None:
         super().__init__()
         self.alpha, self.beta, self.op = slot.alpha, slot.beta, slot.op
+        self.takes_scales = getattr(slot.op, "takes_scales", False)  # the reference's formulas apply them
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.takes_scales:
+            return self.op(x, self.alpha, self.beta)
         return self.alpha * self.op(self.beta * x)
 
 
