@@ -362,9 +362,8 @@ def test_the_reference_imagenet16_pipeline(tmp_path):
     import pickle
     import sys
     sys.path.insert(0, str(Path(__file__).parent))
-    from nni_safs.data.samples import write_imagenet16, write_pickle
-
     from nni_safs.data import build_dataset
+    from nni_safs.data.samples import write_imagenet16, write_pickle
     write_imagenet16(tmp_path, per_batch=6, val_ids=range(100, 112))
     mean = torch.arange(768, dtype=torch.float64) % 200  # the files' mean image, channel-major, 0..255
     for k in range(10):
@@ -397,10 +396,10 @@ def test_the_reference_normalization(tmp_path, monkeypatch, dataset, std):
     """utility.py 31-38: MNIST only ToTensor; 135-144: CIFAR-10 divided by (0.2023, 0.1994, 0.2010)."""
     import sys
     sys.path.insert(0, str(Path(__file__).parent))
-    from nni_safs.data.samples import write_cifar10, write_mnist
     from torchvision.datasets import CIFAR10
 
     from nni_safs.data import build_dataset
+    from nni_safs.data.samples import write_cifar10, write_mnist
     from nni_safs.data.vision import CIFAR10_MEAN
     if dataset == "mnist":
         write_mnist(tmp_path, train=20, test=10)
