@@ -78,6 +78,15 @@ class Nni:
             "trial_job_id": trial_job_id, "event": event, "hyper_params": dump({"parameter_id": parameter_id})})
 
 
+def prepared(tmp_path, manager) -> tuple[Nni, dict]:
+    """A tuner through NNI's dispatcher whose prepare job has reported (its slot's next job sent ahead)."""
+    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
+    nni.request(1)
+    (prepare,) = nni.new_trials()
+    nni.final(prepare, {"default": 20.0, "job": prepare["parameters"]["job"]})
+    return nni, prepare
+
+
 def result_for(params: dict) -> dict:
     score = 50.0 + params["genome"].count("swish")
     return {"default": score, "val_acc": score, "test_acc": score - 1, "density": 0.01, "job": params["job"],
@@ -150,10 +159,7 @@ def test_a_trial_that_died_is_found_through_its_marker_even_when_nni_names_anoth
 def test_resume_requeues_lost_jobs_and_folds_results_nni_replays(tmp_path, manager, monkeypatch):
     monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path / "ckpt"))
     (tmp_path / "ckpt").mkdir()
-    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
-    nni.request(1)
-    (prepare,) = nni.new_trials()
-    nni.final(prepare, {"default": 20.0, "job": prepare["parameters"]["job"]})
+    nni, prepare = prepared(tmp_path, manager)
     nni.request(2)
     cancelled, running, finished = nni.new_trials()
     # the experiment stops; NNI recorded a cancelled trial for one job and still runs another
@@ -193,10 +199,7 @@ def test_after_a_resume_a_re_run_that_dies_without_reporting_is_found_by_its_sta
     monkeypatch.setattr(tuner_module, "TRIAL_POLL_SECONDS", 0.2)
     monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path / "ckpt"))
     (tmp_path / "ckpt").mkdir()
-    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
-    nni.request(1)
-    (prepare,) = nni.new_trials()
-    nni.final(prepare, {"default": 20.0, "job": prepare["parameters"]["job"]})
+    nni, prepare = prepared(tmp_path, manager)
     nni.request(1)
     a, b = nni.new_trials()
     manager.trials = [{"trialJobId": f"T{r['parameter_id']}", "status": status, "hyperParameters": [dump(r)]}
@@ -220,10 +223,7 @@ def test_after_a_resume_a_re_run_that_dies_without_reporting_is_found_by_its_sta
 
 
 def test_a_result_produced_for_another_spec_is_refused_not_folded_in(tmp_path, manager):
-    nni = Nni(SafsTuner(**SMALL, workspace=str(tmp_path / "ws"), manager=manager.client))
-    nni.request(1)
-    (prepare,) = nni.new_trials()
-    nni.final(prepare, {"default": 20.0, "job": prepare["parameters"]["job"]})
+    nni, prepare = prepared(tmp_path, manager)
     nni.request(1)
     a, b = nni.new_trials()
     foreign = dict(result_for(a["parameters"]), genome="act1=elu;act2=elu;act3=elu;act4=elu", default=99.0)
