@@ -28,6 +28,7 @@ from typing import Any, Iterator, Sequence
 import yaml
 
 from nni_safs.overrides import EXPERIMENT_FIELDS, apply_overrides
+from nni_safs.progress import ProgressLine
 from nni_safs.settings.config import SafsConfig
 from nni_safs.storage.journal import StateLockedError
 from nni_safs.storage.workspace import RESULTS_FILE, SUMMARY_FILE
@@ -169,19 +170,19 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     print(f"web portal: http://{host or LOOPBACK}:{args.port}  (experiment {experiment_id})", flush=True)
     if host == LOOPBACK:
         print(f"the manager listens on 127.0.0.1 only; from another machine: {tunnel_hint(args.port)}", flush=True)
-    status, last = "", ""
+    status = ""
+    line = ProgressLine("trials")
     deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        status = _get(args.port, "/check-status")["status"]
-        trials = _get(args.port, "/trial-jobs")
-        counts = {s: sum(t["status"] == s for t in trials) for s in ("SUCCEEDED", "RUNNING", "WAITING", "FAILED")}
-        line = f"[{status}] trials: " + ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v)
-        if line != last:
-            print(line, flush=True)
-            last = line
-        if status in ("DONE", "ERROR", "STOPPED"):
-            break
-        time.sleep(args.poll)
+    try:
+        while time.monotonic() < deadline:
+            status = _get(args.port, "/check-status")["status"]
+            _show_trials(line, status, _get(args.port, "/trial-jobs"),
+                         _get(args.port, "/experiment")["params"].get("maxTrialNumber"), data.get("maxTrialNumber"))
+            if status in ("DONE", "ERROR", "STOPPED"):
+                break
+            time.sleep(args.poll)
+    finally:
+        line.close()
     workspace = Path(config.workspace)
     if (workspace / RESULTS_FILE).exists():
         print((workspace / RESULTS_FILE).read_text())
@@ -194,6 +195,20 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if failure:
         print(f"error: SAFS stopped: {failure}", file=sys.stderr)
     return 0 if status == "DONE" and not failure else 1
+
+
+def _show_trials(line: ProgressLine, status: str, trials: list[dict[str, Any]], most: int | None,
+                 configured: int | None) -> None:
+    """``[RUNNING] search: 12 of at most 73 trials, 11 succeeded, 1 running``: the stage is the
+    newest trial's; the total is exact once the tuner has changed ``maxTrialNumber`` to the count."""
+    from nni_safs.borrowed import recorded_parameters
+    counts = {s: sum(t["status"] == s for t in trials) for s in ("SUCCEEDED", "RUNNING", "WAITING", "FAILED")}
+    newest = max(trials, key=lambda t: t.get("startTime") or 0, default=None)
+    stage = (recorded_parameters(newest) or {}).get("stage", "starting") if newest else "starting"
+    done = sum(t["status"] not in ("RUNNING", "WAITING") for t in trials)
+    line.update(done, most or len(trials), f"[{status}] {stage}",
+                ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v),
+                exact=status == "DONE" or (most is not None and most != configured))
 
 
 def _summary(workspace: Path) -> dict[str, Any]:

@@ -10,12 +10,13 @@ still runs is refused at once, before it trains anything.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from nni_safs.integration.pipelines import build_pipeline
-from nni_safs.method.contract import JobResult, JobSpec
+from nni_safs.method.contract import JobResult
+from nni_safs.method.pipeline import Job, SafsPipeline
+from nni_safs.progress import ProgressLine
 from nni_safs.reports.results import write_results
 from nni_safs.settings.config import SafsConfig
 from nni_safs.storage.journal import Journal
@@ -32,41 +33,40 @@ def run_pipeline(config: SafsConfig, base_dir: str | Path | None = None, progres
         state = journal.load()
         if state is not None:  # the workspace's config.json is write-once: same settings
             pipeline = pipeline.restored(state["pipeline"])
-        low, high = pipeline.evaluation_bounds()
-        jobs_bar = tqdm(total=high, desc="SAFS jobs", unit="job", disable=not progress, position=0)
-        jobs_bar.update(len(pipeline.results))
-        while not pipeline.finished:
-            interrupted = [j for j in pipeline.jobs.values() if j.id not in pipeline.results]
-            job = interrupted[0] if interrupted else pipeline.ask()  # a restart re-runs the lost job
-            if job is None:
-                raise RuntimeError("the pipeline is waiting on results although no job is running (a bug)")
-            jobs_bar.set_description(f"SAFS {job.stage}")
-            jobs_bar.set_postfix_str(job.variant)
-            pipeline.tell(job.id, _run_with_progress(job.spec, progress))
-            journal.save({"pipeline": pipeline.state_head()},
-                         pipeline.state_logs("pipeline."))
-            jobs_bar.update(1)
-            total = pipeline.total_if_known()
-            if total is not None:
-                jobs_bar.total = total
-        jobs_bar.close()
+        line = ProgressLine("jobs", sys.stderr, enabled=progress)
+        try:
+            while not pipeline.finished:
+                interrupted = [j for j in pipeline.jobs.values() if j.id not in pipeline.results]
+                job = interrupted[0] if interrupted else pipeline.ask()  # a restart re-runs the lost job
+                if job is None:
+                    raise RuntimeError("the pipeline is waiting on results although no job is running (a bug)")
+                pipeline.tell(job.id, _run_with_progress(pipeline, job, line))
+                journal.save({"pipeline": pipeline.state_head()},
+                             pipeline.state_logs("pipeline."))
+            _show(line, pipeline, "done")
+        finally:
+            line.close()
         return write_results(pipeline)
     finally:
         journal.close()
 
 
-def _run_with_progress(spec: JobSpec, progress: bool) -> JobResult:
-    bar = tqdm(total=spec.epochs, desc=f"  {spec.stage.value} job {spec.job}", unit="epoch",
-               leave=False, disable=not progress, position=1)
+def _show(line: ProgressLine, pipeline: SafsPipeline, state: str, live: str = "") -> None:
+    """Jobs done of the exact total once stage 1 is over, of the most it can take before."""
+    total = pipeline.total_if_known()
+    line.update(len(pipeline.results), pipeline.evaluation_bounds()[1] if total is None else total, state,
+                exact=total is not None, live=live)
+
+
+def _run_with_progress(pipeline: SafsPipeline, job: Job, line: ProgressLine) -> JobResult:
+    state = f"SAFS {job.stage.value} ({job.variant}, job {job.id})"
+    _show(line, pipeline, state)
 
     def on_epoch(record) -> None:
-        bar.set_postfix(val=f"{record.val_acc:.2f}%")
-        bar.update(1)
+        _show(line, pipeline, state, live=f"epoch {record.epoch}/{job.spec.epochs}, val {record.val_acc:.2f}%")
 
     try:
-        return run_job(spec, on_epoch=on_epoch)
+        return run_job(job.spec, on_epoch=on_epoch)
     except Exception as err:  # one failing job must not end the run
-        tqdm.write(f"job {spec.job} ({spec.stage.value}) failed: {type(err).__name__}: {err}")
-        return JobResult.failed(spec, f"{type(err).__name__}: {err}")
-    finally:
-        bar.close()
+        print(f"job {job.id} ({job.stage.value}) failed: {type(err).__name__}: {err}", flush=True)
+        return JobResult.failed(job.spec, f"{type(err).__name__}: {err}")

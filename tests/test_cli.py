@@ -1,5 +1,7 @@
 """`safs run` end to end on the embedded digits, then results / export / plot on its workspace."""
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -29,9 +31,24 @@ def run_args(workspace: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    """A finished tiny run; what its progress printed (not a terminal) is in ``../progress.log``."""
     workspace = tmp_path_factory.mktemp("cli") / "ws"
-    assert main(run_args(workspace)) == 0
+    with contextlib.redirect_stderr(io.StringIO()) as progress:
+        assert main([arg for arg in run_args(workspace) if arg != "--quiet"]) == 0
+    (workspace.parent / "progress.log").write_text(progress.getvalue())
     return workspace
+
+
+def test_run_prints_a_plain_progress_line_per_job_off_a_terminal(finished_run):
+    lines = (finished_run.parent / "progress.log").read_text().splitlines()
+    summary = json.loads((finished_run / "summary.json").read_text())
+    jobs = len(summary["jobs"])
+    started = [line for line in lines if line.startswith("SAFS ")]
+    assert len(started) == jobs  # one line as each job starts: no epoch lines, no carriage returns
+    assert started[0].startswith("SAFS prepare (") and ": 0 of at most " in started[0]
+    assert any(line.startswith("SAFS hpo (") for line in started)
+    assert lines[-1].startswith(f"done: {jobs} of {jobs} jobs [")  # the exact total at the end, elapsed time
+    assert "\r" not in "".join(lines)
 
 
 def test_run_writes_every_column(finished_run, capsys):

@@ -19,7 +19,7 @@ LAYERS = [
     ("networks", ("data", "pruning", "models", "training", "activations")),
     ("reports", ("reports",)),
     ("NNI integration", ("integration", "tuner", "trial", "manager_host")),
-    ("application", ("runner", "overrides", "cli")),
+    ("application", ("runner", "overrides", "progress", "cli")),
 ]
 NO_TORCH_NO_NNI = ("settings", "method")
 HEAVY = ("torch", "torchvision", "nni")
