@@ -243,13 +243,18 @@ def test_a_stage1_whose_every_candidate_failed_ends_the_pipeline_with_the_reason
     assert pipeline.total_if_known() == len(pipeline.jobs)
 
 
-def test_a_stage2_study_whose_every_trial_failed_ends_the_pipeline_with_the_reason(tmp_path):
-    pipeline = build_pipeline(SafsConfig(**SMALL, workspace=str(tmp_path)))
+@pytest.mark.parametrize("promotion", [{}, dict(hpo_promotion="asha", hpo_epochs=4, hpo_min_epochs=2,
+                                                  hpo_reduction_factor=2)])
+def test_a_stage2_study_whose_every_trial_failed_ends_the_pipeline_with_the_reason(tmp_path, promotion):
+    pipeline = build_pipeline(SafsConfig(**{**SMALL, **promotion}, workspace=str(tmp_path)))
     rng = random.Random(0)
     _drive_with(pipeline, lambda job: JobResult.failed(job.spec, "RuntimeError: boom")
-                if job.stage == "hpo" and job.variant == "default" else fake_result(job, rng))
-    assert "every trial of the stage-2 study 'default' failed" in pipeline.failure
+                if job.stage == "hpo" and job.variant.startswith("default") else fake_result(job, rng))
+    assert "every trial of the stage-2 study 'default' failed (3 trials scored 0" in pipeline.failure
     assert pipeline.count("final", "stage2") == 0
+    assert all(job.variant in ("default", "default-rung0") for job in pipeline.jobs.values()
+               if job.stage == "hpo" and job.variant.startswith("default"))  # a failed set is never promoted
+    assert pipeline.total_if_known() == len(pipeline.jobs)
 
 
 def test_a_late_divergence_keeps_the_score_of_the_epochs_before_it(tmp_path):
