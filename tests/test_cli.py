@@ -72,6 +72,25 @@ def test_rerun_continues_instead_of_repeating(finished_run, capsys):
     assert json.loads((finished_run / "summary.json").read_text())["jobs"] == json.loads(before)["jobs"]
 
 
+def test_run_with_stage2_promotion_gives_the_final_columns_sets_measured_at_the_top_rung(tmp_path):
+    """`safs run` on the embedded digits with ``hpo_promotion: asha``: each study starts two sets at
+    1 epoch and promotes the better to 2 epochs; the stage2 and SAFS columns fine-tune that set."""
+    promotion = dict(hpo_promotion="asha", hpo_trials=2, hpo_epochs=2, hpo_min_epochs=1, hpo_reduction_factor=2)
+    assert main([*run_args(tmp_path / "ws"), *(f"--set={key}={value}" for key, value in promotion.items())]) == 0
+    summary = json.loads((tmp_path / "ws" / "summary.json").read_text())
+    assert summary["finished"] and not summary["failure"]
+    jobs = summary["jobs"]
+    assert all(job["result"]["status"] == "ok" for job in jobs)
+    final = {job["variant"]: job for job in jobs if job["stage"] == "final"}
+    for study, column in (("default", "stage2"), ("safs", "safs")):
+        low = [job for job in jobs if job["variant"] == f"{study}-rung0"]
+        top = [job for job in jobs if job["variant"] == f"{study}-rung1"]
+        assert [job["epochs"] for job in low] == [1, 1] and [job["epochs"] for job in top] == [2]
+        assert top[0]["hparams"] == max(low, key=lambda job: job["result"]["default"])["hparams"]
+        assert final[column]["hparams"] == top[0]["hparams"]
+        assert [entry["rung"] for entry in summary["stages"]["hpo"][study]["trace"]] == [0, 0, 1]
+
+
 def experiment_args(workspace: Path, *extra: str) -> list[str]:
     """`safs experiment` on the embedded default with run_args' settings (and ``extra`` --set)."""
     return ["experiment", *run_args(workspace)[1:2], *run_args(workspace)[3:], *extra, "--port", str(free_port())]

@@ -76,8 +76,12 @@ class Experiment:
         raise AssertionError(f"timed out; status {self.get('/check-status')}, dispatcher log:\n{self.dispatcher_log()}")
 
     def wait_for_results(self, count: int, timeout: float = 300.0) -> None:
+        self.wait_for_metrics(lambda metrics: len(metrics) >= count, timeout)
+
+    def wait_for_metrics(self, until, timeout: float = 300.0) -> None:
+        """Until ``until(final_metrics())`` holds."""
         deadline = time.monotonic() + timeout
-        while len(self.final_metrics()) < count:
+        while not until(self.final_metrics()):
             assert time.monotonic() < deadline, self.dispatcher_log()
             time.sleep(1)
 
@@ -235,26 +239,34 @@ def test_stop_and_resume_continues_without_repeating_work(experiment):
     assert "resumed SAFS pipeline" in exp.dispatcher_log()
 
 
+def stop_and_resume_ladder(exp: Experiment, ready) -> dict:
+    """Run ``exp``, stop it once ``ready(final metrics)`` holds (mid-ladder), ``nnictl resume`` it
+    and wait until DONE; check that every result from before the stop was kept, not redone, and
+    return its summary.json."""
+    exp.create()
+    exp.wait_for_metrics(ready)
+    done_before = {m["job"]: m["trialJobId"] for m in exp.final_metrics()}
+    assert exp.nnictl("stop", exp.id).returncode == 0
+    out = exp.nnictl("resume", exp.id, "--port", str(exp.port))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert exp.wait(lambda s: s == "DONE") == "DONE"
+    first = {}
+    for m in exp.final_metrics():
+        first.setdefault(m["job"], m["trialJobId"])
+    assert all(first[job] == trial for job, trial in done_before.items())  # kept, not redone
+    assert "resumed SAFS pipeline" in exp.dispatcher_log()
+    summary = json.loads((exp.workspace / "summary.json").read_text())
+    assert summary["finished"] and not summary["failure"]
+    return summary
+
+
 def test_asha_climbs_its_ladder_at_concurrency_2_and_resumes_without_repeating_work(experiment):
     """The multi-fidelity stage 1 through nnictl: each trial's parameters name its rung and epochs,
     the own activation runs at the top rung, a stop and resume mid-ladder keeps every finished
     evaluation, and the top rung's best is the stage-1 column's genome."""
     exp = experiment(max_trials=24, search_algorithm="asha", search_steps=4, search_epochs=2, search_min_epochs=1,
                      search_reduction_factor=2)  # rungs of 1 and 2 epochs
-    exp.create()
-    exp.wait_for_results(5)
-    done_before = {m["job"]: m["trialJobId"] for m in exp.final_metrics()}
-    assert exp.nnictl("stop", exp.id).returncode == 0
-    out = exp.nnictl("resume", exp.id, "--port", str(exp.port))
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert exp.wait(lambda s: s == "DONE") == "DONE"
-    metrics = exp.final_metrics()
-    first = {}
-    for m in metrics:
-        first.setdefault(m["job"], m["trialJobId"])
-    assert all(first[job] == trial for job, trial in done_before.items())  # kept, not redone
-    summary = json.loads((exp.workspace / "summary.json").read_text())
-    assert summary["finished"] and not summary["failure"]
+    summary = stop_and_resume_ladder(exp, lambda metrics: len(metrics) >= 5)
     search = [job for job in summary["jobs"] if job["stage"] == "search"]
     assert {(job["variant"], job["epochs"]) for job in search} == {("asha-rung0", 1), ("asha-rung1", 2)}
     assert len({(job["variant"], job["genome"]) for job in search}) == len(search)  # no evaluation repeated
@@ -263,7 +275,29 @@ def test_asha_climbs_its_ladder_at_concurrency_2_and_resumes_without_repeating_w
     top = {job["genome"]: job["result"]["default"] for job in search if job["variant"] == "asha-rung1"}
     stage1 = next(job for job in summary["jobs"] if job["stage"] == "final" and job["variant"] == "stage1")
     assert stage1["genome"] == summary["stages"]["search"]["winner"] == max(top, key=top.get)
-    assert "resumed SAFS pipeline" in exp.dispatcher_log()
+
+
+def test_hpo_promotion_climbs_both_studies_ladders_at_concurrency_2_and_resumes_without_repeating_work(experiment):
+    """Stage 2's promotion through nnictl: each stage-2 trial names its study's rung and runs its
+    epochs, a stop and resume mid-ladder keeps every finished evaluation and repeats no (set, rung),
+    and the stage2 and SAFS columns fine-tune their study's best at the top rung."""
+    # rungs of 1 and 2 epochs; at most 1 + 4 + (4 + 1) + 2 x 3 x 2 trials (prepare, baseline and finals,
+    # stage 1, both studies with every set at every rung)
+    exp = experiment(max_trials=22, hpo_promotion="asha", hpo_trials=3, hpo_epochs=2, hpo_min_epochs=1,
+                     hpo_reduction_factor=2)
+    summary = stop_and_resume_ladder(exp, lambda metrics: any(m["variant"].endswith("-rung1") for m in metrics))
+    hpo = [job for job in summary["jobs"] if job["stage"] == "hpo"]
+    assert {(job["variant"], job["epochs"]) for job in hpo} == {
+        (f"{study}-rung{rung}", rung + 1) for study in ("default", "safs") for rung in (0, 1)}
+    assert len({(job["variant"], json.dumps(job["hparams"], sort_keys=True)) for job in hpo}) == len(hpo)
+    assert {job["seed"] for job in hpo} == {1}  # seed + final_seeds: the first confirmation seed
+    final = {job["variant"]: job for job in summary["jobs"] if job["stage"] == "final"}
+    for study, column in (("default", "stage2"), ("safs", "safs")):
+        assert sum(job["variant"] == f"{study}-rung0" for job in hpo) == 3
+        top = {json.dumps(job["hparams"], sort_keys=True): job["result"]["default"]
+               for job in hpo if job["variant"] == f"{study}-rung1"}
+        assert json.dumps(final[column]["hparams"], sort_keys=True) == max(top, key=top.get)
+    assert exp.get("/experiment")["params"]["maxTrialNumber"] == len(exp.get("/trial-jobs"))
 
 
 def test_killed_manager_then_resume_keeps_every_finished_evaluation(experiment):

@@ -243,13 +243,18 @@ def test_a_stage1_whose_every_candidate_failed_ends_the_pipeline_with_the_reason
     assert pipeline.total_if_known() == len(pipeline.jobs)
 
 
-def test_a_stage2_study_whose_every_trial_failed_ends_the_pipeline_with_the_reason(tmp_path):
-    pipeline = build_pipeline(SafsConfig(**SMALL, workspace=str(tmp_path)))
+@pytest.mark.parametrize("promotion", [{}, dict(hpo_promotion="asha", hpo_epochs=4, hpo_min_epochs=2,
+                                                  hpo_reduction_factor=2)])
+def test_a_stage2_study_whose_every_trial_failed_ends_the_pipeline_with_the_reason(tmp_path, promotion):
+    pipeline = build_pipeline(SafsConfig(**{**SMALL, **promotion}, workspace=str(tmp_path)))
     rng = random.Random(0)
     _drive_with(pipeline, lambda job: JobResult.failed(job.spec, "RuntimeError: boom")
-                if job.stage == "hpo" and job.variant == "default" else fake_result(job, rng))
-    assert "every trial of the stage-2 study 'default' failed" in pipeline.failure
+                if job.stage == "hpo" and job.variant.startswith("default") else fake_result(job, rng))
+    assert "every trial of the stage-2 study 'default' failed (3 trials scored 0" in pipeline.failure
     assert pipeline.count("final", "stage2") == 0
+    assert all(job.variant in ("default", "default-rung0") for job in pipeline.jobs.values()
+               if job.stage == "hpo" and job.variant.startswith("default"))  # a failed set is never promoted
+    assert pipeline.total_if_known() == len(pipeline.jobs)
 
 
 def test_a_late_divergence_keeps_the_score_of_the_epochs_before_it(tmp_path):
@@ -622,3 +627,67 @@ def test_asha_resumes_mid_ladder_without_repeating_an_evaluation(tmp_path):
     search = [(j.variant, j.params["genome"]) for j in restored.jobs.values() if j.stage == "search"]
     assert len(search) == len(set(search))
     assert restored.total_if_known() == len(restored.jobs)
+
+
+HPO_ASHA = dict(hpo_promotion="asha", hpo_trials=4, hpo_epochs=4, hpo_min_epochs=1, hpo_reduction_factor=2)  # rungs 1, 2, 4
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 5])
+def test_hpo_promotion_runs_each_study_on_its_ladder_and_the_final_columns_take_the_top_rung(tmp_path, concurrency):
+    """Each stage-2 job names its study and rung and runs that rung's epochs on the first
+    confirmation seed; the stage2 and SAFS columns get their study's best at the top rung; the
+    trial count the tuner ends NNI with is told only once it is exact."""
+    config = SafsConfig(**{**SMALL, **HPO_ASHA}, hpo_ablation_best_first=True, hpo_warm_start=True,
+                        workspace=str(tmp_path))
+    pipeline = build_pipeline(config)
+    rng, running, jobs, totals = random.Random(concurrency), [], [], set()
+    while not pipeline.finished:
+        while len(running) < concurrency and (job := pipeline.ask()) is not None:
+            running.append(job)
+            jobs.append(job)
+        done = running.pop(rng.randrange(len(running)))
+        pipeline.tell(done.id, fake_result(done, random.Random(json.dumps(done.params["hparams"], sort_keys=True))))
+        totals.add(pipeline.total_if_known())
+    assert totals - {None} == {len(jobs)}
+    hpo = [j for j in jobs if j.stage == "hpo"]
+    epochs = {f"{study}-rung{rung}": budget for study in ("default", "safs") for rung, budget in enumerate((1, 2, 4))}
+    assert all(epochs[j.variant] == j.params["epochs"] for j in hpo)
+    assert {j.params["seed"] for j in hpo} == {pipeline.confirm_seeds[0]} != {pipeline.seeds[0]}
+    final = {j.variant: j for j in jobs if j.stage == "final"}
+    for study, column in (("default", "stage2"), ("safs", "safs")):
+        assert sum(j.variant == f"{study}-rung0" for j in hpo) == 4
+        top = {json.dumps(j.params["hparams"], sort_keys=True): pipeline.results[j.id].score
+               for j in hpo if j.variant == f"{study}-rung2"}
+        assert top and json.dumps(final[column].params["hparams"], sort_keys=True) == max(top, key=top.get)
+        assert len(pipeline.hpo[study].history) == 4  # the tuner saw each set once, at the lowest rung
+    low, high = pipeline.evaluation_bounds()
+    assert low <= len(jobs) + pipeline.reused <= high
+    summary = build_summary(pipeline)
+    assert [e["rung"] for e in summary["stages"]["hpo"]["safs"]["trace"]].count(0) == 4
+
+
+def test_hpo_promotion_resumes_mid_ladder_without_repeating_an_evaluation(tmp_path):
+    config = SafsConfig(**{**SMALL, **HPO_ASHA}, workspace=str(tmp_path))
+    pipeline = build_pipeline(config)
+    rng, running = random.Random(0), []
+    while not any(j.variant == "default-rung1" for j in running):
+        while len(running) < 2 and (job := pipeline.ask()) is not None:
+            running.append(job)
+        done = running.pop(0)
+        pipeline.tell(done.id, fake_result(done, rng))
+    restored = pipeline.restored(json.loads(json.dumps(pipeline.state_dict())))
+    for job in running:
+        restored.tell(job.id, fake_result(job, rng))
+    drive(restored, 2, rng)
+    assert restored.finished and not restored.failure
+    hpo = [(j.variant, json.dumps(j.params["hparams"], sort_keys=True)) for j in restored.jobs.values()
+           if j.stage == "hpo"]
+    assert len(hpo) == len(set(hpo)) and sum(variant.endswith("-rung0") for variant, _ in hpo) == 8
+    assert restored.total_if_known() == len(restored.jobs)
+
+
+def test_without_hpo_promotion_every_stage2_trial_runs_hpo_epochs_on_the_run_seed(tmp_path):
+    pipeline = build_pipeline(SafsConfig(**SMALL, hpo_epochs=5, workspace=str(tmp_path)))
+    hpo = [j for j in drive(pipeline, 2, random.Random(0)) if j.stage == "hpo"]
+    assert sorted({j.variant for j in hpo}) == ["default", "safs"]
+    assert {(j.params["epochs"], j.params["seed"]) for j in hpo} == {(5, pipeline.config.seed)}

@@ -133,11 +133,12 @@ class ManagerClient:
         configured = profile["params"].get("maxTrialNumber")
         if configured is None or configured < high:
             _logger.warning("maxTrialNumber is %s but the SAFS pipeline may need up to %d trials "
-                            "(%d or more evaluations); set maxTrialNumber: %d. The tuner lowers it to the exact count once stage 1 ends.",
+                            "(%d or more evaluations); set maxTrialNumber: %d. The tuner lowers it to the exact count once stage 1 "
+                            "(and with hpo_promotion, stage 2) ends.",
                             configured, high, low, high)
         else:
             _logger.info("maxTrialNumber %s; the tuner will lower it to the exact count (at most %d; "
-                         "%d evaluations or more) once stage 1 ends", configured, high, low)
+                         "%d evaluations or more) once stage 1 (and with hpo_promotion, stage 2) ends", configured, high, low)
 
     def _manager_process(self):
         """The NNI manager's process (the node ``main.js`` that started this dispatcher), or None."""

@@ -12,6 +12,10 @@ the pruned checkpoint with the longer budget (no checkpoint is carried over betw
 and ``anchors`` (the model's own activation) are measured once at the top rung, so a searched
 genome wins only where it beat them there.
 
+The rung bookkeeping and the promotion rule are :class:`Ladder`, over any points: stage 1's
+:class:`SuccessiveHalving` starts genomes, stage 2's
+:class:`~nni_safs.method.halving_study.HalvingStudy` a tuner's suggestions.
+
 Kept free of NNI and torch, as :mod:`nni_safs.method.lahc`.
 """
 from __future__ import annotations
@@ -68,11 +72,11 @@ class AshaArguments:
 
 
 class RungCandidate(NamedTuple):
-    """A genome handed out for evaluation at a rung: ``(id, genome)`` as every optimizer's
-    ``(key, params)``; :meth:`SuccessiveHalving.rung_of` gives its rung from the id."""
+    """A point (a genome, a study's hyperparameters) handed out for evaluation at a rung: ``(id,
+    point)`` as every optimizer's ``(key, params)``; :meth:`Ladder.rung_of` gives its rung from the id."""
 
     id: int
-    genome: dict[str, str]
+    genome: dict[str, Any]  # the point (named for stage 1, where it is a genome)
 
 
 def _clean_fitness(fitness: float | None) -> float | None:
@@ -83,60 +87,52 @@ def _clean_fitness(fitness: float | None) -> float | None:
     return fitness if math.isfinite(fitness) and fitness > 0 else None
 
 
-class SuccessiveHalving:
-    """Asynchronous successive halving (ASHA) over a layer-wise genome.
+class Ladder:
+    """The rungs of asynchronous successive halving over points (dicts) a subclass starts.
 
-    Each genome ("trial" ``t``: ``trials[t]``) is evaluated at rung 0 and, when promoted, at
+    Each point ("trial" ``t``: ``trials[t]``) is evaluated at rung 0 and, when promoted, at
     the rungs above. :meth:`ask` hands out, in this order: an anchor not yet measured (at the
-    top rung); a promotion, from the highest rung down (the genome ranked best among the
-    rung's results so far that is in their top ``len // reduction_factor`` and not promoted
-    yet); a new genome at rung 0 (``initial`` first, then random genomes not started before)
-    until ``genomes`` have started; else None (waiting on results, or finished).
+    top rung); a promotion, from the highest rung down (the trial ranked best among the rung's
+    results so far that is in their top ``len // reduction_factor`` and not promoted yet); a new
+    point at rung 0 (:meth:`_new_point`) until :attr:`starts` have started; else None (waiting
+    on results, or finished). It is finished once every point has started, every result is in
+    and nothing is left to promote: at that point the top ``1 / reduction_factor`` of every rung
+    was promoted, as synchronous successive halving would (asynchrony may promote a few more,
+    never fewer). Its course depends on the order results arrive in (a promotion is decided on
+    the results in so far), as in the paper; one trial at a time it is deterministic.
 
-    It is finished once every genome has started, every result is in and nothing is left to
-    promote: at that point the top ``1 / reduction_factor`` of every rung was promoted, as
-    synchronous successive halving would (asynchrony may promote a few more, never fewer).
-    Unlike LAHC's, its course depends on the order results arrive in (a promotion is decided on
-    the results in so far), as in the paper; one trial at a time (``safs run``) it is deterministic.
-
-    Args:
-        slots: the genome's slots, in order.
-        choices: the ops a slot may take.
-        args: budgets and the reduction factor.
-        seed: seeds the random genomes.
-        initial: genomes started first (e.g. every one-op genome), in order.
-        anchors: genomes measured only at the top rung, ranked with the searched ones there
-            (ahead of them on a tie): the model's own activation, so stage 1 never picks a
-            genome that scored below it at the top budget.
+    Subclasses say how many points start (:attr:`starts`), where they come from
+    (:meth:`_new_point`) and what else a result feeds (:meth:`_on_tell`).
     """
 
-    def __init__(self, slots: Sequence[str], choices: Sequence[str], args: AshaArguments = AshaArguments(),
-                 seed: int = 0, initial: Sequence[dict[str, str]] | None = None,
-                 anchors: Sequence[dict[str, str]] | None = None) -> None:
-        if not slots or not choices:
-            raise ValueError("slots and choices must not be empty")
-        if len(set(slots)) != len(slots):
-            raise ValueError(f"slots must be unique, got {list(slots)!r}")
-        self.slots, self.choices, self.args, self.seed = list(slots), list(choices), args, seed
-        self.initial = [dict(g) for g in initial or []]
+    POINT = "point"  # a trace entry's key for the trial's point
+
+    def __init__(self, rungs: Sequence[int], reduction_factor: int,
+                 anchors: Sequence[dict[str, Any]] | None = None) -> None:
+        self.rungs, self.reduction_factor = tuple(rungs), reduction_factor
         self.anchors = [dict(g) for g in anchors or []]
-        for genome in self.initial:
-            if list(genome) != self.slots or not set(genome.values()) <= set(self.choices):
-                raise ValueError(f"initial genome {genome!r} must set every slot {self.slots} to one of {self.choices}")
-        for genome in self.anchors:
-            if list(genome) != self.slots:
-                raise ValueError(f"anchor genome {genome!r} must set every slot {self.slots}")
-        self.rungs = args.rungs
-        self._rng = random.Random(seed)
-        self.trials: list[dict[str, str]] = []  # anchors first, then the searched genomes in start order
+        self.trials: list[dict[str, Any]] = []  # anchors first, then the started points in start order
         self._asked: dict[int, tuple[int, int]] = {}  # id -> (trial, rung), asked and not yet told
         self._told: dict[tuple[int, int], tuple[int, float | None]] = {}  # (trial, rung) -> (id, fitness)
         self._next_id = 0
         self.trace: list[dict[str, Any]] = []  # one entry per told result, in the order told
 
+    # ------------------------------------------------------------------ what a subclass says
+    @property
+    def starts(self) -> int:
+        """Points started at rung 0 in all (anchors not counted)."""
+        raise NotImplementedError
+
+    def _new_point(self) -> dict[str, Any] | None:
+        """The next point to start at rung 0; None while none can be given yet."""
+        raise NotImplementedError
+
+    def _on_tell(self, trial: int, rung: int, fitness: float | None) -> None:
+        """A result told (``fitness`` as given), after the ladder recorded it."""
+
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> RungCandidate | None:
-        """The next (id, genome) to evaluate, or None while waiting on results or when finished."""
+        """The next (id, point) to evaluate, or None while waiting on results or when finished."""
         top = len(self.rungs) - 1
         if len(self.trials) < len(self.anchors):
             return self._issue(self._start(self.anchors[len(self.trials)]), top)
@@ -144,8 +140,8 @@ class SuccessiveHalving:
             trial = self._promotable(rung)
             if trial is not None:
                 return self._issue(trial, rung + 1)
-        if self.started < self.args.genomes:
-            return self._issue(self._start(self._new_genome()), 0)
+        if self.started < self.starts and (point := self._new_point()) is not None:
+            return self._issue(self._start(point), 0)
         return None
 
     def tell(self, candidate_id: int, fitness: float | None) -> None:
@@ -155,10 +151,11 @@ class SuccessiveHalving:
             raise ValueError(f"candidate {candidate_id} was already told" if told else
                              f"candidate {candidate_id} was never asked (next id is {self._next_id})")
         trial, rung = self._asked.pop(candidate_id)
-        fitness = _clean_fitness(fitness)
-        self._told[(trial, rung)] = (candidate_id, fitness)
+        clean = _clean_fitness(fitness)
+        self._told[(trial, rung)] = (candidate_id, clean)
         self.trace.append({"id": candidate_id, "trial": trial, "rung": rung, "epochs": self.rungs[rung],
-                           "genome": dict(self.trials[trial]), "fitness": fitness})
+                           self.POINT: dict(self.trials[trial]), "fitness": clean})
+        self._on_tell(trial, rung, fitness)
 
     def rung_of(self, candidate_id: int) -> int:
         """The rung an asked candidate is evaluated at (its budget: ``rungs[rung_of(id)]``)."""
@@ -172,7 +169,7 @@ class SuccessiveHalving:
     # ------------------------------------------------------------------ properties
     @property
     def started(self) -> int:
-        """Searched genomes started at rung 0 (anchors not counted)."""
+        """Points started at rung 0 (anchors not counted)."""
         return max(len(self.trials) - len(self.anchors), 0)
 
     @property
@@ -181,14 +178,19 @@ class SuccessiveHalving:
         return len(self._asked)
 
     @property
+    def next_id(self) -> int:
+        """Evaluations asked so far (the next candidate's id)."""
+        return self._next_id
+
+    @property
     def finished(self) -> bool:
-        """Every genome started, every result in, nothing left to promote."""
-        return (len(self.trials) == len(self.anchors) + self.args.genomes and not self._asked
+        """Every point started, every result in, nothing left to promote."""
+        return (len(self.trials) == len(self.anchors) + self.starts and not self._asked
                 and all(self._promotable(rung) is None for rung in range(len(self.rungs) - 1)))
 
     @property
-    def best(self) -> tuple[dict[str, str], float] | None:
-        """(genome, fitness) of the best successful result at the highest rung that has one (the
+    def best(self) -> tuple[dict[str, Any], float] | None:
+        """(point, fitness) of the best successful result at the highest rung that has one (the
         top rung once finished); the earliest asked of equals, so an anchor wins a tie."""
         for rung in reversed(range(len(self.rungs))):
             scored = [(told_id, fitness, trial) for (trial, r), (told_id, fitness) in self._told.items()
@@ -200,13 +202,13 @@ class SuccessiveHalving:
 
     @property
     def bounds(self) -> tuple[int, int]:
-        """(fewest, most) evaluations: every genome once and the anchors (nothing promoted when
-        all fail), to every genome at every rung (asynchrony has no tighter general bound)."""
-        return self.args.genomes + len(self.anchors), self.args.genomes * len(self.rungs) + len(self.anchors)
+        """(fewest, most) evaluations: every point once and the anchors (nothing promoted when
+        all fail), to every point at every rung (asynchrony has no tighter general bound)."""
+        return self.starts + len(self.anchors), self.starts * len(self.rungs) + len(self.anchors)
 
     # ------------------------------------------------------------------ internals
-    def _start(self, genome: dict[str, str]) -> int:
-        self.trials.append(dict(genome))
+    def _start(self, point: dict[str, Any]) -> int:
+        self.trials.append(dict(point))
         return len(self.trials) - 1
 
     def _issue(self, trial: int, rung: int) -> RungCandidate:
@@ -215,7 +217,87 @@ class SuccessiveHalving:
         self._next_id += 1
         return candidate
 
-    def _new_genome(self) -> dict[str, str]:
+    def _promotable(self, rung: int) -> int | None:
+        """The best-ranked trial in the top ``n // reduction_factor`` of ``rung``'s n results so
+        far that succeeded and has not been asked at ``rung + 1``; ties go to the earlier asked."""
+        results = [(fitness, told_id, trial) for (trial, r), (told_id, fitness) in self._told.items() if r == rung]
+        ranked = sorted(results, key=lambda e: (e[0] is None, -(e[0] or 0.0), e[1]))
+        issued = {trial for trial, r in [*self._told, *self._asked.values()] if r == rung + 1}
+        for fitness, _, trial in ranked[:len(results) // self.reduction_factor]:
+            if fitness is not None and trial not in issued:
+                return trial
+        return None
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable full state (the candidates in flight included) for resuming."""
+        return assemble(self.state_head(), self.state_logs())
+
+    def ladder_head(self) -> dict[str, Any]:
+        """The ladder's part of :meth:`state_head`: the candidates in flight and the next id."""
+        return {"asked": [[i, trial, rung] for i, (trial, rung) in self._asked.items()], "next_id": self._next_id}
+
+    def state_head(self) -> dict[str, Any]:
+        """The state but the points started and the results (see :mod:`nni_safs.storage.journal`)."""
+        return self.ladder_head()
+
+    def state_logs(self) -> dict[str, LogView]:
+        """The parts of the state that only grow: the points started and the results told."""
+        return {"trials": LogView(self.trials, dict),
+                "trace": LogView(self.trace, lambda entry: {**entry, self.POINT: dict(entry[self.POINT])})}
+
+    def _restore_ladder(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`ladder_head` and :meth:`state_logs` saved."""
+        self.trials = [dict(g) for g in state["trials"]]
+        self._asked = {int(i): (trial, rung) for i, trial, rung in state["asked"]}
+        self.trace = [{**e, self.POINT: dict(e[self.POINT])} for e in state["trace"]]
+        self._told = {(e["trial"], e["rung"]): (e["id"], e["fitness"]) for e in self.trace}
+        self._next_id = state["next_id"]
+
+
+class SuccessiveHalving(Ladder):
+    """Asynchronous successive halving (ASHA) over a layer-wise genome (:class:`Ladder`'s rule).
+
+    Genomes start in this order: ``initial``, then random genomes not started before, until
+    ``args.genomes`` have started.
+
+    Args:
+        slots: the genome's slots, in order.
+        choices: the ops a slot may take.
+        args: budgets and the reduction factor.
+        seed: seeds the random genomes.
+        initial: genomes started first (e.g. every one-op genome), in order.
+        anchors: genomes measured only at the top rung, ranked with the searched ones there
+            (ahead of them on a tie): the model's own activation, so stage 1 never picks a
+            genome that scored below it at the top budget.
+    """
+
+    POINT = "genome"
+
+    def __init__(self, slots: Sequence[str], choices: Sequence[str], args: AshaArguments = AshaArguments(),
+                 seed: int = 0, initial: Sequence[dict[str, str]] | None = None,
+                 anchors: Sequence[dict[str, str]] | None = None) -> None:
+        if not slots or not choices:
+            raise ValueError("slots and choices must not be empty")
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"slots must be unique, got {list(slots)!r}")
+        super().__init__(args.rungs, args.reduction_factor, anchors)
+        self.slots, self.choices, self.args, self.seed = list(slots), list(choices), args, seed
+        self.initial = [dict(g) for g in initial or []]
+        for genome in self.initial:
+            if list(genome) != self.slots or not set(genome.values()) <= set(self.choices):
+                raise ValueError(f"initial genome {genome!r} must set every slot {self.slots} to one of {self.choices}")
+        for genome in self.anchors:
+            if list(genome) != self.slots:
+                raise ValueError(f"anchor genome {genome!r} must set every slot {self.slots}")
+        self._rng = random.Random(seed)
+
+    @property
+    def starts(self) -> int:
+        """Searched genomes started at rung 0 in all."""
+        return self.args.genomes
+
+    def _new_point(self) -> dict[str, str]:
         if self.started < len(self.initial):
             return dict(self.initial[self.started])
         seen = {tuple(g.values()) for g in self.trials}
@@ -225,34 +307,14 @@ class SuccessiveHalving:
                 break
         return genome  # after _DRAWS repeats, a repeat: the pipeline answers it with the earlier score
 
-    def _promotable(self, rung: int) -> int | None:
-        """The best-ranked trial in the top ``n // reduction_factor`` of ``rung``'s n results so
-        far that succeeded and has not been asked at ``rung + 1``; ties go to the earlier asked."""
-        results = [(fitness, told_id, trial) for (trial, r), (told_id, fitness) in self._told.items() if r == rung]
-        ranked = sorted(results, key=lambda e: (e[0] is None, -(e[0] or 0.0), e[1]))
-        issued = {trial for trial, r in [*self._told, *self._asked.values()] if r == rung + 1}
-        for fitness, _, trial in ranked[:len(results) // self.args.reduction_factor]:
-            if fitness is not None and trial not in issued:
-                return trial
-        return None
-
     # ------------------------------------------------------------------ persistence
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable full state (RNG and the candidates in flight included) for resuming."""
-        return assemble(self.state_head(), self.state_logs())
-
     def state_head(self) -> dict[str, Any]:
         """The state but the genomes started and the results (see :mod:`nni_safs.storage.journal`)."""
         version, internal, gauss_next = self._rng.getstate()
         return {"version": _STATE_VERSION, "slots": list(self.slots), "choices": list(self.choices),
                 "args": asdict(self.args), "seed": self.seed, "initial": [dict(g) for g in self.initial],
                 "anchors": [dict(g) for g in self.anchors], "rng": [version, list(internal), gauss_next],
-                "asked": [[i, trial, rung] for i, (trial, rung) in self._asked.items()], "next_id": self._next_id}
-
-    def state_logs(self) -> dict[str, LogView]:
-        """The parts of the state that only grow: the genomes started and the results told."""
-        return {"trials": LogView(self.trials, dict),
-                "trace": LogView(self.trace, lambda entry: {**entry, "genome": dict(entry["genome"])})}
+                **self.ladder_head()}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> SuccessiveHalving:
@@ -263,9 +325,5 @@ class SuccessiveHalving:
                   state["initial"], state["anchors"])
         version, internal, gauss_next = state["rng"]
         obj._rng.setstate((version, tuple(internal), gauss_next))
-        obj.trials = [dict(g) for g in state["trials"]]
-        obj._asked = {int(i): (trial, rung) for i, trial, rung in state["asked"]}
-        obj.trace = [{**e, "genome": dict(e["genome"])} for e in state["trace"]]
-        obj._told = {(e["trial"], e["rung"]): (e["id"], e["fitness"]) for e in obj.trace}
-        obj._next_id = state["next_id"]
+        obj._restore_ladder(state)
         return obj

@@ -37,6 +37,17 @@ OWN_ACTIVATION = "default"  # variant: the model's own activation (ReLU; swish f
 CONFIRM = "confirm"         # variant of a search job that re-scores a top genome (or the own activation)
 SAFS = "safs"               # variant: the stage-1 winner with stage-2 hyperparameters
 STUDIES = (OWN_ACTIVATION, SAFS)  # the two stage-2 studies: the ablation and SAFS itself
+RUNG = "-rung"  # a successive-halving job's variant: its ladder's name, this, its rung
+
+
+def rung_variant(ladder: str, rung: int) -> str:
+    """The variant of a job at ``rung`` of a ladder (``asha-rung0`` in stage 1, ``safs-rung2`` in stage 2)."""
+    return f"{ladder}{RUNG}{rung}"
+
+
+def study_of(variant: str) -> str:
+    """The stage-2 study an ``hpo`` job's variant belongs to (``safs-rung1`` and ``safs``: ``safs``)."""
+    return variant.split(RUNG)[0]
 
 
 @dataclass(frozen=True)

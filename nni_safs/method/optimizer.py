@@ -2,7 +2,8 @@
 
 Stage 1 runs LAHC (:class:`~nni_safs.method.lahc.LateAcceptanceHillClimbing`) or one of NNI's
 built-in tuners (:class:`~nni_safs.integration.nni_tuners.TunerStream`); each stage-2 study is a
-TunerStream. Both hand out ``(key, params)`` pairs and are told ``(key, value)``, so the
+TunerStream, or with ``hpo_promotion`` a :class:`~nni_safs.method.halving_study.HalvingStudy`
+around one. All hand out ``(key, params)`` pairs and are told ``(key, value)``, so the
 pipeline never asks which one it holds.
 """
 from __future__ import annotations

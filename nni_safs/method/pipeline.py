@@ -21,6 +21,10 @@ Stages and their jobs (every job's parameters name its ``stage``):
 * ``hpo``      stage 2: ``hpo_trials`` jobs with the stage-1 winner and trainable alpha/beta
   (variant ``safs``), and as many for the ablation on the model's own activation (variant
   ``default``), which needs no stage-1 result and so fills free slots while the search runs.
+  With ``hpo_promotion: asha`` each study's trials start at the lowest rung and the best are
+  promoted to longer budgets (the top one ``hpo_epochs``): the variant names the rung
+  (``safs-rung0``, ``default-rung1``, ...), the epochs are its budget, and the jobs run on the
+  first confirmation seed.
 * ``final``    3 x ``final_seeds`` jobs with the final budget: variant ``stage1`` (winner
   genome, dense hyperparameters), ``stage2`` (own activation, trainable scales, the default
   study's best), ``safs`` (winner genome, trainable scales, the SAFS study's best).
@@ -36,10 +40,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nni_safs.method.asha import AshaArguments, SuccessiveHalving
+from nni_safs.method.asha import AshaArguments, SuccessiveHalving, rung_epochs
 from nni_safs.method.confirmation import candidates, finalists, winner
-from nni_safs.method.contract import CONFIRM, FINAL_VARIANTS, OWN_ACTIVATION, SAFS, JobResult, JobSpec, Stage
+from nni_safs.method.contract import (
+    CONFIRM,
+    FINAL_VARIANTS,
+    OWN_ACTIVATION,
+    SAFS,
+    JobResult,
+    JobSpec,
+    Stage,
+    rung_variant,
+    study_of,
+)
 from nni_safs.method.genomes import Genome, genome_from_string, genome_to_string
+from nni_safs.method.halving_study import HalvingStudy
 from nni_safs.method.lahc import LahcArguments, LateAcceptanceHillClimbing
 from nni_safs.method.optimizer import Optimizer, Studies
 from nni_safs.method.spaces import flatten_hparams, nest_hparams, slot_space
@@ -109,8 +124,7 @@ class SafsPipeline:
         self.failure = ""  # set when a stage cannot go on (see the module docstring): nothing more is issued
         self.search: Optimizer = self._new_search()
         self.hpo: dict[str, Optimizer | None] = {
-            OWN_ACTIVATION: studies(config.hpo_tuner, hpo_space, config.hpo_trials, config.seed + 1,
-                                        first=self._first_hpo_trials()),
+            OWN_ACTIVATION: self._new_study(config.seed + 1, first=self._first_hpo_trials()),
             SAFS: None,  # created once stage 1 has a winner
         }
 
@@ -129,6 +143,37 @@ class SafsPipeline:
             return SuccessiveHalving(self.slot_names, self.choices, args, seed=c.seed, initial=initial,
                                      anchors=[{slot: self.own_activation for slot in self.slot_names}])
         return self.studies(c.search_algorithm, slot_space(self.slot_names, self.choices), c.search_steps, c.seed)
+
+    # -- stage-2 studies ---------------------------------------------------------------
+    @property
+    def hpo_rungs(self) -> tuple[int, ...]:
+        """A stage-2 trial's budgets, lowest first: ``hpo_epochs`` alone, or the rungs of
+        ``hpo_promotion: asha`` (the top one ``hpo_epochs``)."""
+        c = self.config
+        if c.hpo_promotion == "asha":
+            return rung_epochs(c.hpo_min_epochs, c.hpo_epochs, c.hpo_reduction_factor)
+        return (c.hpo_epochs,)
+
+    def _new_study(self, seed: int, prior: list[dict] | None = None, first: list[dict] | None = None) -> Optimizer:
+        """A stage-2 study: the tuner's, or with ``hpo_promotion: asha`` its proposals on the rungs."""
+        c = self.config
+        study = self.studies(c.hpo_tuner, self.hpo_space, c.hpo_trials, seed, prior=prior, first=first)
+        return HalvingStudy(study, self.hpo_rungs, c.hpo_reduction_factor) if c.hpo_promotion == "asha" else study
+
+    def _restored_study(self, state: dict) -> Optimizer:
+        if self.config.hpo_promotion == "asha":
+            return HalvingStudy.from_state_dict(state, self.studies.from_state_dict)
+        return self.studies.from_state_dict(state)
+
+    def _hpo_budget(self, study: str, key: Any) -> tuple[str, int, int | None]:
+        """The variant, epochs and seed (None: ``seed``) of the stage-2 job for ``study``'s ``key``:
+        a rung's with promotion, on the first confirmation seed (a promoted set may run at the
+        final budget, and a final column must not report the run that chose it)."""
+        stream = self.hpo[study]
+        if isinstance(stream, HalvingStudy):
+            rung = stream.rung_of(key)
+            return rung_variant(study, rung), stream.rungs[rung], self.confirm_seeds[0]
+        return study, self.config.hpo_epochs, None
 
     def _first_hpo_trials(self) -> list[dict]:
         """The dense hyperparameters as each study's first trial, when the space can express them."""
@@ -194,7 +239,7 @@ class SafsPipeline:
         """The variant, epochs and seed of the search job for ``key``: a rung's with ASHA."""
         if isinstance(self.search, SuccessiveHalving):
             rung = self.search.rung_of(key)
-            return f"asha-rung{rung}", self.search.rungs[rung], self.confirm_seeds[0]
+            return rung_variant("asha", rung), self.search.rungs[rung], self.confirm_seeds[0]
         return self.config.search_algorithm, self.config.search_epochs, self.config.seed
 
     # -- stage 1's winner ----------------------------------------------------------------
@@ -301,17 +346,15 @@ class SafsPipeline:
             prior = ablation.history if self.config.hpo_warm_start else None
             first = [ablation.best[0]] if self.config.hpo_ablation_best_first and ablation.best \
                 else self._first_hpo_trials()
-            stream = self.hpo[variant] = self.studies(self.config.hpo_tuner, self.hpo_space,
-                                                     self.config.hpo_trials, self.config.seed + 2, prior=prior,
-                                                     first=first)
+            stream = self.hpo[variant] = self._new_study(self.config.seed + 2, prior=prior, first=first)
         asked = stream.ask()
         if asked is None:
             return None
         key, nested = asked
         genome = None if variant == OWN_ACTIVATION else winner[0]
-        job = self._emit(Stage.HPO, variant, genome=genome, hparams=self._hparams(nested),
-                         epochs=self.config.hpo_epochs, train_scales=True,
-                         data_fraction=self.config.search_data_fraction)
+        name, epochs, seed = self._hpo_budget(variant, key)
+        job = self._emit(Stage.HPO, name, genome=genome, hparams=self._hparams(nested), epochs=epochs,
+                         train_scales=True, data_fraction=self.config.search_data_fraction, seed=seed)
         job.stream_key = key
         return job
 
@@ -362,10 +405,11 @@ class SafsPipeline:
             self.search.tell(job.stream_key, self._search_fitness(result))
             self._check_search()
         elif job.stage == Stage.HPO:
-            stream = self.hpo[job.variant]
+            study = study_of(job.variant)
+            stream = self.hpo[study]
             stream.tell(job.stream_key, result.fitness())
             if stream.finished and not stream.best and not self.failure:
-                self.failure = (f"every trial of the stage-2 study '{job.variant}' failed "
+                self.failure = (f"every trial of the stage-2 study '{study}' failed "
                                 f"({stream.n_trials} trials scored 0; see their trial logs)")
 
     def _search_fitness(self, result: JobResult) -> float:
@@ -386,10 +430,10 @@ class SafsPipeline:
     def evaluation_bounds(self) -> tuple[int, int]:
         """(fewest, most) evaluations the whole pipeline makes with this config: one job each, but
         for a genome the search proposes again (:meth:`_search_result`), so at most this many jobs."""
-        fixed = self._trials_outside_search()
+        fixed_low, fixed_high = self._trials_outside_search()
         low, high = self.search.bounds
         most = self.config.confirm_top + self.config.confirm_uniform + 1
-        return fixed + low + self._confirm_count(1), fixed + high + self._confirm_count(most)
+        return fixed_low + low + self._confirm_count(1), fixed_high + high + self._confirm_count(most)
 
     def _confirm_count(self, genomes: int) -> int:
         """Confirmation jobs for this many confirmed genomes (the own activation included)."""
@@ -399,19 +443,24 @@ class SafsPipeline:
         return genomes + finalists * (len(self.confirm_seeds) - 1)
 
     def total_if_known(self) -> int | None:
-        """The exact job count once stage 1 is over (the tuner ends the NNI experiment with it)."""
+        """The exact job count once stage 1 is over, and with ``hpo_promotion`` both stage-2 studies
+        (the tuner ends the NNI experiment with it)."""
         if self.failure:
             return len(self.jobs)
-        if not self.search.finished:
+        outside, most = self._trials_outside_search()
+        if not self.search.finished or outside != most:  # a promoting study's count is known once it ends
             return None
         confirm = self._confirm_count(len(self.confirm_genomes()))
-        return self._trials_outside_search() + self.count(Stage.SEARCH) - self.count(Stage.SEARCH, CONFIRM) + confirm
+        return outside + self.count(Stage.SEARCH) - self.count(Stage.SEARCH, CONFIRM) + confirm
 
-    def _trials_outside_search(self) -> int:
-        """prepare + baselines + both stage-2 studies + the final jobs (a study over a space smaller
-        than ``hpo_trials`` ends when its tuner has explored it)."""
-        studies = sum(self.config.hpo_trials if stream is None else stream.n_trials for stream in self.hpo.values())
-        return 1 + len(self.seeds) * (1 + len(FINAL_VARIANTS)) + studies
+    def _trials_outside_search(self) -> tuple[int, int]:
+        """(fewest, most) of prepare + baselines + both stage-2 studies + the final jobs: a study
+        asks ``hpo_trials`` evaluations (fewer when its tuner explored a smaller space), or with
+        promotion between that and one per rung for each (exact once the study has ended)."""
+        fixed = 1 + len(self.seeds) * (1 + len(FINAL_VARIANTS))
+        per_study = [(self.config.hpo_trials, self.config.hpo_trials * len(self.hpo_rungs)) if stream is None
+                     else stream.bounds for stream in self.hpo.values()]
+        return fixed + sum(low for low, _ in per_study), fixed + sum(high for _, high in per_study)
 
     def state_dict(self) -> dict:
         """Everything needed to continue after a restart, as JSON-ready data."""
@@ -448,5 +497,5 @@ class SafsPipeline:
         pipeline.reused = state.get("reused", 0)  # a 0.2.0 state saved before reuse existed
         pipeline._confirm = state.get("confirm")
         pipeline.search = type(pipeline.search).from_state_dict(state["search"])
-        pipeline.hpo = {k: None if v is None else self.studies.from_state_dict(v) for k, v in state["hpo"].items()}
+        pipeline.hpo = {k: None if v is None else self._restored_study(v) for k, v in state["hpo"].items()}
         return pipeline

@@ -85,7 +85,8 @@ def build_summary(pipeline: SafsPipeline) -> dict[str, Any]:
                    and genome_to_string(winner[0]) == pipeline.confirm_genomes()[0]},
         "hpo": {variant: {"trials": stream.next_id if stream else 0,
                           "best_val_acc": best_record[1] if best_record else None,
-                          "hparams": best_record[0] if best_record else None}
+                          "hparams": best_record[0] if best_record else None,
+                          "trace": getattr(stream, "trace", None)}  # hpo_promotion: one entry per result
                 for variant, stream, best_record in ((v, pipeline.hpo[v], hpo_best[v]) for v in pipeline.hpo)},
     }
     trials = {stage.value: pipeline.count(stage) for stage in Stage}

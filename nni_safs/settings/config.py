@@ -24,6 +24,7 @@ DATA_LOADERS = ("auto", "tensor", "dataloader")  # nni_safs.data.tensors
 SCOPES = ("layer", "global", "lamp")  # nni_safs.pruning
 STAGE1_ALGORITHMS = ("lahc", "asha", "evolution", "tpe", "random")
 OWN_STAGE1 = ("lahc", "asha")  # stage-1 algorithms of nni_safs.method; the others are NNI built-in tuners
+HPO_PROMOTIONS = ("none", "asha")  # stage 2: every trial at hpo_epochs | successive halving (method/halving_study.py)
 SEARCH_INITS = ("random", "uniform")
 SEARCH_SCORES = ("best", "late_mean")
 KEEP_EPOCHS = ("best", "last")
@@ -77,8 +78,11 @@ class SafsConfig:
     confirm_uniform: int = 0  # the search's best N one-op genomes re-scored too (where not among the top)
     op_choices: str | None = None  # catalog YAML with the stage-1 choices; None: search_spaces/activations.yaml
     hpo_tuner: str = "TPE"  # any NNI built-in tuner name for stage 2
-    hpo_trials: int = 20
-    hpo_epochs: int = 80
+    hpo_trials: int = 20  # per study; hpo_promotion asha: sets started at the lowest rung
+    hpo_epochs: int = 80  # per stage-2 trial; hpo_promotion asha: the top rung's budget
+    hpo_promotion: str = "none"  # none | asha: promote each study's best trials to longer budgets (docs/multi_fidelity.md)
+    hpo_min_epochs: int = 3  # hpo_promotion asha: the lowest rung's budget is at least this
+    hpo_reduction_factor: int = 3  # hpo_promotion asha: a rung promotes its top 1/this, at this many times the epochs
     hpo_space: str | None = None  # stage-2 space JSON; None: search_spaces/hpo_space.json
     hpo_warm_start: bool = False  # the SAFS study's tuner starts from the ablation study's finished trials
     hpo_default_first: bool = False  # each study's first trial: train_hparams (not the reference's design)
@@ -134,6 +138,7 @@ class SafsConfig:
         _one_of("search_init", self.search_init, SEARCH_INITS)
         _one_of("search_score", self.search_score, SEARCH_SCORES)
         _one_of("keep_epoch", self.keep_epoch, KEEP_EPOCHS)
+        _one_of("hpo_promotion", self.hpo_promotion, HPO_PROMOTIONS)
         if self.search_init != "random" and self.search_algorithm not in OWN_STAGE1:
             raise ValueError(f"search_init {self.search_init!r} needs search_algorithm {' or '.join(OWN_STAGE1)}, "
                              f"got {self.search_algorithm!r}")
@@ -148,7 +153,8 @@ class SafsConfig:
             raise ValueError(f"search_idle_fraction must be in [0, 1), got {self.search_idle_fraction!r}")
         for key in ("batch_size", "dense_epochs", "baseline_epochs", "final_epochs", "final_seeds", "search_epochs",
                     "search_steps", "search_min_epochs", "search_reduction_factor", "search_history",
-                    "max_search_steps", "hpo_trials", "hpo_epochs", "confirm_seeds", "cv_folds",
+                    "max_search_steps", "hpo_trials", "hpo_epochs", "hpo_min_epochs", "hpo_reduction_factor",
+                    "confirm_seeds", "cv_folds",
                     *(["confirm_epochs"] if self.confirm_epochs is not None else []),
                     *(["confirm_finalists"] if self.confirm_finalists is not None else [])):
             value = getattr(self, key)
@@ -163,6 +169,10 @@ class SafsConfig:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
         if self.search_algorithm == "asha":
             self._validate_asha()
+        if self.hpo_promotion == "asha":
+            _check_rungs(("hpo_trials", self.hpo_trials), ("hpo_min_epochs", self.hpo_min_epochs),
+                         ("hpo_epochs", self.hpo_epochs), ("hpo_reduction_factor", self.hpo_reduction_factor),
+                         "hpo_promotion 'asha'", "trial")
         hp = self.hparams
         _one_of("train_hparams.optimizer", hp.get("optimizer"), OPTIMIZERS)
         _one_of("train_hparams.scheduler", hp.get("scheduler", "constant"), SCHEDULERS)
@@ -178,18 +188,26 @@ class SafsConfig:
             raise ValueError(f"search_algorithm 'asha' scores its top rung at search_epochs, which replaces the "
                              f"confirmation: set confirm_top and confirm_uniform to 0 (got {self.confirm_top} and "
                              f"{self.confirm_uniform})")
-        if self.search_reduction_factor < 2:
-            raise ValueError(f"search_reduction_factor must be >= 2, got {self.search_reduction_factor!r}")
-        if self.search_min_epochs > self.search_epochs:
-            raise ValueError(f"search_min_epochs ({self.search_min_epochs}) must be <= search_epochs "
-                             f"({self.search_epochs}), the top rung's budget")
-        rungs, epochs = 1, self.search_epochs / self.search_reduction_factor
-        while epochs >= self.search_min_epochs:
-            rungs, epochs = rungs + 1, epochs / self.search_reduction_factor
-        needed = self.search_reduction_factor ** (rungs - 1)
-        if self.search_steps < needed:
-            raise ValueError(f"search_steps must be >= {needed} with asha ({rungs} rungs: search_reduction_factor ** "
-                             f"{rungs - 1}), so a genome can reach the top rung, got {self.search_steps!r}")
+        _check_rungs(("search_steps", self.search_steps), ("search_min_epochs", self.search_min_epochs),
+                     ("search_epochs", self.search_epochs), ("search_reduction_factor", self.search_reduction_factor),
+                     "asha", "genome")
+
+
+def _check_rungs(starts: tuple[str, int], low: tuple[str, int], top: tuple[str, int], factor: tuple[str, int],
+                 switch: str, unit: str) -> None:
+    """Successive halving's ``(key, value)`` settings make a ladder that a ``unit`` can climb: a
+    factor >= 2, a lowest rung no longer than the top one, enough starts to promote one to the top."""
+    if factor[1] < 2:
+        raise ValueError(f"{factor[0]} must be >= 2, got {factor[1]!r}")
+    if low[1] > top[1]:
+        raise ValueError(f"{low[0]} ({low[1]}) must be <= {top[0]} ({top[1]}), the top rung's budget")
+    rungs, epochs = 1, top[1] / factor[1]
+    while epochs >= low[1]:
+        rungs, epochs = rungs + 1, epochs / factor[1]
+    needed = factor[1] ** (rungs - 1)
+    if starts[1] < needed:
+        raise ValueError(f"{starts[0]} must be >= {needed} with {switch} ({rungs} rungs: {factor[0]} ** "
+                         f"{rungs - 1}), so a {unit} can reach the top rung, got {starts[1]!r}")
 
 
 def _one_of(key: str, value: Any, valid) -> None:
