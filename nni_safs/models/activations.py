@@ -143,27 +143,32 @@ class SoftRootSign(nn.Module):
 # parameters (SRS from a = b = 1). An op that ``takes_scales`` is called as ``op(x, alpha, beta)``.
 
 
-@register_op("swish_reference")
-class SwishReference(nn.Module):
-    """The reference's swish: ``alpha * x * sigmoid(beta * x)`` (the catalog's scales x too)."""
+class _ReferenceOp(nn.Module):
+    """A reference op: called with its slot's scales (``takes_scales``); its own scalar
+    parameters are created by name from their initial values."""
 
     takes_scales = True
+
+    def __init__(self, **initial: float | torch.Tensor) -> None:
+        super().__init__()
+        for name, value in initial.items():
+            self.register_parameter(name, nn.Parameter(torch.as_tensor(value, dtype=torch.get_default_dtype())))
+
+
+@register_op("swish_reference")
+class SwishReference(_ReferenceOp):
+    """The reference's swish: ``alpha * x * sigmoid(beta * x)`` (the catalog's scales x too)."""
 
     def forward(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         return alpha * x * torch.sigmoid(beta * x)
 
 
 @register_op("acon_reference")
-class AconReference(nn.Module):
+class AconReference(_ReferenceOp):
     """The reference's ACON-C: ``(p1-p2) x sigmoid(p3 (p1-p2) x) + p2 x``, no slot scales."""
 
-    takes_scales = True
-
     def __init__(self) -> None:
-        super().__init__()
-        self.p1 = nn.Parameter(torch.ones(()))
-        self.p2 = nn.Parameter(torch.ones(()))
-        self.p3 = nn.Parameter(torch.ones(()))
+        super().__init__(p1=1.0, p2=1.0, p3=1.0)
 
     def forward(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         dx = (self.p1 - self.p2) * x
@@ -171,30 +176,23 @@ class AconReference(nn.Module):
 
 
 @register_op("tanhsoft_reference")
-class TanhSoftReference(nn.Module):
+class TanhSoftReference(_ReferenceOp):
     """The reference's TanhSoft-1: ``tanh(a * x) * softplus(x)`` (a init 1), no slot scales."""
 
-    takes_scales = True
-
     def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.ones(()))
+        super().__init__(a=1.0)
 
     def forward(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.a * x) * F.softplus(x)
 
 
 @register_op("srs_reference")
-class SoftRootSignReference(nn.Module):
+class SoftRootSignReference(_ReferenceOp):
     """The reference's SRS: ``x / (x/a + exp(-x/b))`` from a = b = 1, no slot scales; a and b kept
     positive and the denominator away from 0 as the catalog's ``srs``."""
 
-    takes_scales = True
-
     def __init__(self) -> None:
-        super().__init__()
-        self.raw_a = nn.Parameter(_raw_positive(1.0))
-        self.raw_b = nn.Parameter(_raw_positive(1.0))
+        super().__init__(raw_a=_raw_positive(1.0), raw_b=_raw_positive(1.0))
 
     def forward(self, x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         a, b = _positive(self.raw_a), _positive(self.raw_b)
@@ -208,7 +206,7 @@ def op_names() -> list[str]:
 
 
 # module-level names an op's code may use; a written op brings the ones it names along
-_HELPERS = ("SYMEXP_LIMIT", "EXP_LIMIT", "SRS_MIN_DENOMINATOR", "_positive", "_raw_positive", "_symlog", "_symexp")
+_HELPERS = ("SYMEXP_LIMIT", "EXP_LIMIT", "SRS_MIN_DENOMINATOR", "_positive", "_raw_positive", "_symlog", "_symexp", "_ReferenceOp")
 
 
 def op_sources(names: Iterable[str]) -> str:
