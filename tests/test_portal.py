@@ -88,9 +88,9 @@ def test_each_final_result_names_its_stage_and_the_portal_draws_one_stage(finish
 
 
 def _settled(canvas) -> None:
-    """Wait until the chart's canvas stops changing (ECharts animates a redraw)."""
-    drawn = None
-    while (now := canvas.evaluate("c => c.toDataURL()")) != drawn:
+    """Wait until the chart's canvas stops changing (ECharts animates a redraw), at most a minute."""
+    drawn, deadline = None, time.monotonic() + 60
+    while (now := canvas.evaluate("c => c.toDataURL()")) != drawn and time.monotonic() < deadline:
         drawn = now
         canvas.page.wait_for_timeout(500)
 
@@ -157,11 +157,12 @@ def test_tensorboard_on_the_trials_folder_shows_every_trial_filterable_by_stage(
     try:
         metrics = finished.final_metrics()
         page = _tensorboard_hparams_page(browser, f"http://127.0.0.1:{port}/#hparams")
+        page.set_viewport_size({"width": 2400, "height": 900})
         for m in metrics:
             page.get_by_text(m["trialJobId"], exact=True).first.wait_for(timeout=60000)
-        # show the stage column, then keep only the search trials
+        # show the stage and the genome's ops, leave room for the score; then keep only the search trials
         page.get_by_role("checkbox", name="stage", exact=True).check()
-        for name in ("data_fraction", "epochs", "hp/weight_decay"):  # room for the genome's ops
+        for name in ("data_fraction", "epochs", "hp/weight_decay", "lr", "result/density", "result/late_val_acc"):
             page.get_by_role("checkbox", name=name, exact=True).uncheck()
         ops = page.get_by_role("checkbox", name=re.compile("^op\\W"))  # op/SLOT (a slash breaks its regex)
         for i in range(ops.count()):
