@@ -7,7 +7,7 @@ from conftest import SMALL, drive, fake_result
 
 from nni_safs.integration.pipelines import build_pipeline
 from nni_safs.integration.tuner import SafsTuner
-from nni_safs.method.contract import JobResult, Stage, Status
+from nni_safs.method.contract import STAGE_KEYS, JobResult, JobSpec, Stage, Status
 from nni_safs.method.genomes import genome_to_string
 from nni_safs.method.pipeline import FINAL_VARIANTS, SafsPipeline
 from nni_safs.reports.results import build_summary, format_table
@@ -266,6 +266,21 @@ def test_a_late_divergence_keeps_the_score_of_the_epochs_before_it(tmp_path):
     assert lost.fitness() == 0.0 and not lost.succeeded
     # the dict NNI carries round-trips, status and reason included
     assert JobResult.from_dict(diverged.to_dict()) == diverged
+
+
+def test_the_final_dict_carries_the_score_under_its_stage_and_round_trips():
+    """The portal's metric selector draws one stage when each final dict names every stage."""
+    spec = JobSpec(7, Stage.HPO, "safs", "/ws", genome="c1=swish", hparams={"lr": 0.01}, seed=2)
+    result = JobResult(7, Stage.HPO, Status.OK, 71.25, variant="safs", genome="c1=swish", parameter_id=9,
+                       metrics={"val_acc": 71.25, "test_acc": 70.0}, key="abc")
+    final = result.to_dict()
+    assert final["default"] == final["hpo"] == 71.25
+    assert {name: final[name] for name in STAGE_KEYS if name != "hpo"} == \
+        {"prepare": 0.0, "baseline": 0.0, "search": 0.0, "final": 0.0}
+    # the tuner folds it in as before: the stage keys are not measurements of the job
+    assert JobResult.from_dict(final) == result
+    assert JobResult.from_dict(final, spec).mismatch(spec, "abc") == ""
+    assert JobResult.failed(spec, "RuntimeError").to_dict()["hpo"] == 0.0
 
 
 def test_tpe_starts_model_based_search_after_a_fifth_of_the_budget():

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from nni_safs.integration import forkserver
 from nni_safs.integration.trial_channel import TrialChannel, open_channel
+from nni_safs.integration.trial_tensorboard import TrialTensorBoard
 from nni_safs.method.contract import JobResult, JobSpec
 from nni_safs.storage.atomic import atomic_write
 from nni_safs.storage.workspace import job_lock, job_marker, load_config
@@ -38,17 +39,13 @@ if TYPE_CHECKING:
 
 
 class _EpochReporter:
-    """Per-epoch intermediate results to NNI and scalars to TensorBoard in the trial's output dir."""
+    """Per-epoch intermediate results to NNI, and the trial's TensorBoard events in its output dir."""
 
-    def __init__(self, tag: str, channel: TrialChannel | None) -> None:
-        self.tag = tag
+    def __init__(self, spec: JobSpec, channel: TrialChannel | None) -> None:
+        self.tag = f"{spec.stage.value} job {spec.job}"
         self.channel = channel
         self.seconds = 0.0  # time spent reporting (part of the training time)
-        self.writer = None
-        output_dir = os.environ.get("NNI_OUTPUT_DIR")
-        if output_dir:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+        self.board = TrialTensorBoard.for_trial(spec)
 
     def __call__(self, record: EpochRecord) -> None:
         start = time.perf_counter()
@@ -56,15 +53,18 @@ class _EpochReporter:
             self.channel.report(record.val_acc, final=False)
         print(f"[{self.tag}] epoch {record.epoch}: train loss {record.train_loss:.4f}, "
               f"val top-1 {record.val_acc:.2f}%, lr {record.lr:.3g}, {record.seconds:.1f}s", flush=True)
-        if self.writer is not None:
-            for name in ("train_loss", "val_acc", "val_loss", "lr"):
-                self.writer.add_scalar(name, getattr(record, name), record.epoch)
-            self.writer.flush()
+        if self.board is not None:
+            self.board.epoch(record)
         self.seconds += time.perf_counter() - start
 
+    def finish(self, result: JobResult) -> None:
+        """The result's scalars for TensorBoard's HParams view."""
+        if self.board is not None:
+            self.board.finish(result)
+
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.board is not None:
+            self.board.close()
 
 
 def _write_marker(path: Path, marker: dict[str, Any]) -> None:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
     spec = JobSpec.from_params(params)
     parameter_id = channel.parameter_id if channel else None
     warm = forkserver.started_warm()
-    reporter = _EpochReporter(f"{spec.stage.value} job {spec.job}", channel)
+    reporter = _EpochReporter(spec, channel)
     key = ""
 
     def report_final(value: dict[str, Any]) -> None:
@@ -151,12 +151,14 @@ def main(argv: list[str] | None = None, started: float | None = None) -> int:
                 _write_marker(job_marker(spec.workspace, key),
                               {"key": key, "job": spec.job, "spec": spec.identity(),
                                "trial_job_id": os.environ.get("NNI_TRIAL_JOB_ID"), "result": result.to_dict()})
+        reporter.finish(finished or result)
     except BaseException as err:  # report, then fail visibly (an import, a lock, the job itself)
         traceback.print_exc(file=sys.stdout)  # trial.log, which the portal shows
         failed = JobResult.failed(spec, f"{type(err).__name__}: {err}")
         failed.parameter_id, failed.key = parameter_id, key
         failed.metrics["warm"] = warm
         report_final(failed.to_dict())
+        reporter.finish(failed)
         if not isinstance(err, Exception):
             raise
         return 1

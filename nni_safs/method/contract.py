@@ -25,6 +25,9 @@ class Stage(str, Enum):
     FINAL = "final"        # the final budget for each of the paper's columns
 
 
+STAGE_KEYS = tuple(stage.value for stage in Stage)  # the final dict's score per stage (JobResult.to_dict)
+
+
 class Status(str, Enum):
     """How a job ended: ok, diverged (a NaN loss), failed (it raised), lost (no result came back)."""
     OK = "ok"              # evaluated; the score is its best validation top-1
@@ -157,10 +160,17 @@ class JobResult:
         return float(value) if ok else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """The final result NNI receives (``default`` is the score), flat as the portal shows it."""
-        return {**self.metrics, "default": self.score, "status": self.status.value, "reason": self.reason,
-                "job": self.job, "stage": self.stage.value, "variant": self.variant, "genome": self.genome,
-                "parameter_id": self.parameter_id, "key": self.key}
+        """The final result NNI receives (``default`` is the score), flat as the portal shows it.
+
+        Beside ``default`` it carries one key per stage (:data:`STAGE_KEYS`): the score under its
+        own stage's name, 0 under the others', so the portal's metric selector draws one stage at
+        a time. The portal lists only the numeric keys of the first trial (the prepare job) and
+        draws a trial that lacks the chosen key at 0 anyway; :meth:`from_dict` drops them again.
+        """
+        stages = {name: self.score if name == self.stage.value else 0.0 for name in STAGE_KEYS}
+        return {**self.metrics, "default": self.score, **stages, "status": self.status.value,
+                "reason": self.reason, "job": self.job, "stage": self.stage.value, "variant": self.variant,
+                "genome": self.genome, "parameter_id": self.parameter_id, "key": self.key}
 
     @classmethod
     def from_dict(cls, value: Any, spec: JobSpec | None = None) -> JobResult:
@@ -190,4 +200,4 @@ class JobResult:
         return f"the result of job {spec.job} has " + ", ".join(diffs) if diffs else ""
 
 
-_OWN_KEYS = {"default", "status", "reason", "job", "stage", "variant", "genome", "parameter_id", "key"}
+_OWN_KEYS = {"default", "status", "reason", "job", "stage", "variant", "genome", "parameter_id", "key", *STAGE_KEYS}
