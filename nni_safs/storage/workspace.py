@@ -28,6 +28,7 @@ RUN_FILE = "run.json"
 PREPARE_LOCK = ".prepare.lock"
 SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.md"
+REPORT_FILE = "report.html"  # safs report: the run on one self-contained page
 RUNNER_STATE_FILE = "safs_runner_state.json"  # safs run's optimizer state (snapshot + .journal)
 TUNER_STATE_FILE = "safs_tuner_state.json"  # SafsTuner's, in NNI's checkpoint folder (else the workspace)
 
@@ -183,7 +184,7 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None, run: 
                                                                and owner["run"] != run))
         if taken_over:  # a failed prepare's leftovers: nothing in them is anyone's result
             shutil.rmtree(root / "jobs", ignore_errors=True)
-            for name in (SUMMARY_FILE, RESULTS_FILE, RUNNER_STATE_FILE, RUNNER_STATE_FILE + ".journal"):
+            for name in (SUMMARY_FILE, RESULTS_FILE, REPORT_FILE, RUNNER_STATE_FILE, RUNNER_STATE_FILE + ".journal"):
                 (root / name).unlink(missing_ok=True)
         if stored != wanted:
             Workspace(config).write_json(CONFIG_FILE, wanted)
