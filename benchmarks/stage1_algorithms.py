@@ -22,10 +22,10 @@ import statistics
 from pathlib import Path
 
 from report import write_report
-from reproduce_lenet5 import interval
 from workspace_runs import arguments, earlier, finished, replay, run_all
 
 from nni_safs.method.genomes import genome_from_string
+from nni_safs.reports.intervals import interval
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("baseline", "stage1", "stage2", "safs")
