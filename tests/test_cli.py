@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, free_port
+from conftest import TINY, free_port, run_args
 
 from nni_safs.cli import main
 from nni_safs.reports.results import format_table
@@ -16,22 +16,6 @@ from nni_safs.storage.checkpoints import load_checkpoint
 from nni_safs.training.jobs import load_data, new_model
 
 pytestmark = pytest.mark.slow
-
-
-DEFAULT = Path(__file__).resolve().parents[1] / "experiment_configs" / "lenet5_mnist_safs.yml"
-
-
-def run_args(workspace: Path) -> list[str]:
-    """`safs run` on the embedded default, shrunk to TINY budgets with --set."""
-    settings = {**TINY, "search_init": "random", "final_seeds": 1, "workspace": str(workspace)}
-    return ["run", str(DEFAULT), "--quiet", *(f"--set={key}={value}" for key, value in settings.items())]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workspace = tmp_path_factory.mktemp("cli") / "ws"
-    assert main(run_args(workspace)) == 0
-    return workspace
 
 
 def test_run_writes_every_column(finished_run, capsys):

@@ -101,7 +101,8 @@ def _stage1(summary: Mapping[str, Any]) -> list[str]:
             for step, score, flag, discarded, genome in zip(points.step, points.fitness, accepted,
                                                              points.discarded, points.genomes)]
     out.append("<details><summary>Every evaluation</summary>"
-               + _table(["step", "validation top-1", "move", "genome"], rows, numeric_from=0, numeric_to=2)
+               + _table(["step", "validation top-1", "move", "genome"], rows, numeric_from=0, numeric_to=2,
+                        table_id="evaluations-table")
                + "</details>")
     return out
 
@@ -131,7 +132,8 @@ def _stage2(summary: Mapping[str, Any]) -> list[str]:
         rows = [[str(trial.job), _number(trial.score), trial.status, *(_value(trial.hparams.get(k)) for k in keys)]
                 for trial in trials]
         out.append("<details><summary>Every trial</summary>"
-                   + _table(["job", "validation top-1", "status", *keys], rows, numeric_from=0, numeric_to=2)
+                   + _table(["job", "validation top-1", "status", *keys], rows, numeric_from=0, numeric_to=2,
+                            table_id=f"{variant}-trials-table")
                    + "</details>")
     if len(out) == 2:
         out.append("<p>No stage-2 trial has run.</p>")
