@@ -1,7 +1,6 @@
 """`safs compare` on real finished runs: two stage-1 algorithms over the same two seeds."""
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,11 +8,8 @@ from conftest import run_args
 from scipy import stats
 
 from nni_safs.cli import main
-from nni_safs.reports.compare import comparison, load_runs
 from nni_safs.reports.intervals import interval, mean_interval
 from nni_safs.reports.results import TABLE
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_interval_is_students_t():
@@ -114,17 +110,3 @@ def test_a_stopped_run_is_refused(runs, tmp_path, capsys):
     (stopped / "summary.json").write_text(json.dumps({**summary, "failure": "every stage-1 candidate failed"}))
     assert main(["compare", str(runs[("lahc", 0)]), str(stopped)]) == 2
     assert "is not a finished run: its run stopped early: every stage-1 candidate failed" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_reproduce_lenet5_reports_through_compare(runs, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    sys.modules.pop("reproduce_lenet5", None)
-    import reproduce_lenet5
-    runs_ = [{"scope": "lamp", "seed": seed, "workspace": str(runs[("lahc", seed)]), "best_epochs": {},
-              **{key: column(runs[("lahc", seed)], key) for key, _ in TABLE}} for seed in (1, 0)]
-    lines = reproduce_lenet5.table(runs_, ["lamp"])
-    expected = comparison(load_runs([runs[("lahc", 0)], runs[("lahc", 1)]]), "scope")
-    assert lines[:len(expected)] == expected
-    assert any(line.startswith("The paper (layer scope") for line in lines)
-    assert "| lamp | 0 |" in "\n".join(lines) and "| lamp | 1 |" in "\n".join(lines)  # per seed, still there

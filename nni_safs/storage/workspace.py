@@ -184,7 +184,7 @@ def open_workspace(config: SafsConfig, base_dir: str | Path | None = None, run: 
                                                                and owner["run"] != run))
         if taken_over:  # a failed prepare's leftovers: nothing in them is anyone's result
             shutil.rmtree(root / "jobs", ignore_errors=True)
-            for name in (SUMMARY_FILE, RESULTS_FILE, REPORT_FILE, RUNNER_STATE_FILE, RUNNER_STATE_FILE + ".journal"):
+            for name in (SUMMARY_FILE, RESULTS_FILE, RUNNER_STATE_FILE, RUNNER_STATE_FILE + ".journal"):
                 (root / name).unlink(missing_ok=True)
         if stored != wanted:
             Workspace(config).write_json(CONFIG_FILE, wanted)
