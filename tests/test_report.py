@@ -132,3 +132,16 @@ def test_report_of_no_run_says_where_it_stands(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "summary.json" in err and "has not finished" in err
+
+
+def test_a_stopped_run_gets_a_page_that_says_so(tmp_path):
+    """A run that stopped before its stages ran (as test_cli's stopped run): the page says why, and what is missing."""
+    from nni_safs.settings.config import SafsConfig
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "config": {**SafsConfig(model="lenet5", dataset="mnist5k").to_dict(), "workspace": str(tmp_path)},
+        "columns": {}, "finished": True, "failure": "every stage-1 candidate failed (5 evaluations scored 0)"}))
+    assert main(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "stopped: every stage-1 candidate failed (5 evaluations scored 0)" in page
+    assert "Stage 1 has no winner yet." in page and "No stage-2 trial has run." in page
+    assert "No final column has run." in page
