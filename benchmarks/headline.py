@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import NamedTuple
 
-from reproduce_lenet5 import interval  # benchmarks/reproduce_lenet5.py (scripts run from this folder)
+from nni_safs.reports.intervals import interval
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -53,7 +53,7 @@ def row(label: str, release: str, declared: str, rows: list[dict]) -> str:
     """One table line: SAFS and its paired differences, each with a 95% interval."""
     mp_epochs = [e for r in rows for e in r.get("best_epochs", {}).get("baseline", [])]
     epochs = f"{statistics.mean(mp_epochs):.2f}" if mp_epochs else "-"  # older reports did not record it
-    return (f"| {label} | {release} | {declared} | {len(rows)} | {interval([r['safs'] for r in rows]).replace('+', '')} | "
+    return (f"| {label} | {release} | {declared} | {len(rows)} | {interval([r['safs'] for r in rows], signed=False)} | "
             f"{interval([r['safs'] - r['baseline'] for r in rows])} | {interval([r['safs'] - r['stage2'] for r in rows])} | "
             f"{epochs} |")
 

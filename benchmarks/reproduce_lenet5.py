@@ -1,8 +1,9 @@
 """Our counterpart of the paper's first row: LeNet-5 on MNIST at ratio 0.99, every column.
 
 Runs the whole pipeline in-process (``safs run``, the trials' own code) for each pruning
-scope and seed with the budgets of ``experiment_configs/lenet5_mnist_safs.yml``, then prints
-mean and standard deviation of each column's test top-1 beside the paper's numbers. Every
+scope and seed with the budgets of ``experiment_configs/lenet5_mnist_safs.yml``, then compares
+the runs as ``safs compare --by scope`` does (each column's mean and 95% interval, paired
+differences) and gives the paper's numbers. Every
 column's final fine-tuning has the same budget (``final_epochs``; the baseline gets
 ``baseline_epochs`` = ``final_epochs``).
 
@@ -11,8 +12,8 @@ column's final fine-tuning has the same budget (``final_epochs``; the baseline g
     python benchmarks/reproduce_lenet5.py --set search_init=random --set final_seeds=1   # the paper's search
 
 Each column is the mean over the run's ``final_seeds`` fine-tuning seeds; the table then gives the
-mean ± standard deviation of those over the run seeds (which also change the splits and the
-dense model).
+mean of those over the run seeds (which also change the splits and the dense model) with its 95%
+interval.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import yaml
 from report import write_report  # benchmarks/report.py (scripts run from this folder)
 
 from nni_safs.overrides import apply_overrides
+from nni_safs.reports.compare import comparison, load_runs
 from nni_safs.reports.results import TABLE
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +53,7 @@ def run_one(args: tuple[dict, str, int, str]) -> dict:
     summary = json.loads((Path(config.workspace) / "summary.json").read_text())
     # the jobs' own seconds, so a run resumed from a finished workspace reports the work it took
     seconds = sum((job["result"] or {}).get("seconds", 0.0) for job in summary["jobs"])
-    return {"scope": scope, "seed": seed, "minutes": seconds / 60,
+    return {"scope": scope, "seed": seed, "workspace": summary["config"]["workspace"], "minutes": seconds / 60,
             "trials": sum(summary["trials_per_stage"].values()),
             **{key: (summary["columns"].get(key) or {}).get("test_acc") for key, _ in TABLE},
             "best_epochs": best_epochs(summary)}
@@ -67,32 +69,13 @@ def best_epochs(summary: dict) -> dict[str, list[int]]:
 
 
 def table(rows: list[dict], scopes: list[str]) -> list[str]:
-    lines = ["| scope | seeds | " + " | ".join(title for _, title in TABLE) + " | trials | minutes |",
-             "|---" * (len(TABLE) + 4) + "|"]
-    for scope in scopes:
-        mine = [r for r in rows if r["scope"] == scope]
-        cells = []
-        for key, _ in TABLE:
-            values = [r[key] for r in mine if isinstance(r[key], (int, float))]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.2f} ± {sd:.2f}" if values else "-")
-        lines.append(f"| {scope} | {len(mine)} | " + " | ".join(cells) +
-                     f" | {statistics.mean(r['trials'] for r in mine):.0f} |"
-                     f" {statistics.mean(r['minutes'] for r in mine):.1f} |")
-    lines.append("| paper (layer, 200-epoch budgets, full MNIST) | - | " +
-                 " | ".join(f"{PAPER[key]:.2f}" for key, _ in TABLE) + " | - | - |")
-    lines += ["", "Paired differences over the seeds: mean and its 95% confidence interval (Student's t).", "",
-              "| scope | stage 1 - magnitude pruning | lowest seed | seeds >= +5 | SAFS - magnitude pruning | "
-              "SAFS - stage 2 |", "|---|---|---|---|---|---|"]
-    for scope in scopes:
-        mine = [r for r in rows if r["scope"] == scope and all(isinstance(r[k], (int, float))
-                                                                for k in ("baseline", "stage1", "stage2", "safs"))]
-        if not mine:
-            continue
-        gains = [r["stage1"] - r["baseline"] for r in mine]
-        lines.append(f"| {scope} | {interval(gains)} | {min(gains):+.2f} | {sum(g >= 5 for g in gains)} of "
-                     f"{len(mine)} | {interval([r['safs'] - r['baseline'] for r in mine])} | "
-                     f"{interval([r['safs'] - r['stage2'] for r in mine])} |")
+    """The report's tables: `safs compare` on the runs' workspaces grouped by scope (means, 95% intervals,
+    differences paired by run and, between scopes, by seed), then the paper's row, the best epochs and
+    every seed."""
+    ordered = sorted(rows, key=lambda r: (scopes.index(r["scope"]), r["seed"]))
+    lines = comparison(load_runs([r["workspace"] for r in ordered]), by="scope")
+    lines += ["", "The paper (layer scope, 200-epoch budgets, full MNIST): " +
+              ", ".join(f"{title} {PAPER[key]:.2f}" for key, title in TABLE) + "."]
     lines += ["", "Best validation epoch of the fine-tuning runs, mean over the runs (a column at the last "
               "epoch would still gain from a longer budget):", "",
               "| scope | " + " | ".join(t for k, t in TABLE if k != "dense") + " |", "|---" * len(TABLE) + "|"]
@@ -102,7 +85,7 @@ def table(rows: list[dict], scopes: list[str]) -> list[str]:
         lines.append(f"| {scope} | " + " | ".join(_cell(statistics.mean(e) if e else None) for e in epochs) + " |")
     lines += ["", "Per seed (test top-1 %):", "", "| scope | seed | " + " | ".join(t for _, t in TABLE) +
               " | stage 1 - MP | SAFS - stage 2 | SAFS - MP |", "|---" * (len(TABLE) + 5) + "|"]
-    for r in sorted(rows, key=lambda r: (r["scope"], r["seed"])):
+    for r in ordered:
         values = [r[key] for key, _ in TABLE]
         diffs = [r["stage1"] - r["baseline"], r["safs"] - r["stage2"], r["safs"] - r["baseline"]] \
             if all(isinstance(r[k], (int, float)) for k in ("baseline", "stage1", "stage2", "safs")) else []
@@ -113,16 +96,6 @@ def table(rows: list[dict], scopes: list[str]) -> list[str]:
 
 def _cell(value) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
-
-
-def interval(values: list[float]) -> str:
-    """Mean [95% confidence interval], from Student's t with n - 1 degrees of freedom."""
-    mean = statistics.mean(values)
-    if len(values) < 2:
-        return f"{mean:+.2f}"
-    from scipy import stats
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
 
 
 def main() -> None:
@@ -151,7 +124,7 @@ def main() -> None:
              f"minutes: the sum of a run's jobs' seconds, kept in its workspace, so a resumed run counts its "
              f"first run's work; this invocation {(time.perf_counter() - start) / 60:.0f} min)"
              f"{' with ' + ' '.join(f'--set {o}' for o in args.set) if args.set else ''}. "
-             f"Test top-1 (%), mean ± standard deviation over seeds {args.seeds}; each run's column is the mean over "
+             f"Test top-1 (%), mean [95% interval] over seeds {args.seeds}; each run's column is the mean over "
              f"its {b.get('final_seeds', 1)} fine-tuning seed(s).", "", *table(rows, args.scopes), "",
              "Budgets (epochs) against the paper's: dense "
              f"{b['dense_epochs']} (paper 200), baseline and every final column {b['final_epochs']} "

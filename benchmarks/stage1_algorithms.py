@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
-from report import write_report
-from reproduce_lenet5 import interval
-from workspace_runs import arguments, earlier, finished, replay, run_all
+sys.path.insert(0, str(Path(__file__).resolve().parent / "studies"))  # workspace_runs.py
+from report import write_report  # noqa: E402
+from workspace_runs import arguments, earlier, finished, replay, run_all  # noqa: E402
 
-from nni_safs.method.genomes import genome_from_string
+from nni_safs.method.genomes import genome_from_string  # noqa: E402
+from nni_safs.reports.intervals import interval  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("baseline", "stage1", "stage2", "safs")

@@ -8,6 +8,9 @@ Verbs:
   export WORKSPACE -o F   write the found activations as a self-contained Python module
                           (--model: the pruned network itself, a torch-only torch.export file)
   plot WORKSPACE -o DIR   draw activation curves, layer sparsity and the search trace
+  report WORKSPACE        write the run on one self-contained HTML page (WORKSPACE/report.html)
+  compare WORKSPACE...    finished runs side by side, grouped by a setting (--by KEY), with
+                          95% intervals and differences paired by seed
 
 CONFIG is an NNI experiment YAML (its ``tuner.classArgs`` are used) or a YAML of classArgs;
 ``--set KEY=VALUE`` (experiment, run) changes a key without editing the file.
@@ -281,6 +284,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """safs report: the run on one HTML page that opens without a server."""
+    from nni_safs.reports.page import write_report
+    with _explain_missing(Path(args.workspace)):
+        print(f"wrote {write_report(args.workspace, args.output)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """safs compare: finished runs side by side, paired by seed where they pair."""
+    from nni_safs.reports.compare import comparison, load_runs
+    print("\n".join(comparison(load_runs(args.workspaces), args.by)))
+    return 0
+
+
 @contextmanager
 def _explain_missing(workspace: Path):
     """A file the command needs is missing: say so, and where the workspace's run stands."""
@@ -341,6 +359,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workspace")
     p.add_argument("-o", "--output", required=True, help="folder for the PNG files")
     p.set_defaults(func=cmd_plot)
+
+    p = verbs.add_parser("report", help="write the run on one self-contained HTML page (no server needed)")
+    p.add_argument("workspace")
+    p.add_argument("-o", "--output", help="the HTML file to write (default WORKSPACE/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser("compare", help="finished runs side by side: means, 95%% intervals, paired differences")
+    p.add_argument("workspaces", nargs="+", metavar="WORKSPACE")
+    p.add_argument("--by", metavar="KEY",
+                   help="the setting that groups the runs (e.g. search_algorithm); default: every setting that "
+                        "differs between them other than seed and workspace")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -1,11 +1,16 @@
-"""What several test files share: small configs, scripted results, a driver, a free port."""
+"""What several test files share: small configs, scripted results, a driver, a free port, a finished run."""
+import contextlib
+import io
 import json
 import random
 import socket
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Iterator
+
+import pytest
 
 from nni_safs.method.contract import JobResult
 
@@ -15,6 +20,25 @@ SMALL = dict(model="lenet5", dataset="mnist5k", search_steps=4, max_search_steps
 TINY = dict(model="lenet5", dataset="mnist5k", device="cpu", threads=1, scope="lamp", batch_size=256,
             dense_epochs=4, baseline_epochs=2, final_epochs=2, search_epochs=1, search_data_fraction=0.3,
             search_steps=3, max_search_steps=4, hpo_trials=2, hpo_epochs=1)
+DEFAULT = Path(__file__).resolve().parents[1] / "experiment_configs" / "lenet5_mnist_safs.yml"
+
+
+def run_args(workspace: Path, **settings: Any) -> list[str]:
+    """`safs run` on the embedded default, shrunk to TINY budgets with --set (``settings`` on top)."""
+    settings = {**TINY, "search_init": "random", "final_seeds": 1, "workspace": str(workspace), **settings}
+    return ["run", str(DEFAULT), "--quiet", *(f"--set={key}={value}" for key, value in settings.items())]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A real finished `safs run` (TINY budgets, seed 0, LAHC), shared by the files that read a
+    workspace; what its progress printed (not a terminal) is in ``../progress.log``."""
+    from nni_safs.cli import main
+    workspace = tmp_path_factory.mktemp("cli") / "ws"
+    with contextlib.redirect_stderr(io.StringIO()) as progress:
+        assert main([arg for arg in run_args(workspace) if arg != "--quiet"]) == 0
+    (workspace.parent / "progress.log").write_text(progress.getvalue())
+    return workspace
 
 
 def fake_result(job, rng: random.Random) -> JobResult:

@@ -1,7 +1,5 @@
 """`safs run` end to end on the embedded digits, then results / export / plot on its workspace."""
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -9,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, free_port
+from conftest import TINY, free_port, run_args
 
 from nni_safs.cli import main
 from nni_safs.reports.results import format_table
@@ -18,25 +16,6 @@ from nni_safs.storage.checkpoints import load_checkpoint
 from nni_safs.training.jobs import load_data, new_model
 
 pytestmark = pytest.mark.slow
-
-
-DEFAULT = Path(__file__).resolve().parents[1] / "experiment_configs" / "lenet5_mnist_safs.yml"
-
-
-def run_args(workspace: Path) -> list[str]:
-    """`safs run` on the embedded default, shrunk to TINY budgets with --set."""
-    settings = {**TINY, "search_init": "random", "final_seeds": 1, "workspace": str(workspace)}
-    return ["run", str(DEFAULT), "--quiet", *(f"--set={key}={value}" for key, value in settings.items())]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A finished tiny run; what its progress printed (not a terminal) is in ``../progress.log``."""
-    workspace = tmp_path_factory.mktemp("cli") / "ws"
-    with contextlib.redirect_stderr(io.StringIO()) as progress:
-        assert main([arg for arg in run_args(workspace) if arg != "--quiet"]) == 0
-    (workspace.parent / "progress.log").write_text(progress.getvalue())
-    return workspace
 
 
 def test_run_prints_a_plain_progress_line_per_job_off_a_terminal(finished_run):

@@ -126,7 +126,7 @@ def test_the_commands_and_the_cli_verbs_stay():
     host = subprocess.run([sys.executable, "-m", "nni_safs.manager_host"], capture_output=True, text=True, timeout=120)
     assert host.returncode == 0 and "export NNI_SAFS_LISTEN_HOST=127.0.0.1" in host.stdout
     verbs = build_parser()._subparsers._group_actions[0].choices
-    assert set(verbs) == {"experiment", "run", "results", "export", "plot"}
+    assert set(verbs) == {"experiment", "run", "results", "export", "plot", "report", "compare"}
 
 
 def test_tests_and_benchmarks_never_import_each_other():

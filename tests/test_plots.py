@@ -90,6 +90,7 @@ def test_lahc_trace_points():
     assert points.discarded.tolist() == [False] * 6 + [True]
     assert math.isnan(points.fitness[3])
     assert points.best.tolist() == [40.0, 40.0, 52.5, 52.5, 52.5, 55.0, 55.0]  # the discarded 70 does not count
+    assert points.genomes == ("act1=swish;act2=srs;act3=tanhsoft;act4=acon",) * 7  # the report page lists them
 
 
 def test_other_algorithms_plot_the_search_jobs(workspace, tmp_path):
@@ -102,6 +103,7 @@ def test_other_algorithms_plot_the_search_jobs(workspace, tmp_path):
     assert points.accepted is None and not points.discarded.any()
     assert np.array_equal(points.fitness, [30.0, np.nan, 45.0], equal_nan=True)
     assert points.best.tolist() == [30.0, 30.0, 45.0]
+    assert points.genomes == ("act1=relu", "act1=gelu", "act1=elu")
     (workspace / "summary.json").write_text(json.dumps(summary))
     assert plot_workspace(workspace, tmp_path / "tpe")[-1].stat().st_size > 5000
 

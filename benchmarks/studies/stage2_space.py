@@ -27,10 +27,11 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py, reproduce_lenet5.py
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py
 from report import write_report  # noqa: E402
-from reproduce_lenet5 import interval  # noqa: E402
 from workspace_runs import arguments, earlier, finished, replay, run_all  # noqa: E402
+
+from nni_safs.reports.intervals import interval  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("baseline", "stage1", "stage2", "safs")

@@ -1,1 +1,2 @@
-"""What a run leaves for people: summary.json and results.md, plots, and the exported network."""
+"""What a run leaves for people: summary.json and results.md, plots, the exported network, the report
+page of one run and the comparison of several."""

@@ -11,7 +11,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -22,6 +22,7 @@ matplotlib.use("Agg")  # files only: no display needed (servers, CI, NNI trials)
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 from nni_safs.method.contract import SAFS  # noqa: E402
+from nni_safs.method.genomes import genome_to_string  # noqa: E402
 from nni_safs.models import build_model, model_facts  # noqa: E402
 from nni_safs.models.activations import ActivationSlot  # noqa: E402
 from nni_safs.pruning.masks import weight_name  # noqa: E402
@@ -52,7 +53,7 @@ def plot_workspace(workspace: str | Path, output_dir: str | Path) -> list[Path]:
                           f"{meta['model']}: {checkpoint.name}", output_dir / "activations.png"),
         _plot_sparsity(densities, f"{meta['model']}, {meta.get('scope', '?')} pruning at ratio "
                        f"{meta.get('ratio', '?')}", output_dir / "sparsity.png"),
-        _plot_trace(trace_points(summary), output_dir / "search_trace.png"),
+        plot_trace(trace_points(summary), output_dir / "search_trace.png"),
     ]
 
 
@@ -118,6 +119,7 @@ class TracePoints:
     discarded: np.ndarray  # still in flight when the search stopped: not part of the walk
     best: np.ndarray  # running best over the non-discarded evaluations
     algorithm: str
+    genomes: tuple[str, ...]  # each evaluation's genome, ``slot=op;...``
 
 
 def trace_points(summary: Mapping[str, Any]) -> TracePoints:
@@ -131,13 +133,16 @@ def trace_points(summary: Mapping[str, Any]) -> TracePoints:
         fitness = np.array([_number(entry["fitness"]) for entry in entries])
         accepted = np.array([bool(entry["accepted"]) for entry in entries])
         discarded = np.array([bool(entry["discarded"]) for entry in entries])
+        genomes = tuple(genome_to_string(entry["genome"]) for entry in entries)
     else:
-        results = [job.get("result") or {} for job in summary.get("jobs", []) if job.get("stage") == "search"]
+        jobs = [job for job in summary.get("jobs", []) if job.get("stage") == "search"]
+        results = [job.get("result") or {} for job in jobs]
         step = np.arange(len(results), dtype=float)
         fitness = np.array([_number(result.get("default")) for result in results])
         accepted, discarded = None, np.zeros(len(results), dtype=bool)
+        genomes = tuple(str(job.get("genome", "")) for job in jobs)
     best = np.fmax.accumulate(np.where(discarded, np.nan, fitness)) if len(fitness) else fitness
-    return TracePoints(step, fitness, accepted, discarded, best, str(search.get("algorithm", "?")))
+    return TracePoints(step, fitness, accepted, discarded, best, str(search.get("algorithm", "?")), genomes)
 
 
 def _number(value: Any) -> float:
@@ -187,7 +192,8 @@ def _plot_sparsity(densities: Mapping[str, float], title: str, path: Path) -> Pa
     return _save(fig, path)
 
 
-def _plot_trace(points: TracePoints, path: Path) -> Path:
+def plot_trace(points: TracePoints, target: Path | BinaryIO) -> Path | BinaryIO:
+    """Stage 1's walk: every evaluation's score against its step, LAHC's accepted ones marked, the best so far."""
     fig, ax = plt.subplots(figsize=(7, 4))
     walked = ~points.discarded
     groups = [(walked, "evaluated", "o", "tab:blue")] if points.accepted is None else [
@@ -205,11 +211,46 @@ def _plot_trace(points: TracePoints, path: Path) -> Path:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save(fig, target)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def plot_study(scores: Sequence[float | None], title: str, target: Path | BinaryIO) -> Path | BinaryIO:
+    """A stage-2 study: each trial's score in the order the trials were issued (failed ones at the
+    bottom, marked), and the best so far."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    trial = np.arange(len(scores))
+    score = np.array([_number(value) for value in scores])
+    done = ~np.isnan(score)
+    ax.scatter(trial[done], score[done], color="tab:blue", label="trial", zorder=3)
+    if (~done).any():
+        bottom = np.nanmin(score) if done.any() else 0.0
+        ax.scatter(trial[~done], np.full(int((~done).sum()), bottom), marker="x", color="tab:red",
+                   label="failed (no score)", zorder=3)
+    if done.any():
+        ax.step(trial, np.fmax.accumulate(score), where="post", color="black", lw=1.2, label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, target)
+
+
+def plot_importance(importances: Mapping[str, float], title: str, target: Path | BinaryIO) -> Path | BinaryIO:
+    """Each hyperparameter's share of the study's score variance, largest on top."""
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(4.5, 0.4 * len(names) + 1.3))
+    bars = ax.barh(names, [importances[name] for name in names], color="tab:orange")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel("importance (fANOVA, sums to 1)")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, target)
+
+
+def _save(fig: plt.Figure, target: Path | BinaryIO) -> Path | BinaryIO:
+    """Write ``fig`` as PNG to a file path or an open binary stream (a page embeds it)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(target, dpi=120, format="png")
     plt.close(fig)
-    return path
+    return target

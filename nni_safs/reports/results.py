@@ -100,12 +100,9 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
-def format_table(summary: dict[str, Any]) -> str:
-    """A markdown table in the layout of the paper's, plus the chosen op per slot."""
+def table_cells(summary: dict[str, Any]) -> list[str]:
+    """The table's cells in :data:`TABLE` order: mean (± sd over the final seeds) (gain over magnitude pruning)."""
     columns = summary["columns"]
-    config = summary["config"]
-    head = "| model (data) | " + " | ".join(title for _, title in TABLE) + " |"
-    rule = "|---" * (len(TABLE) + 1) + "|"
     base = (columns.get("baseline") or {}).get("test_acc")
     cells = []
     for key, _ in TABLE:
@@ -117,12 +114,26 @@ def format_table(summary: dict[str, Any]) -> str:
         if key not in ("dense", "baseline") and isinstance(acc, (int, float)) and isinstance(base, (int, float)):
             cell += f" ({acc - base:+.2f})"
         cells.append(cell)
-    row = f"| {config['model']} ({config['dataset']}) | " + " | ".join(cells) + " |"
+    return cells
+
+
+def table_caption(config: dict[str, Any]) -> str:
+    """What the table's figures are: ratio, scope, seeds, brackets."""
     seeds = config.get("final_seeds", 1)
     spread = (f"; mean ± standard deviation over {seeds} fine-tuning seeds (the dense column: one model)"
               if seeds > 1 else "")
-    lines = [f"Test top-1 (%) at pruning ratio {config['ratio']} ({config['scope']} scope){spread}; "
-             "in brackets: gain over magnitude pruning.", "", head, rule, row, ""]
+    return (f"Test top-1 (%) at pruning ratio {config['ratio']} ({config['scope']} scope){spread}; "
+            "in brackets: gain over magnitude pruning.")
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A markdown table in the layout of the paper's, plus the chosen op per slot."""
+    columns = summary["columns"]
+    config = summary["config"]
+    head = "| model (data) | " + " | ".join(title for _, title in TABLE) + " |"
+    rule = "|---" * (len(TABLE) + 1) + "|"
+    row = f"| {config['model']} ({config['dataset']}) | " + " | ".join(table_cells(summary)) + " |"
+    lines = [table_caption(config), "", head, rule, row, ""]
     density = (columns.get("safs") or columns.get("baseline") or {}).get("density")
     if isinstance(density, (int, float)):
         lines.append(f"Measured density of the pruned layers: {100 * density:.2f}%")

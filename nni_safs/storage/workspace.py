@@ -28,6 +28,7 @@ RUN_FILE = "run.json"
 PREPARE_LOCK = ".prepare.lock"
 SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.md"
+REPORT_FILE = "report.html"  # safs report: the run on one self-contained page
 RUNNER_STATE_FILE = "safs_runner_state.json"  # safs run's optimizer state (snapshot + .journal)
 TUNER_STATE_FILE = "safs_tuner_state.json"  # SafsTuner's, in NNI's checkpoint folder (else the workspace)
 
