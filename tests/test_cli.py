@@ -11,6 +11,7 @@ from conftest import TINY, free_port, run_args
 
 from nni_safs.cli import main
 from nni_safs.reports.results import format_table
+from nni_safs.reports.studies import study_trials
 from nni_safs.settings.config import SafsConfig
 from nni_safs.storage.checkpoints import load_checkpoint
 from nni_safs.training.jobs import load_data, new_model
@@ -68,6 +69,10 @@ def test_run_with_stage2_promotion_gives_the_final_columns_sets_measured_at_the_
         assert top[0]["hparams"] == max(low, key=lambda job: job["result"]["default"])["hparams"]
         assert final[column]["hparams"] == top[0]["hparams"]
         assert [entry["rung"] for entry in summary["stages"]["hpo"][study]["trace"]] == [0, 0, 1]
+        # the report page's study: the lowest rung's sets, the scores its tuner was told
+        assert [(trial.job, trial.score) for trial in study_trials(summary, study)] == \
+            [(job["job"], job["result"]["default"]) for job in low]
+    assert main(["report", str(tmp_path / "ws")]) == 0
 
 
 def experiment_args(workspace: Path, *extra: str) -> list[str]:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-from nni_safs.method.contract import OWN_ACTIVATION, SAFS, Stage, Status
+from nni_safs.method.contract import OWN_ACTIVATION, SAFS, Stage, Status, rung_variant
 
 TITLES = {OWN_ACTIVATION: "stage 2: the model's own activation, hyperparameters tuned",
           SAFS: "SAFS: stage 1's activations, hyperparameters tuned"}
@@ -34,10 +34,11 @@ class StudyTrial:
 
 def study_trials(summary: Mapping[str, Any], variant: str) -> list[StudyTrial]:
     """The trials of study ``variant`` (one of :data:`~nni_safs.method.contract.STUDIES`) in the
-    order they were issued."""
+    order they were issued; with ``hpo_promotion``, those of its lowest rung (the one budget every
+    set is measured at, and the scores its tuner was told)."""
     trials = []
     for job in summary.get("jobs", []):
-        if job.get("stage") != Stage.HPO.value or job.get("variant") != variant:
+        if job.get("stage") != Stage.HPO.value or job.get("variant") not in (variant, rung_variant(variant, 0)):
             continue
         result = job.get("result") or {}
         score = result.get("default")
