@@ -21,6 +21,10 @@ pytestmark = pytest.mark.nni
 
 REPO = Path(__file__).resolve().parents[1]
 UPPER_BOUND = 2 + (4 + 1) + 2 * 2 + 3
+# stage 2's promotion on rungs of 1 and 2 epochs, 3 sets per study; at most 1 + 4 + (4 + 1) + 2 x 3 x 2
+# trials (prepare, baseline and finals, stage 1, both studies with every set at every rung)
+PROMOTION = dict(max_trials=22, hpo_promotion="asha", hpo_trials=3, hpo_epochs=2, hpo_min_epochs=1,
+                 hpo_reduction_factor=2)
 
 
 class Experiment:
@@ -281,10 +285,7 @@ def test_hpo_promotion_climbs_both_studies_ladders_at_concurrency_2_and_resumes_
     """Stage 2's promotion through nnictl: each stage-2 trial names its study's rung and runs its
     epochs, a stop and resume mid-ladder keeps every finished evaluation and repeats no (set, rung),
     and the stage2 and SAFS columns fine-tune their study's best at the top rung."""
-    # rungs of 1 and 2 epochs; at most 1 + 4 + (4 + 1) + 2 x 3 x 2 trials (prepare, baseline and finals,
-    # stage 1, both studies with every set at every rung)
-    exp = experiment(max_trials=22, hpo_promotion="asha", hpo_trials=3, hpo_epochs=2, hpo_min_epochs=1,
-                     hpo_reduction_factor=2)
+    exp = experiment(**PROMOTION)
     summary = stop_and_resume_ladder(exp, lambda metrics: any(m["variant"].endswith("-rung1") for m in metrics))
     hpo = [job for job in summary["jobs"] if job["stage"] == "hpo"]
     assert {(job["variant"], job["epochs"]) for job in hpo} == {
@@ -410,13 +411,14 @@ def test_plain_nnictl_create_listens_on_loopback_unless_opted_out(experiment, ex
     exp.wait_for_results(1)  # the dispatcher and the trials reach the manager either way
 
 
-def test_a_stage2_study_whose_every_trial_raises_ends_done_with_the_reason(experiment, tmp_path):
+@pytest.mark.parametrize("promotion", [{}, PROMOTION], ids=["one budget", "promoted"])
+def test_a_stage2_study_whose_every_trial_raises_ends_done_with_the_reason(experiment, tmp_path, promotion):
     # every stage-2 trial raises (a learning rate build_optimizer refuses); prepare, the baseline
-    # and stage 1 run normally
+    # and stage 1 run normally; promoted: nothing climbs the ladder (a failed set is never promoted)
     space = tmp_path / "hpo_space.json"
     space.write_text(json.dumps({"optimizer": {"_type": "choice", "_value": [
         {"_name": "adam", "lr": {"_type": "uniform", "_value": [-2.0, -1.0]}}]}}))
-    exp = experiment(hpo_space=str(space))
+    exp = experiment(hpo_space=str(space), **promotion)
     exp.create()
     assert exp.wait(lambda s: s == "DONE", timeout=400) == "DONE"
     summary = json.loads((exp.workspace / "summary.json").read_text())
@@ -426,6 +428,7 @@ def test_a_stage2_study_whose_every_trial_raises_ends_done_with_the_reason(exper
     trials = exp.get("/trial-jobs")
     hpo = [m for m in exp.final_metrics() if m["stage"] == "hpo"]
     assert hpo and all(m["status"] == "failed" and "lr' must be a positive number" in m["reason"] for m in hpo)
+    assert {m["variant"] for m in hpo} <= ({"default-rung0", "safs-rung0"} if promotion else {"default", "safs"})
     assert not [m for m in exp.final_metrics() if m["stage"] == "final"]
     assert exp.get("/experiment")["params"]["maxTrialNumber"] == len(trials)
 
