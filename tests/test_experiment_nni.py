@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 UPPER_BOUND = 2 + (4 + 1) + 2 * 2 + 3
 # stage 2's promotion on rungs of 1 and 2 epochs, 3 sets per study; at most 1 + 4 + (4 + 1) + 2 x 3 x 2
 # trials (prepare, baseline and finals, stage 1, both studies with every set at every rung)
+# stage 1's ASHA on rungs of 1 and 2 epochs, 4 genomes
+STAGE1_ASHA = dict(max_trials=24, search_algorithm="asha", search_steps=4, search_epochs=2, search_min_epochs=1,
+                   search_reduction_factor=2)
 PROMOTION = dict(max_trials=22, hpo_promotion="asha", hpo_trials=3, hpo_epochs=2, hpo_min_epochs=1,
                  hpo_reduction_factor=2)
 
@@ -268,8 +271,7 @@ def test_asha_climbs_its_ladder_at_concurrency_2_and_resumes_without_repeating_w
     """The multi-fidelity stage 1 through nnictl: each trial's parameters name its rung and epochs,
     the own activation runs at the top rung, a stop and resume mid-ladder keeps every finished
     evaluation, and the top rung's best is the stage-1 column's genome."""
-    exp = experiment(max_trials=24, search_algorithm="asha", search_steps=4, search_epochs=2, search_min_epochs=1,
-                     search_reduction_factor=2)  # rungs of 1 and 2 epochs
+    exp = experiment(**STAGE1_ASHA)
     summary = stop_and_resume_ladder(exp, lambda metrics: len(metrics) >= 5)
     search = [job for job in summary["jobs"] if job["stage"] == "search"]
     assert {(job["variant"], job["epochs"]) for job in search} == {("asha-rung0", 1), ("asha-rung1", 2)}
@@ -321,8 +323,10 @@ def test_killed_manager_then_resume_keeps_every_finished_evaluation(experiment):
     assert sorted(results) == list(range(len(results)))
 
 
-def test_a_killed_trial_is_a_failed_evaluation_and_the_search_goes_on(experiment):
-    exp = experiment(search_epochs=3, search_data_fraction=1.0)
+@pytest.mark.parametrize("stage1", [{"search_epochs": 3}, {**STAGE1_ASHA, "search_epochs": 4, "search_min_epochs": 2}],
+                         ids=["lahc", "asha"])
+def test_a_killed_trial_is_a_failed_evaluation_and_the_search_goes_on(experiment, stage1):
+    exp = experiment(search_data_fraction=1.0, **stage1)
     exp.create()
     jobs = exp.workspace / "jobs"
     deadline, victim = time.monotonic() + 300, None
