@@ -4,8 +4,10 @@ import io
 import json
 import os
 import re
+import select
 import struct
 import termios
+import time
 
 from nni_safs.cli import _show_trials
 from nni_safs.progress import ProgressLine
@@ -24,6 +26,16 @@ def test_off_a_terminal_a_line_is_printed_only_when_it_changes():
     assert all(re.search(r" \[\d\d:\d\d\]$", p) for p in printed)  # elapsed time
 
 
+def read_until(fd: int, text: str, seconds: float = 10.0) -> str:
+    """What the terminal's other end has received once ``text`` arrived (the kernel hands pty
+    output over in pieces, so one read may see only the first redraw)."""
+    received, deadline = "", time.monotonic() + seconds
+    while text not in received and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            received += os.read(fd, 65536).decode()
+    return received
+
+
 def test_on_a_terminal_one_line_is_redrawn_with_the_live_detail():
     main, other = os.openpty()
     fcntl.ioctl(other, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # a 160-column terminal
@@ -33,7 +45,7 @@ def test_on_a_terminal_one_line_is_redrawn_with_the_live_detail():
         line.update(0, 9, "SAFS prepare", exact=False, live="epoch 1/4, val 12.00%")
         line.update(1, 9, "SAFS baseline", exact=False, live="epoch 2/2, val 70.00%")
         terminal.flush()
-        drawn = os.read(main, 65536).decode()
+        drawn = read_until(main, "val 70.00%")
         line.close()
     os.close(main)
     assert "\n" not in drawn and drawn.count("\r") >= 2  # redrawn in place
