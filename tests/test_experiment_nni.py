@@ -303,8 +303,10 @@ def test_hpo_promotion_climbs_both_studies_ladders_at_concurrency_2_and_resumes_
     assert exp.get("/experiment")["params"]["maxTrialNumber"] == len(exp.get("/trial-jobs"))
 
 
-def test_killed_manager_then_resume_keeps_every_finished_evaluation(experiment):
-    exp = experiment(search_epochs=2, search_data_fraction=1.0)
+@pytest.mark.parametrize("settings", [{"search_epochs": 2}, {**STAGE1_ASHA, **PROMOTION, "max_trials": 30}],
+                         ids=["lahc", "ladders"])
+def test_killed_manager_then_resume_keeps_every_finished_evaluation(experiment, settings):
+    exp = experiment(search_data_fraction=1.0, **settings)
     exp.create()
     exp.wait_for_results(4)
     done_before = {m["job"]: m["default"] for m in exp.final_metrics()}
