@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "studies"))  # workspace_runs.py
 from report import write_report  # noqa: E402
-from workspace_runs import arguments, earlier, finished, replay, run_all  # noqa: E402
+from workspace_runs import arguments, replay, run_arms  # noqa: E402
 
 from nni_safs.method.genomes import genome_from_string  # noqa: E402
 from nni_safs.reports.intervals import interval  # noqa: E402
@@ -71,13 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     for arm in args.arms:
         overrides(arm)  # a bad key fails here, before any run
-    workspaces = sorted(finished(args.workspaces), key=lambda ws: json.loads((ws / "config.json").read_text())["seed"])
-    rows = earlier(args.runs)
-    done = {(row["workspace"], row["arm"]) for row in rows}
-    tasks = [(str(ws), arm) for ws in workspaces for arm in args.arms if (str(ws), arm) not in done]
-    print(f"{len(workspaces)} workspaces x {len(args.arms)} arms, {len(tasks)} to run", flush=True)
-    rows += run_all(rerun, tasks, args.runs, args.jobs)
-    table = {(row["workspace"], row["arm"]): row for row in rows}
+    workspaces, table = run_arms(rerun, args.workspaces, args.arms, "arm", args.runs, args.jobs)
     complete = [ws for ws in workspaces if all(
         (str(ws), arm) in table and table[(str(ws), arm)]["safs"] is not None for arm in args.arms)]
     names = [f"arm {i}" for i in range(len(args.arms))]

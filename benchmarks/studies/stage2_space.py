@@ -22,14 +22,13 @@ call. Use it on seeds that choose settings, never on the seeds that report them.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: report.py
 from report import write_report  # noqa: E402
-from workspace_runs import arguments, earlier, finished, replay, run_all  # noqa: E402
+from workspace_runs import arguments, replay, run_arms  # noqa: E402
 
 from nni_safs.reports.intervals import interval  # noqa: E402
 
@@ -71,13 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     for text in args.spaces:
         arm(text)  # a bad key fails here, before any run
-    workspaces = sorted(finished(args.workspaces), key=lambda ws: json.loads((ws / "config.json").read_text())["seed"])
-    rows = earlier(args.runs)
-    done = {(row["workspace"], row["space"]) for row in rows}
-    tasks = [(str(ws), space) for ws in workspaces for space in args.spaces if (str(ws), space) not in done]
-    print(f"{len(workspaces)} workspaces x {len(args.spaces)} spaces, {len(tasks)} to rerun", flush=True)
-    rows += run_all(rerun, tasks, args.runs, args.jobs)
-    table = {(row["workspace"], row["space"]): row for row in rows}
+    workspaces, table = run_arms(rerun, args.workspaces, args.spaces, "space", args.runs, args.jobs)
     spaces = args.spaces  # each arm as given: its label in the runs file
     lines = ["# Does a stage-2 search space help the studies?", "", "Command (2 CPU cores):", "",
              f"    python benchmarks/studies/stage2_space.py --workspaces {' '.join(map(str, args.workspaces))} "
@@ -106,7 +99,7 @@ def main() -> None:
         lines += ["", f"Paired by seed, against `{_name(spaces[0])}`: " + "; ".join(
             f"`{_name(s)}` SAFS {interval([a - b for a, b in zip(safs[s], safs[spaces[0]])])}, "
             f"stage 2 {interval([a - b for a, b in zip(stage2[s], stage2[spaces[0]])])}" for s in spaces[1:]) + "."]
-    timed = {s: [row["seconds"]["hpo"] for row in rows if row["space"] == s and "hpo" in row.get("seconds", {})]
+    timed = {s: [row["seconds"]["hpo"] for row in table.values() if row["space"] == s and "hpo" in row.get("seconds", {})]
              for s in spaces}
     if any(timed.values()):
         lines += ["", "Both studies' job-seconds per workspace (jobs run for real, cores shared), mean: " + "; ".join(

@@ -35,6 +35,20 @@ def earlier(runs: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in runs.read_text().splitlines()] if runs.exists() else []
 
 
+def run_arms(work: Callable[[tuple[str, str]], dict], roots: Sequence[Path], arms: Sequence[str], field: str,
+             runs: Path, jobs: int) -> tuple[list[Path], dict[tuple[str, str], dict]]:
+    """``work((workspace, arm))`` for every finished workspace under ``roots`` (by seed) and every
+    arm, reusing the rows of ``runs`` (an arm is named by its row's ``field``); returns the
+    workspaces and every row by (workspace, arm)."""
+    workspaces = sorted(finished(roots), key=lambda ws: json.loads((ws / "config.json").read_text())["seed"])
+    rows = earlier(runs)
+    done = {(row["workspace"], row[field]) for row in rows}
+    tasks = [(str(ws), arm) for ws in workspaces for arm in arms if (str(ws), arm) not in done]
+    print(f"{len(workspaces)} workspaces x {len(arms)} {field}s, {len(tasks)} to run", flush=True)
+    rows += run_all(work, tasks, runs, jobs)
+    return workspaces, {(row["workspace"], row[field]): row for row in rows}
+
+
 def run_all(work: Callable[[Any], dict], tasks: Sequence[Any], runs: Path, jobs: int) -> Iterator[dict]:
     """``work`` over ``tasks`` in ``jobs`` processes; each row is printed, appended to ``runs`` at
     once (a kill or crash loses only the runs still in flight) and yielded, in task order."""
